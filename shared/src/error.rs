@@ -1,0 +1,74 @@
+//! The one error type of Baton. Every layer returns it; the HTTP mapping lives in
+//! `api::error` and nowhere else.
+
+use serde_json::Value;
+
+/// One problem with one field of the caller's input.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Detail {
+    pub path: Vec<Value>,
+    pub message: String,
+}
+
+impl Detail {
+    pub fn new(path: Vec<Value>, message: impl Into<String>) -> Self {
+        Self { path, message: message.into() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// A conditional write lost, or the caller's request clashes with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{message}")]
+    Validation { message: String, details: Vec<Detail> },
+    /// The resource exists but is in a state that does not allow the operation.
+    #[error("{0}")]
+    InvalidStatus(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{message}")]
+    Unprocessable { message: String, details: Vec<Detail> },
+    #[error("{0}")]
+    RateLimited(String, u64),
+    /// A feature that exists in the contract but is not built yet.
+    #[error("{0}")]
+    NotImplemented(String),
+    /// Anything that is our fault or the backend's: the caller sees a generic message.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn validation(message: impl Into<String>) -> Self {
+        Error::Validation { message: message.into(), details: Vec::new() }
+    }
+    pub fn validation_at(path: Vec<Value>, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Error::Validation { details: vec![Detail::new(path, message.clone())], message }
+    }
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        Error::Internal(e.to_string())
+    }
+    pub fn not_found(what: impl std::fmt::Display) -> Self {
+        Error::NotFound(format!("{what} not found"))
+    }
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Conflict(_))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Internal(format!("json: {e}"))
+    }
+}

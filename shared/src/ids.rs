@@ -1,0 +1,52 @@
+//! Identifiers: a type prefix plus a ULID, so ids sort by creation time.
+
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", ulid::Ulid::new().to_string().to_ascii_lowercase())
+}
+
+/// A secret for the caller to keep (API keys, trigger tokens): 32 random bytes, hex.
+pub fn new_secret(prefix: &str) -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!("{prefix}_{}", hex::encode(bytes))
+}
+
+/// How secrets are stored: only comparison is ever needed, so a hash suffices.
+pub fn hash_secret(secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+pub fn ms_to_rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_carry_prefix_and_sort_by_time() {
+        let a = new_id("run");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = new_id("run");
+        assert!(a.starts_with("run_") && b.starts_with("run_"));
+        assert!(a < b);
+    }
+
+    #[test]
+    fn secrets_hash_stably_and_differ() {
+        let s = new_secret("bk");
+        assert_eq!(hash_secret(&s), hash_secret(&s));
+        assert_ne!(s, new_secret("bk"));
+    }
+}

@@ -1,0 +1,1 @@
+//! Template rendering and safe expressions (DESIGN.md §4).
