@@ -3,15 +3,26 @@
 //! `store` and `queue` are the ports; `adapters` implement them; `engine` runs workflows
 //! against the ports only; `api` is the HTTP surface (axum routers) every deployment mounts.
 
+pub mod accounts;
 pub mod adapters;
+pub mod api;
+pub mod app;
+pub mod blocks;
+pub mod engine;
 pub mod error;
 pub mod ids;
+pub mod keys;
 pub mod metrics;
+pub mod model;
+pub mod poller;
 pub mod queue;
 pub mod store;
 pub mod template;
+pub mod workflows;
 
 #[doc(hidden)]
 pub mod conformance;
+#[doc(hidden)]
+pub mod testing;
 
 pub use error::{Error, Result};

@@ -1,1 +1,138 @@
-fn main() {}
+//! Baton on one machine: the HTTP API, a worker pool and the embedded SQLite store and queue
+//! in one process.
+
+use baton::adapters::{Sqlite, SqliteQueue, SqliteStore};
+use baton::app::{App, AppConfig};
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{error, info};
+
+#[derive(Parser, Debug)]
+#[command(name = "baton-local", version, about = "Baton, locally: API + workers + SQLite in one process")]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "BATON_ADDR", default_value = "127.0.0.1:3000")]
+    addr: SocketAddr,
+    /// SQLite database file (created on first start).
+    #[arg(long, env = "BATON_DB", default_value = "./baton.db")]
+    db: PathBuf,
+    /// Store and queue backend: `sqlite` (the only one built so far).
+    #[arg(long, env = "BATON_BACKEND", default_value = "sqlite")]
+    backend: String,
+    /// Concurrent queue workers.
+    #[arg(long, env = "BATON_WORKERS", default_value_t = 8)]
+    workers: usize,
+    /// Step lease and queue visibility timeout, in seconds: how soon a step held by a
+    /// crashed process is taken over.
+    #[arg(long, env = "BATON_LEASE_SECS", default_value_t = 60)]
+    lease_secs: u64,
+    /// Run starts per API key per minute.
+    #[arg(long, env = "BATON_RATE_LIMIT", default_value_t = 500)]
+    rate_limit: u64,
+    /// Receives after which a message goes to the dead-letter queue.
+    #[arg(long, env = "BATON_MAX_RECEIVES", default_value_t = 10)]
+    max_receives: u32,
+    /// Public URL of this server, for URLs shown to callers.
+    #[arg(long, env = "BATON_PUBLIC_URL")]
+    public_url: Option<String>,
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,baton=info".into()),
+        )
+        .compact()
+        .init();
+    if let Err(e) = run(Args::parse()).await {
+        error!("{e}");
+        eprintln!("baton-local: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    if args.backend != "sqlite" {
+        return Err(format!(
+            "BATON_BACKEND={} is not available in this build: only `sqlite` is built so far (the AWS adapters are planned)",
+            args.backend
+        ));
+    }
+    if args.lease_secs == 0 {
+        return Err("--lease-secs must be at least 1".into());
+    }
+    let db = Sqlite::open(&args.db).map_err(|e| format!("cannot open database {}: {e}", args.db.display()))?;
+    let store = Arc::new(SqliteStore::new(db.clone()));
+    let queue = Arc::new(SqliteQueue::new(db.clone(), "steps", args.max_receives));
+    let config = AppConfig {
+        rate_limit_per_minute: args.rate_limit,
+        lease: Duration::from_secs(args.lease_secs),
+        public_url: args.public_url.unwrap_or_else(|| format!("http://{}", args.addr)),
+        ..AppConfig::default()
+    };
+    let app = App::new(store, queue, config);
+    let listener = tokio::net::TcpListener::bind(args.addr).await.map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let pool = tokio::spawn(baton::poller::run(app.clone(), args.workers, stop_rx.clone()));
+    let purge = tokio::spawn({
+        let db = db.clone();
+        let mut stop = stop_rx.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(300)) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                if let Err(e) = db.purge_expired() {
+                    tracing::warn!(error = %e, "purging expired items failed");
+                }
+            }
+        }
+    });
+    info!(addr = %args.addr, db = %args.db.display(), workers = args.workers, "baton listening");
+    let mut http_stop = stop_rx.clone();
+    let server = axum::serve(listener, baton::api::router(app.clone())).with_graceful_shutdown(async move {
+        let _ = http_stop.wait_for(|s| *s).await;
+    });
+    let signals = tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("shutting down: finishing in-flight steps");
+        let _ = stop_tx.send(true);
+    });
+    server.await.map_err(|e| format!("server error: {e}"))?;
+    // In-flight steps get a bounded time to finish; anything left is released by its lease.
+    if tokio::time::timeout(Duration::from_secs(30), pool).await.is_err() {
+        error!("workers did not stop within 30 s; their steps will be retried after the lease");
+    }
+    purge.abort();
+    signals.abort();
+    info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every test Baton has, installing what it needs first. CI calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "tools"
+if ! command -v jq >/dev/null 2>&1; then
+  # The README's quickstart uses jq, and its test runs those lines as written.
+  (apt-get update -qq && apt-get install -y -qq jq) >/dev/null 2>&1 || { echo "jq is required (apt-get install jq)"; exit 1; }
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
+
+step "format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build"
+cargo build --workspace --all-targets --locked
+cargo build --release --locked -p baton-local
+
+step "unit, conformance, engine, HTTP and end-to-end tests"
+BATON_LOCAL_BIN="$PWD/target/release/baton-local" cargo nextest run --workspace --locked --no-fail-fast
+
+step "README quickstart, as written"
+bash infra/quickstart-test.sh target/release/baton-local
+
+step "benchmark builds (not run: figures come from infra/bench.sh)"
+cargo build --release --locked -p baton-tests --bins

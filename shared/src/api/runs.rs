@@ -1,0 +1,357 @@
+//! Run endpoints: start, sync execute, read, list, events, tasks, cancel, redrive.
+
+use super::extract::{Json, OptionalJson, Path, Query};
+use crate::accounts::Principal;
+use crate::app::AppState;
+use crate::engine::{RunFilter, StartRequest};
+use crate::error::{Error, Result};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/workflows/{id}/run", post(start))
+        .route("/api/v1/workflows/{id}/execute", post(execute))
+        .route("/api/v1/trigger", post(trigger))
+        .route("/api/v1/runs", get(list).post(planned_run))
+        .route("/api/v1/runs/{id}", get(detail).delete(cancel))
+        .route("/api/v1/runs/{id}/events", get(events))
+        .route("/api/v1/runs/{id}/tasks", get(tasks))
+        .route("/api/v1/runs/{id}/redrive", post(redrive))
+        .route(
+            "/api/v1/runs/{id}/tasks/{task_id}/complete",
+            post(complete_task),
+        )
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartBody {
+    #[serde(default)]
+    input: Value,
+    #[serde(default, alias = "idempotency_key")]
+    #[serde(rename = "idempotencyKey")]
+    idempotency_key: Option<String>,
+    #[serde(default, alias = "connection_id")]
+    #[serde(rename = "connectionId")]
+    connection_id: Option<String>,
+    #[serde(default)]
+    metadata: Value,
+    #[serde(default, alias = "callbackUrl")]
+    callback_url: Option<String>,
+    /// Sync execute only: how long to drive the run inline before answering 202.
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+fn idempotency_key(headers: &HeaderMap, body: Option<String>) -> Result<Option<String>> {
+    let header = match headers.get("idempotency-key") {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| {
+                    Error::validation_at(
+                        vec![json!("Idempotency-Key")],
+                        "header must be visible ASCII",
+                    )
+                })?
+                .to_string(),
+        ),
+        None => None,
+    };
+    match (header, body) {
+        (Some(h), Some(b)) if h != b => Err(Error::validation(
+            "Idempotency-Key header and body idempotencyKey differ; send one",
+        )),
+        (h, b) => Ok(h.or(b)),
+    }
+}
+
+fn start_request(headers: &HeaderMap, b: StartBody, source: &str) -> Result<StartRequest> {
+    let mut metadata = b.metadata;
+    if let Some(c) = b.connection_id {
+        if metadata.is_null() {
+            metadata = json!({});
+        }
+        if let Value::Object(m) = &mut metadata {
+            m.insert("connection_id".into(), json!(c));
+        }
+    }
+    if let Some(u) = &b.callback_url {
+        check_callback_url(u)?;
+    }
+    Ok(StartRequest {
+        input: b.input,
+        idempotency_key: idempotency_key(headers, b.idempotency_key)?,
+        metadata,
+        callback_url: b.callback_url,
+        source: source.to_string(),
+    })
+}
+
+fn check_callback_url(u: &str) -> Result<()> {
+    if !(u.starts_with("https://") || u.starts_with("http://")) || u.len() > 2048 {
+        return Err(Error::validation_at(
+            vec![json!("callback_url")],
+            "must be an http(s) URL of at most 2048 characters",
+        ));
+    }
+    Ok(())
+}
+
+async fn rate_limited(state: &AppState, p: &Principal) -> Result<HeaderMap> {
+    let info =
+        crate::accounts::check_rate_limit(&*state.store, p, state.config.rate_limit_per_minute)
+            .await?;
+    Ok(super::auth::rate_limit_headers(&info))
+}
+
+fn started(headers: HeaderMap, s: crate::engine::Started) -> Response {
+    let code = if s.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (code, headers, axum::Json(s.run)).into_response()
+}
+
+async fn start(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    OptionalJson(body): OptionalJson<StartBody>,
+) -> Result<Response> {
+    p.require("runs:write")?;
+    let rl = rate_limited(&state, &p).await?;
+    let req = start_request(&headers, body, "api")?;
+    let s = state.engine.start_run(&p.account_id, &id, req).await?;
+    Ok(started(rl, s))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerBody {
+    workflow_id: Value,
+    #[serde(default)]
+    input: Value,
+    #[serde(default)]
+    task: Option<Value>,
+    #[serde(default)]
+    metadata: Value,
+    #[serde(default, alias = "idempotency_key")]
+    #[serde(rename = "idempotencyKey")]
+    idempotency_key: Option<String>,
+    #[serde(default, alias = "callbackUrl")]
+    callback_url: Option<String>,
+}
+
+async fn trigger(
+    State(state): State<AppState>,
+    p: Principal,
+    headers: HeaderMap,
+    Json(b): Json<TriggerBody>,
+) -> Result<Response> {
+    p.require("runs:write")?;
+    // Some senders only have numbers; ids are strings.
+    let wf = match &b.workflow_id {
+        Value::String(s) if !s.is_empty() => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => {
+            return Err(Error::validation_at(
+                vec![json!("workflow_id")],
+                "`workflow_id` must be a non-empty string",
+            ));
+        }
+    };
+    let rl = rate_limited(&state, &p).await?;
+    let mut metadata = b.metadata;
+    let mut input = b.input;
+    if let Some(task) = b.task {
+        // A trigger's `task` is what the run is asked to do: visible to templates as
+        // `input.task` unless the input already says otherwise, and kept in metadata.
+        if metadata.is_null() {
+            metadata = json!({});
+        }
+        if let Value::Object(m) = &mut metadata {
+            m.insert("task".into(), task.clone());
+        }
+        if input.is_null() {
+            input = json!({});
+        }
+        if let Value::Object(i) = &mut input {
+            i.entry("task").or_insert(task);
+        }
+    }
+    let body = StartBody {
+        input,
+        idempotency_key: b.idempotency_key,
+        connection_id: None,
+        metadata,
+        callback_url: b.callback_url,
+        timeout_ms: None,
+    };
+    let req = start_request(&headers, body, "trigger")?;
+    let s = state.engine.start_run(&p.account_id, &wf, req).await?;
+    Ok(started(rl, s))
+}
+
+async fn execute(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    OptionalJson(body): OptionalJson<StartBody>,
+) -> Result<Response> {
+    p.require("runs:write")?;
+    let mut rl = rate_limited(&state, &p).await?;
+    let deadline = match body.timeout_ms {
+        Some(0) => {
+            return Err(Error::validation_at(
+                vec![json!("timeout_ms")],
+                "must be at least 1",
+            ));
+        }
+        Some(ms) => Duration::from_millis(ms).min(state.config.sync_deadline),
+        None => state.config.sync_deadline,
+    };
+    let req = start_request(&headers, body, "execute")?;
+    let r = state
+        .engine
+        .execute_sync(&p.account_id, &id, req, deadline)
+        .await?;
+    if !r.finished {
+        return Ok((StatusCode::ACCEPTED, rl, axum::Json(r.run)).into_response());
+    }
+    let code = r
+        .response_status
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    if let Some(Value::Object(h)) = &r.response_headers {
+        for (k, v) in h {
+            let val = v
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string());
+            if let (Ok(k), Ok(v)) = (HeaderName::try_from(k.as_str()), HeaderValue::try_from(val)) {
+                rl.insert(k, v);
+            }
+        }
+    }
+    Ok((code, rl, axum::Json(r.run)).into_response())
+}
+
+async fn planned_run(p: Principal) -> Result<Response> {
+    p.require("runs:write")?;
+    Err(Error::NotImplemented(
+        "Planned AI runs (POST /api/v1/runs) need the agent block, which is not built yet; start a workflow with POST /api/v1/workflows/{id}/run".into(),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    status: Option<String>,
+    workflow_id: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    p: Principal,
+    Query(q): Query<ListParams>,
+) -> Result<axum::Json<Value>> {
+    p.require("runs:read")?;
+    let f = RunFilter {
+        status: q.status,
+        workflow_id: q.workflow_id,
+        limit: q.limit.unwrap_or(20),
+        cursor: q.cursor,
+    };
+    Ok(axum::Json(state.engine.list_runs(&p.account_id, f).await?))
+}
+
+async fn detail(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>> {
+    p.require("runs:read")?;
+    Ok(axum::Json(state.engine.get_run(&p.account_id, &id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageParams {
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn events(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    Query(q): Query<PageParams>,
+) -> Result<axum::Json<Value>> {
+    p.require("runs:read")?;
+    Ok(axum::Json(
+        state
+            .engine
+            .run_events(&p.account_id, &id, q.limit.unwrap_or(100), q.cursor)
+            .await?,
+    ))
+}
+
+async fn tasks(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>> {
+    p.require("runs:read")?;
+    Ok(axum::Json(
+        state.engine.run_tasks(&p.account_id, &id).await?,
+    ))
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>> {
+    p.require("runs:write")?;
+    Ok(axum::Json(
+        state.engine.cancel_run(&p.account_id, &id).await?,
+    ))
+}
+
+async fn redrive(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>> {
+    p.require("runs:write")?;
+    Ok(axum::Json(
+        state.engine.redrive_run(&p.account_id, &id).await?,
+    ))
+}
+
+async fn complete_task(
+    State(state): State<AppState>,
+    p: Principal,
+    Path((id, task_id)): Path<(String, String)>,
+    Json(answer): Json<Value>,
+) -> Result<axum::Json<Value>> {
+    p.require("runs:write")?;
+    Ok(axum::Json(
+        state
+            .engine
+            .complete_task(&p.account_id, &id, &task_id, answer)
+            .await?,
+    ))
+}

@@ -1,0 +1,49 @@
+//! The application: ports plus configuration, shared by every router and the worker.
+
+use crate::engine::Engine;
+use crate::queue::Queue;
+use crate::store::Store;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct AppConfig {
+    /// Run starts per API key per minute (DESIGN.md §5).
+    pub rate_limit_per_minute: u64,
+    /// How long a claimed step is leased to its worker (and the queue's visibility timeout).
+    pub lease: Duration,
+    /// Default deadline of a sync execute.
+    pub sync_deadline: Duration,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Public base URL, for URLs shown to callers (trigger URLs).
+    pub public_url: String,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        Self {
+            rate_limit_per_minute: 500,
+            lease: Duration::from_secs(60),
+            sync_deadline: Duration::from_secs(25),
+            max_body_bytes: 1024 * 1024,
+            public_url: "http://127.0.0.1:3000".into(),
+        }
+    }
+}
+
+pub struct App {
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
+    pub engine: Engine,
+    pub config: AppConfig,
+}
+
+pub type AppState = Arc<App>;
+
+impl App {
+    pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>, config: AppConfig) -> AppState {
+        let engine = Engine::new(store.clone(), queue.clone(), config.clone());
+        Arc::new(App { store, queue, engine, config })
+    }
+}

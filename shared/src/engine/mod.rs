@@ -1,0 +1,144 @@
+//! The durable engine (DESIGN.md §3), written once against the Store and Queue ports.
+//!
+//! A step message names `(run_id, step_key)` and nothing else. Per message the worker loads
+//! the run snapshot, claims the step with a conditional write, runs the block, and commits
+//! the result together with its successors in one conditional transaction; only then are
+//! the successors enqueued and the message acknowledged. Any crash in between ends in a
+//! redelivery that reaches the same state: at-least-once delivery, exactly-once commit.
+
+mod plan;
+mod runs;
+mod snapshot;
+mod worker;
+
+#[cfg(test)]
+mod tests;
+
+pub use runs::{RunFilter, StartRequest, Started, SyncResult};
+pub use snapshot::{Snapshot, is_terminal_run, is_terminal_step};
+pub use worker::Handled;
+
+use crate::app::AppConfig;
+use crate::blocks::Executor;
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::model::Graph;
+use crate::queue::{MAX_DELAY, Message, Queue};
+use crate::store::Store;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+/// What travels on the queue. Never the data: that lives in the store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t")]
+pub enum Msg {
+    /// Run (or re-check) one step.
+    #[serde(rename = "step")]
+    Step { r: String, s: String },
+    /// A human task's timeout may have passed.
+    #[serde(rename = "task")]
+    TaskTimeout { r: String, k: String },
+    /// Safety net for runs driven inline (sync execute): re-publish whatever is left.
+    #[serde(rename = "sweep")]
+    Sweep { r: String },
+}
+
+impl Msg {
+    pub fn step(run: &str, step: &str) -> Self {
+        Msg::Step { r: run.to_string(), s: step.to_string() }
+    }
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("messages always serialize")
+    }
+    pub fn run_id(&self) -> &str {
+        match self {
+            Msg::Step { r, .. } | Msg::TaskTimeout { r, .. } | Msg::Sweep { r } => r,
+        }
+    }
+}
+
+/// A pinned, immutable workflow version: safe to cache forever.
+#[derive(Debug)]
+pub struct Pinned {
+    pub graph: Graph,
+    pub variables: Value,
+    pub input_schema: Option<Value>,
+}
+
+const VERSION_CACHE_MAX: usize = 1024;
+
+pub struct Engine {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) queue: Arc<dyn Queue>,
+    pub(crate) cfg: AppConfig,
+    versions: Mutex<HashMap<(String, String, u64), Arc<Pinned>>>,
+    executors: RwLock<HashMap<String, Arc<dyn Executor>>>,
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>, cfg: AppConfig) -> Self {
+        Engine { store, queue, cfg, versions: Mutex::new(HashMap::new()), executors: RwLock::new(HashMap::new()) }
+    }
+
+    /// Lets a block type be run by `exec` instead of the built-ins (used for blocks that
+    /// need outside services, and by tests).
+    pub fn register_executor(&self, block_type: &str, exec: Arc<dyn Executor>) {
+        self.executors.write().expect("executor registry poisoned").insert(block_type.to_string(), exec);
+    }
+
+    pub(crate) fn executor(&self, block_type: &str) -> Option<Arc<dyn Executor>> {
+        self.executors.read().expect("executor registry poisoned").get(block_type).cloned()
+    }
+
+    pub fn config(&self) -> &AppConfig {
+        &self.cfg
+    }
+
+    /// Loads a workflow version, from memory when seen before (versions never change).
+    pub async fn pinned(&self, acct: &str, wf: &str, version: u64) -> Result<Arc<Pinned>> {
+        let k = (acct.to_string(), wf.to_string(), version);
+        if let Some(p) = self.versions.lock().expect("cache poisoned").get(&k) {
+            return Ok(p.clone());
+        }
+        let item = self
+            .store
+            .get(&keys::version(acct, wf, version))
+            .await?
+            .ok_or_else(|| Error::not_found(format!("workflow {wf} version {version}")))?;
+        let graph: Graph = serde_json::from_value(item.get("graph").cloned().unwrap_or(Value::Null))
+            .map_err(|e| Error::Internal(format!("stored graph of {wf} v{version} unreadable: {e}")))?;
+        let pinned = Arc::new(Pinned {
+            graph,
+            variables: item.get("variables").cloned().filter(|v| !v.is_null()).unwrap_or_else(|| serde_json::json!({})),
+            input_schema: item.get("input_schema").cloned().filter(|v| !v.is_null()),
+        });
+        let mut cache = self.versions.lock().expect("cache poisoned");
+        if cache.len() >= VERSION_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(k, pinned.clone());
+        Ok(pinned)
+    }
+
+    /// Sends messages, splitting delays longer than the queue allows: the receiver sees the
+    /// deadline has not passed and sends the message on again.
+    pub(crate) async fn send(&self, msgs: Vec<(Msg, Duration)>) -> Result<()> {
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        let batch: Vec<Message> =
+            msgs.into_iter().map(|(m, d)| Message::delayed(m.encode(), d.min(MAX_DELAY))).collect();
+        if batch.len() == 1 {
+            self.queue.send(batch.into_iter().next().expect("one")).await
+        } else {
+            self.queue.send_batch(batch).await
+        }
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    crate::ids::now_ms()
+}

@@ -1,0 +1,576 @@
+//! Starting runs and everything a caller does to one: read, list, cancel, redrive, answer
+//! a task, execute synchronously.
+
+use super::plan::event_write;
+use super::snapshot::{Snapshot, is_terminal_run};
+use super::worker::index_status;
+use super::{Engine, Msg, now_ms};
+use crate::error::{Detail, Error, Result};
+use crate::ids;
+use crate::keys;
+use crate::store::{Attrs, Cond, Item, Query, SkRange, Update, Write};
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Largest run input (serialized).
+pub const MAX_INPUT_BYTES: usize = 256 * 1024;
+const IDEMPOTENCY_WINDOW_SECS: i64 = 24 * 3600;
+/// How long after a sync execute its safety-net sweep runs.
+const SWEEP_AFTER: Duration = Duration::from_secs(120);
+
+#[derive(Clone, Debug, Default)]
+pub struct StartRequest {
+    pub input: Value,
+    pub idempotency_key: Option<String>,
+    pub metadata: Value,
+    pub callback_url: Option<String>,
+    /// Where the run came from: "api", "trigger", "execute", "hook"...
+    pub source: String,
+}
+
+#[derive(Debug)]
+pub struct Started {
+    pub run: Value,
+    /// False when an idempotency key matched an earlier run.
+    pub created: bool,
+}
+
+#[derive(Debug)]
+pub struct SyncResult {
+    pub run: Value,
+    pub finished: bool,
+    pub response_status: Option<u16>,
+    pub response_headers: Option<Value>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RunFilter {
+    pub status: Option<String>,
+    pub workflow_id: Option<String>,
+    pub limit: usize,
+    pub cursor: Option<String>,
+}
+
+const RUN_STATUSES: &[&str] = &["pending", "running", "waiting_human", "completed", "failed", "cancelled"];
+
+impl Engine {
+    /// Starts a run of the workflow's current version and enqueues its entry steps.
+    pub async fn start_run(&self, acct: &str, wf_id: &str, req: StartRequest) -> Result<Started> {
+        let (started, msgs) = self.create_run(acct, wf_id, req, false).await?;
+        self.send(msgs.into_iter().map(|m| (m, Duration::ZERO)).collect()).await?;
+        Ok(started)
+    }
+
+    /// Starts a run and drives it inline until it ends or `deadline` passes; whatever is
+    /// left then continues on the queue.
+    pub async fn execute_sync(&self, acct: &str, wf_id: &str, req: StartRequest, deadline: Duration) -> Result<SyncResult> {
+        let t0 = Instant::now();
+        let (started, msgs) = self.create_run(acct, wf_id, req, true).await?;
+        let run_id = started.run["run_id"].as_str().unwrap_or_default().to_string();
+        if started.created {
+            let mut todo: VecDeque<Msg> = msgs.into();
+            while let Some(m) = todo.pop_front() {
+                if t0.elapsed() >= deadline {
+                    todo.push_front(m);
+                    break;
+                }
+                let h = self.handle_message(&m.encode()).await;
+                if let Some(crate::queue::Outcome::RetryAfter(d)) = h.outcome {
+                    // Leave it to the queue, which will retry it.
+                    self.send(vec![(m, d.min(crate::queue::MAX_DELAY))]).await?;
+                }
+                todo.extend(h.publish);
+            }
+            if !todo.is_empty() {
+                self.send(todo.into_iter().map(|m| (m, Duration::ZERO)).collect()).await?;
+            }
+        }
+        let snap = Snapshot::require(&*self.store, &run_id).await?;
+        let finished = is_terminal_run(snap.run_status());
+        Ok(SyncResult {
+            response_status: snap.run.get("response_status").and_then(Value::as_u64).map(|s| s as u16),
+            response_headers: snap.run.get("response_headers").cloned(),
+            run: run_view(&snap, false),
+            finished,
+        })
+    }
+
+    async fn create_run(&self, acct: &str, wf_id: &str, req: StartRequest, inline: bool) -> Result<(Started, Vec<Msg>)> {
+        let head = self.store.get(&keys::workflow(acct, wf_id)).await?.ok_or_else(|| Error::not_found(format!("workflow {wf_id}")))?;
+        if head.str("status") != Some("active") {
+            return Err(Error::InvalidStatus(format!(
+                "workflow {wf_id} is a draft: activate it (POST /api/v1/workflows/{wf_id}/activate) before starting runs"
+            )));
+        }
+        let version = head.i64("version").unwrap_or(1) as u64;
+        let pinned = self.pinned(acct, wf_id, version).await?;
+        let mut input = if req.input.is_null() { json!({}) } else { req.input };
+        if serde_json::to_vec(&input)?.len() > MAX_INPUT_BYTES {
+            return Err(Error::PayloadTooLarge(format!("run input is larger than {MAX_INPUT_BYTES} bytes")));
+        }
+        if let Some(schema) = &pinned.input_schema {
+            apply_defaults(schema, &mut input, 0);
+            validate_input(schema, &input)?;
+        }
+        let metadata = if req.metadata.is_null() { json!({}) } else { req.metadata };
+        if !metadata.is_object() {
+            return Err(Error::validation_at(vec![json!("metadata")], "`metadata` must be an object"));
+        }
+        let fingerprint = ids::hash_secret(&serde_json::to_string(&json!([input, metadata]))?);
+        let idem_key = match &req.idempotency_key {
+            Some(k) if k.is_empty() || k.len() > 255 => {
+                return Err(Error::validation_at(vec![json!("idempotencyKey")], "must be 1..=255 characters"));
+            }
+            Some(k) => Some(keys::idempotency(acct, wf_id, k)),
+            None => None,
+        };
+        if let Some(ik) = &idem_key {
+            if let Some(existing) = self.store.get(ik).await? {
+                return Ok((self.idempotent_replay(&existing, &fingerprint).await?, Vec::new()));
+            }
+        }
+
+        let run_id = ids::new_id("run");
+        let now = now_ms();
+        let entries: Vec<String> = pinned.graph.entries().iter().map(|b| b.id.clone()).collect();
+        let mut run = Attrs::new();
+        run.insert("run_id".into(), json!(run_id));
+        run.insert("account_id".into(), json!(acct));
+        run.insert("workflow_id".into(), json!(wf_id));
+        run.insert("version".into(), json!(version));
+        run.insert("status".into(), json!("running"));
+        run.insert("input".into(), input);
+        run.insert("metadata".into(), metadata);
+        run.insert("source".into(), json!(req.source));
+        run.insert("active".into(), json!(entries.len()));
+        run.insert("waiting".into(), json!(0));
+        run.insert("created_at".into(), json!(now));
+        run.insert("updated_at".into(), json!(now));
+        if let Some(c) = req.callback_url.or_else(|| head.str("callback_url").map(str::to_string)) {
+            run.insert("callback_url".into(), json!(c));
+        }
+        if let Some(k) = &req.idempotency_key {
+            run.insert("idempotency_key".into(), json!(k));
+        }
+        let mut writes = vec![Write::Put { item: Item::new(keys::run(&run_id), run), cond: Some(Cond::NotExists) }];
+        let mut index = Attrs::new();
+        index.insert("workflow_id".into(), json!(wf_id));
+        index.insert("status".into(), json!("running"));
+        index.insert("created_at".into(), json!(now));
+        index.insert("updated_at".into(), json!(now));
+        writes.push(Write::Put { item: Item::new(keys::run_index(acct, &run_id), index), cond: None });
+        for e in &entries {
+            let mut a = Attrs::new();
+            a.insert("block".into(), json!(e));
+            a.insert("status".into(), json!("pending"));
+            a.insert("attempt".into(), json!(0));
+            a.insert("created_at".into(), json!(now));
+            writes.push(Write::Put { item: Item::new(keys::step(&run_id, e), a), cond: Some(Cond::NotExists) });
+        }
+        if let Some(ik) = &idem_key {
+            let mut a = Attrs::new();
+            a.insert("run_id".into(), json!(run_id));
+            a.insert("fingerprint".into(), json!(fingerprint));
+            let mut it = Item::new(ik.clone(), a);
+            it.expires_at = Some(now / 1000 + IDEMPOTENCY_WINDOW_SECS);
+            writes.push(Write::Put { item: it, cond: Some(Cond::NotExists) });
+        }
+        writes.push(event_write(&run_id, now, 0, "run.started", None, json!({"version": version, "source": req.source})));
+        match self.store.transact(writes).await {
+            Ok(()) => {}
+            Err(Error::Conflict(_)) if idem_key.is_some() => {
+                // Another request with the same key won the race.
+                let ik = idem_key.expect("checked");
+                let existing = self.store.get(&ik).await?.ok_or_else(|| Error::Conflict("idempotency key in use; retry".into()))?;
+                return Ok((self.idempotent_replay(&existing, &fingerprint).await?, Vec::new()));
+            }
+            Err(e) => return Err(e),
+        }
+        let mut msgs: Vec<Msg> = entries.iter().map(|e| Msg::step(&run_id, e)).collect();
+        if inline {
+            self.send(vec![(Msg::Sweep { r: run_id.clone() }, SWEEP_AFTER)]).await?;
+        } else {
+            self.send(msgs.drain(..).map(|m| (m, Duration::ZERO)).collect()).await?;
+        }
+        let snap = Snapshot::require(&*self.store, &run_id).await?;
+        Ok((Started { run: run_view(&snap, false), created: true }, msgs))
+    }
+
+    async fn idempotent_replay(&self, existing: &Item, fingerprint: &str) -> Result<Started> {
+        if existing.str("fingerprint") != Some(fingerprint) {
+            return Err(Error::Conflict(
+                "this idempotency key was already used with a different payload".into(),
+            ));
+        }
+        let run_id = existing.str("run_id").unwrap_or_default();
+        let snap = Snapshot::require(&*self.store, run_id).await?;
+        Ok(Started { run: run_view(&snap, false), created: false })
+    }
+
+    /// The run as the API shows it; another account's run is not found.
+    pub async fn get_run(&self, acct: &str, run_id: &str) -> Result<Value> {
+        let snap = self.owned(acct, run_id).await?;
+        Ok(run_view(&snap, true))
+    }
+
+    async fn owned(&self, acct: &str, run_id: &str) -> Result<Snapshot> {
+        match Snapshot::load(&*self.store, run_id).await? {
+            Some(s) if s.run.str("account_id") == Some(acct) => Ok(s),
+            _ => Err(Error::not_found(format!("run {run_id}"))),
+        }
+    }
+
+    pub async fn list_runs(&self, acct: &str, f: RunFilter) -> Result<Value> {
+        if let Some(s) = &f.status {
+            if !RUN_STATUSES.contains(&s.as_str()) {
+                return Err(Error::validation_at(
+                    vec![json!("status")],
+                    format!("unknown status '{s}'; use one of {}", RUN_STATUSES.join(", ")),
+                ));
+            }
+        }
+        let limit = f.limit.clamp(1, 100);
+        let mut cursor = f.cursor.clone();
+        let mut data = Vec::new();
+        // Filters apply to the index page by page; keep reading until the page is full or
+        // the index ends, bounded so one request never walks the whole index.
+        for _ in 0..20 {
+            let page = self
+                .store
+                .query(Query {
+                    pk: keys::runs_index_pk(acct),
+                    range: SkRange::All,
+                    limit: limit - data.len(),
+                    cursor: cursor.clone(),
+                    descending: true,
+                })
+                .await?;
+            for it in page.items {
+                let status = it.str("status").unwrap_or("running");
+                let status = if status == "running" { "running" } else { status };
+                if f.status.as_deref().is_some_and(|s| s != status && !(s == "pending" && status == "running")) {
+                    continue;
+                }
+                if f.workflow_id.as_deref().is_some_and(|w| Some(w) != it.str("workflow_id")) {
+                    continue;
+                }
+                data.push(json!({
+                    "run_id": it.key.sk,
+                    "workflow_id": it.get("workflow_id"),
+                    "status": status,
+                    "created_at": ids::ms_to_rfc3339(it.i64("created_at").unwrap_or(0)),
+                    "updated_at": ids::ms_to_rfc3339(it.i64("updated_at").unwrap_or(0)),
+                }));
+            }
+            cursor = page.next_cursor;
+            if data.len() >= limit || cursor.is_none() {
+                break;
+            }
+        }
+        Ok(json!({"data": data, "next_cursor": cursor}))
+    }
+
+    pub async fn run_events(&self, acct: &str, run_id: &str, limit: usize, cursor: Option<String>) -> Result<Value> {
+        self.owned(acct, run_id).await?;
+        let page = self
+            .store
+            .query(Query {
+                pk: keys::run_pk(run_id),
+                range: SkRange::Prefix("EVT#".into()),
+                limit: limit.clamp(1, 1000),
+                cursor,
+                descending: false,
+            })
+            .await?;
+        let data: Vec<Value> = page
+            .items
+            .iter()
+            .map(|e| {
+                let mut o = json!({
+                    "type": e.get("type"),
+                    "at": ids::ms_to_rfc3339(e.i64("at").unwrap_or(0)),
+                });
+                if let Some(s) = e.get("step_key") {
+                    o["step_key"] = s.clone();
+                }
+                if let Some(d) = e.get("data") {
+                    o["data"] = d.clone();
+                }
+                o
+            })
+            .collect();
+        Ok(json!({"data": data, "next_cursor": page.next_cursor}))
+    }
+
+    pub async fn run_tasks(&self, acct: &str, run_id: &str) -> Result<Value> {
+        let snap = self.owned(acct, run_id).await?;
+        let mut tasks: Vec<Value> = snap.tasks.values().map(|t| task_view(run_id, t)).collect();
+        tasks.sort_by(|a, b| a["task_id"].as_str().cmp(&b["task_id"].as_str()));
+        Ok(json!({"data": tasks, "next_cursor": null}))
+    }
+
+    /// Answers a human task: `{"output": ...}` for a question, `{"approved", "feedback"}`
+    /// for an approval. Returns the run afterwards.
+    pub async fn complete_task(&self, acct: &str, run_id: &str, task_id: &str, answer: Value) -> Result<Value> {
+        let snap = self.owned(acct, run_id).await?;
+        let task = snap.tasks.get(task_id).ok_or_else(|| Error::not_found(format!("task {task_id}")))?;
+        match task.str("status") {
+            Some("open") => {}
+            Some(s) => return Err(Error::Conflict(format!("task {task_id} is already {s}"))),
+            None => return Err(Error::Internal(format!("task {task_id} has no status"))),
+        }
+        if snap.run_status() != "running" {
+            return Err(Error::InvalidStatus(format!("run {run_id} is {}", snap.run_status())));
+        }
+        let publish = self.resolve_task(&snap, task_id, answer, "completed").await?;
+        self.send(publish.into_iter().map(|m| (m, Duration::ZERO)).collect()).await?;
+        self.get_run(acct, run_id).await
+    }
+
+    pub async fn cancel_run(&self, acct: &str, run_id: &str) -> Result<Value> {
+        let snap = self.owned(acct, run_id).await?;
+        let status = snap.run_status();
+        if is_terminal_run(status) {
+            return Err(Error::InvalidStatus(format!("run {run_id} is already {status}")));
+        }
+        let now = now_ms();
+        let mut writes = vec![
+            Write::Update {
+                key: keys::run(run_id),
+                update: Update::default().set("status", "cancelled").set("finished_at", now).set("updated_at", now),
+                cond: Some(Cond::eq("status", "running")),
+            },
+            index_status(acct, run_id, "cancelled", now),
+            event_write(run_id, now, 0, "run.cancelled", None, Value::Null),
+        ];
+        // Steps that wait on the outside world are closed now; pending ones are dropped by
+        // the worker when their message arrives.
+        for (k, t) in snap.tasks.iter().filter(|(_, t)| t.str("status") == Some("open")) {
+            if writes.len() >= crate::store::MAX_TRANSACT_ITEMS - 2 {
+                break;
+            }
+            writes.push(Write::Update {
+                key: keys::task(run_id, k),
+                update: Update::default().set("status", "cancelled").set("completed_at", now),
+                cond: Some(Cond::eq("status", "open")),
+            });
+            if let Some(sk) = t.str("step_key") {
+                writes.push(Write::Update {
+                    key: keys::step(run_id, sk),
+                    update: Update::default().set("status", "cancelled").set("finished_at", now),
+                    cond: None,
+                });
+            }
+        }
+        match self.store.transact(writes).await {
+            Ok(()) => {}
+            Err(Error::Conflict(_)) => return Err(Error::Conflict(format!("run {run_id} changed meanwhile; retry"))),
+            Err(e) => return Err(e),
+        }
+        self.get_run(acct, run_id).await
+    }
+
+    /// Restarts a failed run from its failed steps (fresh attempts); completed steps keep
+    /// their outputs.
+    pub async fn redrive_run(&self, acct: &str, run_id: &str) -> Result<Value> {
+        let snap = self.owned(acct, run_id).await?;
+        if snap.run_status() != "failed" {
+            return Err(Error::InvalidStatus(format!(
+                "only failed runs can be redriven; run {run_id} is {}",
+                snap.run_status()
+            )));
+        }
+        let now = now_ms();
+        let mut steps = Vec::new();
+        let mut publish = Vec::new();
+        let mut active = 0;
+        for (k, s) in &snap.steps {
+            let st = s.str("status").unwrap_or("");
+            let reset = match st {
+                "failed" => !s.get("handled").and_then(Value::as_bool).unwrap_or(false),
+                "cancelled" => true,
+                _ => false,
+            };
+            let is_aggregate = snap.steps.keys().any(|o| o.starts_with(&format!("{k}[")));
+            if reset && is_aggregate {
+                steps.push(Write::Update {
+                    key: keys::step(run_id, k),
+                    update: Update::default().set("status", "collecting").remove("error").remove("finished_at"),
+                    cond: Some(Cond::eq("status", st)),
+                });
+            } else if reset {
+                steps.push(Write::Update {
+                    key: keys::step(run_id, k),
+                    update: Update::default()
+                        .set("status", "pending")
+                        .set("attempt", 0)
+                        .remove("error")
+                        .remove("finished_at")
+                        .remove("not_before"),
+                    cond: Some(Cond::eq("status", st)),
+                });
+                publish.push(Msg::step(run_id, k));
+                active += 1;
+            } else if matches!(st, "pending" | "running" | "sleeping" | "waiting_human") {
+                active += 1;
+                if st == "pending" {
+                    publish.push(Msg::step(run_id, k));
+                }
+            }
+        }
+        if publish.is_empty() {
+            return Err(Error::InvalidStatus(format!("run {run_id} has no failed step to redrive")));
+        }
+        let mut first = vec![
+            Write::Update {
+                key: keys::run(run_id),
+                update: Update::default()
+                    .set("status", "running")
+                    .set("active", active)
+                    .remove("error")
+                    .remove("finished_at")
+                    .set("updated_at", now),
+                cond: Some(Cond::eq("status", "failed")),
+            },
+            index_status(acct, run_id, "running", now),
+            event_write(run_id, now, 0, "run.redriven", None, json!({"steps": publish.len()})),
+        ];
+        let room = crate::store::MAX_TRANSACT_ITEMS - first.len();
+        let rest = if steps.len() > room { steps.split_off(room) } else { Vec::new() };
+        first.extend(steps);
+        self.store.transact(first).await.map_err(|e| match e {
+            Error::Conflict(_) => Error::Conflict(format!("run {run_id} changed meanwhile; retry")),
+            e => e,
+        })?;
+        for chunk in rest.chunks(crate::store::MAX_TRANSACT_ITEMS) {
+            self.store.transact(chunk.to_vec()).await?;
+        }
+        self.send(publish.into_iter().map(|m| (m, Duration::ZERO)).collect()).await?;
+        self.get_run(acct, run_id).await
+    }
+}
+
+/// The API shape of a run. Status is derived: a run that is not finished is
+/// `waiting_human` while a task is open, `running` once a step has started, else `pending`.
+pub fn run_view(snap: &Snapshot, with_steps: bool) -> Value {
+    let r = &snap.run;
+    let stored = snap.run_status();
+    let status = if is_terminal_run(stored) {
+        stored
+    } else if snap.tasks.values().any(|t| t.str("status") == Some("open")) {
+        "waiting_human"
+    } else if snap.steps.values().any(|s| s.str("status") != Some("pending") || s.i64("attempt").unwrap_or(0) > 0) {
+        "running"
+    } else {
+        "pending"
+    };
+    let ts = |k: &str| r.i64(k).map(ids::ms_to_rfc3339).map(Value::from).unwrap_or(Value::Null);
+    let mut v = json!({
+        "run_id": r.str("run_id"),
+        "workflow_id": r.str("workflow_id"),
+        "workflow_version": r.i64("version"),
+        "status": status,
+        "input": r.get("input"),
+        "output": r.get("output").cloned().unwrap_or(Value::Null),
+        "error": r.get("error").cloned().unwrap_or(Value::Null),
+        "metadata": r.get("metadata").cloned().unwrap_or(json!({})),
+        "idempotency_key": r.get("idempotency_key").cloned().unwrap_or(Value::Null),
+        "created_at": ts("created_at"),
+        "updated_at": ts("updated_at"),
+        "finished_at": ts("finished_at"),
+    });
+    if with_steps {
+        let mut steps: Vec<(&String, &Item)> = snap.steps.iter().filter(|(_, s)| s.str("status") != Some("joining")).collect();
+        steps.sort_by_key(|(k, s)| (s.i64("created_at").unwrap_or(0), s.i64("started_at").unwrap_or(i64::MAX), (*k).clone()));
+        v["steps"] = steps
+            .into_iter()
+            .map(|(k, s)| {
+                let t = |n: &str| s.i64(n).map(ids::ms_to_rfc3339).map(Value::from).unwrap_or(Value::Null);
+                json!({
+                    "step_key": k,
+                    "block_id": s.str("block"),
+                    "status": s.str("status"),
+                    "attempt": s.i64("attempt").unwrap_or(0),
+                    "output": s.get("output").cloned().unwrap_or(Value::Null),
+                    "error": s.get("error").cloned().unwrap_or(Value::Null),
+                    "task_id": s.get("task_id").cloned().unwrap_or(Value::Null),
+                    "started_at": t("started_at"),
+                    "finished_at": t("finished_at"),
+                })
+            })
+            .collect();
+        let run_id = r.str("run_id").unwrap_or_default();
+        let mut tasks: Vec<Value> = snap.tasks.values().map(|t| task_view(run_id, t)).collect();
+        tasks.sort_by(|a, b| a["task_id"].as_str().cmp(&b["task_id"].as_str()));
+        v["tasks"] = Value::Array(tasks);
+    }
+    v
+}
+
+fn task_view(run_id: &str, t: &Item) -> Value {
+    let ts = |k: &str| t.i64(k).map(ids::ms_to_rfc3339).map(Value::from).unwrap_or(Value::Null);
+    let mut v = json!({
+        "task_id": t.str("task_id"),
+        "run_id": run_id,
+        "step_key": t.str("step_key"),
+        "kind": t.str("kind"),
+        "prompt": t.get("prompt").cloned().unwrap_or(Value::Null),
+        "status": t.str("status"),
+        "output": t.get("output").cloned().unwrap_or(Value::Null),
+        "created_at": ts("created_at"),
+        "completed_at": ts("completed_at"),
+        "timeout_at": ts("timeout_at"),
+    });
+    for k in ["assignee", "options", "schema", "title"] {
+        if let Some(x) = t.get(k) {
+            v[k] = x.clone();
+        }
+    }
+    v
+}
+
+/// Fills in `default`s from the schema's `properties`, recursively, before validation.
+fn apply_defaults(schema: &Value, value: &mut Value, depth: usize) {
+    if depth > 32 {
+        return;
+    }
+    let (Some(props), Value::Object(obj)) = (schema.get("properties").and_then(Value::as_object), value) else {
+        return;
+    };
+    for (name, sub) in props {
+        if !obj.contains_key(name) {
+            if let Some(d) = sub.get("default") {
+                obj.insert(name.clone(), d.clone());
+            }
+        }
+        if let Some(child) = obj.get_mut(name) {
+            apply_defaults(sub, child, depth + 1);
+        }
+    }
+}
+
+fn validate_input(schema: &Value, input: &Value) -> Result<()> {
+    let validator = jsonschema::validator_for(schema)
+        .map_err(|e| Error::Internal(format!("stored input schema does not compile: {e}")))?;
+    let details: Vec<Detail> = validator
+        .iter_errors(input)
+        .take(20)
+        .map(|e| {
+            let mut path = vec![json!("input")];
+            for seg in e.instance_path().as_str().split('/').skip(1) {
+                let seg = seg.replace("~1", "/").replace("~0", "~");
+                match seg.parse::<u64>() {
+                    Ok(n) => path.push(json!(n)),
+                    Err(_) => path.push(json!(seg)),
+                }
+            }
+            Detail::new(path, e.to_string())
+        })
+        .collect();
+    if details.is_empty() {
+        return Ok(());
+    }
+    let message = format!("Input does not match the workflow's inputSchema: {}", details[0].message);
+    Err(Error::Validation { message, details })
+}

@@ -1,0 +1,512 @@
+//! Engine behaviour on the real SQLite adapters: the step protocol under redelivery,
+//! duplicate delivery, joins, skips, retries, timeouts, cancel, human tasks, splits.
+
+use crate::adapters::{Sqlite, SqliteQueue, SqliteStore};
+use crate::app::{App, AppConfig, AppState};
+use crate::blocks::{Executor, Outcome as BlockOutcome, StepError};
+use crate::engine::{Msg, StartRequest};
+use crate::error::Error;
+use crate::keys;
+use crate::model::{Block, build_graph};
+use crate::queue::Outcome;
+use crate::store::{Attrs, Item, Query, query_all};
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const ACCT: &str = "acct_test";
+
+struct Env {
+    app: AppState,
+    _dir: tempfile::TempDir,
+}
+
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Sqlite::open(&dir.path().join("t.db")).unwrap();
+    let store = Arc::new(SqliteStore::new(db.clone()));
+    let queue = Arc::new(SqliteQueue::new(db, "steps", 5));
+    let cfg = AppConfig { lease: Duration::from_secs(2), ..AppConfig::default() };
+    Env { app: App::new(store, queue, cfg), _dir: dir }
+}
+
+async fn install(app: &AppState, wf: &str, def: Value) {
+    let g = build_graph(def.get("blocks"), def.get("edges"), def.get("steps")).unwrap();
+    let mut head = Attrs::new();
+    head.insert("id".into(), json!(wf));
+    head.insert("name".into(), json!(wf));
+    head.insert("status".into(), json!("active"));
+    head.insert("version".into(), json!(1));
+    app.store.put(Item::new(keys::workflow(ACCT, wf), head), None).await.unwrap();
+    let mut v = Attrs::new();
+    v.insert("version".into(), json!(1));
+    v.insert("graph".into(), serde_json::to_value(&g).unwrap());
+    v.insert("input_schema".into(), def.get("inputSchema").cloned().unwrap_or(Value::Null));
+    v.insert("variables".into(), def.get("variables").cloned().unwrap_or(json!({})));
+    app.store.put(Item::new(keys::version(ACCT, wf, 1), v), None).await.unwrap();
+}
+
+async fn start(app: &AppState, wf: &str, input: Value) -> String {
+    let s = app
+        .engine
+        .start_run(ACCT, wf, StartRequest { input, source: "test".into(), ..Default::default() })
+        .await
+        .unwrap();
+    s.run["run_id"].as_str().unwrap().to_string()
+}
+
+/// Plays the queue until it is empty (delayed messages included) or `limit` passes.
+async fn drain(app: &AppState, limit: Duration) {
+    let t0 = Instant::now();
+    let mut idle = 0;
+    while t0.elapsed() < limit {
+        let msgs = app.queue.receive(10, Duration::from_secs(2), Duration::from_millis(50)).await.unwrap();
+        if msgs.is_empty() {
+            idle += 1;
+            if idle > 4 && !pending_work(app).await {
+                return;
+            }
+            continue;
+        }
+        idle = 0;
+        for m in msgs {
+            match app.engine.process(&m.body).await {
+                Outcome::Ack => app.queue.delete(&m.receipt).await.unwrap(),
+                Outcome::RetryAfter(d) => app.queue.change_visibility(&m.receipt, d.min(Duration::from_secs(1))).await.unwrap(),
+            }
+        }
+    }
+}
+
+async fn pending_work(app: &AppState) -> bool {
+    // Any message still in the queue (visible or not) counts as work.
+    let q = app.queue.clone();
+    let any = q.receive(1, Duration::ZERO, Duration::from_millis(300)).await.unwrap();
+    !any.is_empty()
+}
+
+async fn run(app: &AppState, run_id: &str) -> Value {
+    app.engine.get_run(ACCT, run_id).await.unwrap()
+}
+
+async fn events(app: &AppState, run_id: &str) -> Vec<Value> {
+    let items = query_all(&*app.store, Query::prefix(keys::run_pk(run_id), "EVT#")).await.unwrap();
+    items.into_iter().map(|i| Value::Object(i.attrs)).collect()
+}
+
+async fn completions_of(app: &AppState, run_id: &str, step: &str) -> usize {
+    events(app, run_id).await.iter().filter(|e| e["type"] == "step.completed" && e["step_key"] == step).count()
+}
+
+fn step<'a>(run: &'a Value, key: &str) -> &'a Value {
+    run["steps"].as_array().unwrap().iter().find(|s| s["step_key"] == key).unwrap_or(&Value::Null)
+}
+
+fn chain5() -> Value {
+    json!({"steps": [
+        {"id": "start", "type": "starter"},
+        {"id": "a", "type": "transform", "config": {"mapping": {"n": "{{input.n | plus: 1}}"}}},
+        {"id": "b", "type": "transform", "config": {"mapping": {"n": "{{steps.a.output.n | times: 2}}"}}},
+        {"id": "c", "type": "transform", "config": {"mapping": {"n": "{{steps.b.output.n | minus: 3}}"}}},
+        {"id": "done", "type": "response", "config": {"body": {"result": "{{steps.c.output.n}}"}}}]})
+}
+
+#[tokio::test]
+async fn linear_run_completes_with_response_output() {
+    let e = env();
+    install(&e.app, "wf", chain5()).await;
+    let id = start(&e.app, "wf", json!({"n": 4})).await;
+    drain(&e.app, Duration::from_secs(10)).await;
+    let r = run(&e.app, &id).await;
+    assert_eq!(r["status"], "completed", "{r:#}");
+    assert_eq!(r["output"], json!({"result": 7}));
+    assert_eq!(r["steps"].as_array().unwrap().len(), 5);
+}
+
+#[tokio::test]
+async fn redelivery_after_commit_republishes_successors_and_commits_once() {
+    let e = env();
+    install(&e.app, "wf", chain5()).await;
+    let id = start(&e.app, "wf", json!({"n": 1})).await;
+    // Take the first message and handle it, but "crash" before publishing or acking.
+    let m = e.app.queue.receive(1, Duration::from_millis(200), Duration::from_millis(200)).await.unwrap().remove(0);
+    let first = e.app.engine.handle_message(&m.body).await;
+    assert_eq!(first.publish, vec![Msg::step(&id, "a")]);
+    // The queue redelivers the same message; the step is already committed.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let again = e.app.queue.receive(1, Duration::from_secs(2), Duration::from_millis(500)).await.unwrap().remove(0);
+    assert_eq!(again.body, m.body);
+    assert_eq!(again.receive_count, 2);
+    let second = e.app.engine.handle_message(&again.body).await;
+    assert_eq!(second.outcome, Some(Outcome::Ack));
+    assert_eq!(second.publish, vec![Msg::step(&id, "a")], "the lost successor is published again");
+    e.app.engine.send(second.publish.into_iter().map(|m| (m, Duration::ZERO)).collect()).await.unwrap();
+    e.app.queue.delete(&again.receipt).await.unwrap();
+    drain(&e.app, Duration::from_secs(10)).await;
+    assert_eq!(run(&e.app, &id).await["status"], "completed");
+    assert_eq!(completions_of(&e.app, &id, "start").await, 1);
+}
+
+#[tokio::test]
+async fn concurrent_duplicate_delivery_commits_each_step_once() {
+    let e = env();
+    install(&e.app, "wf", chain5()).await;
+    let id = start(&e.app, "wf", json!({"n": 1})).await;
+    // Deliver the same step message several times at once, at every step.
+    for _ in 0..5 {
+        let msgs = e.app.queue.receive(10, Duration::from_secs(5), Duration::from_millis(500)).await.unwrap();
+        if msgs.is_empty() {
+            break;
+        }
+        for m in msgs {
+            let mut tasks = Vec::new();
+            for _ in 0..4 {
+                let app = e.app.clone();
+                let body = m.body.clone();
+                tasks.push(tokio::spawn(async move { app.engine.process(&body).await }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+            e.app.queue.delete(&m.receipt).await.unwrap();
+        }
+    }
+    drain(&e.app, Duration::from_secs(15)).await;
+    let r = run(&e.app, &id).await;
+    assert_eq!(r["status"], "completed", "{r:#}");
+    for k in ["start", "a", "b", "c", "done"] {
+        assert_eq!(completions_of(&e.app, &id, k).await, 1, "step {k}");
+    }
+}
+
+#[tokio::test]
+async fn join_runs_once_after_both_branches() {
+    let e = env();
+    install(
+        &e.app,
+        "wf",
+        json!({"blocks": [
+            {"id": "s", "type": "starter"},
+            {"id": "l", "type": "transform", "config": {"mapping": {"v": "left"}}},
+            {"id": "r", "type": "transform", "config": {"mapping": {"v": "right"}}},
+            {"id": "j", "type": "transform", "config": {"mapping": {"both": "{{steps.l.output.v}}+{{steps.r.output.v}}"}}}],
+          "edges": [{"from": "s", "to": "l"}, {"from": "s", "to": "r"}, {"from": "l", "to": "j"}, {"from": "r", "to": "j"}]}),
+    )
+    .await;
+    let id = start(&e.app, "wf", json!({})).await;
+    drain(&e.app, Duration::from_secs(10)).await;
+    let r = run(&e.app, &id).await;
+    assert_eq!(r["status"], "completed", "{r:#}");
+    assert_eq!(r["output"], json!({"both": "left+right"}));
+    assert_eq!(completions_of(&e.app, &id, "j").await, 1);
+}
+
+fn approval_flow() -> Value {
+    json!({"blocks": [
+        {"id": "start", "type": "starter"},
+        {"id": "check", "type": "condition"},
+        {"id": "review", "type": "human", "config": {"kind": "approval", "prompt": "Approve {{input.amount}}?"}},
+        {"id": "done", "type": "response", "config": {"body": {"ok": true, "amount": "{{input.amount}}"}}}],
+      "edges": [
+        {"from": "start", "to": "check"},
+        {"from": "check", "to": "review", "when": "input.amount > 1000"},
+        {"from": "check", "to": "done"},
+        {"from": "review", "to": "done"}]})
+}
+
+#[tokio::test]
+async fn condition_skips_the_unchosen_branch_and_the_join_still_runs() {
+    let e = env();
+    install(&e.app, "wf", approval_flow()).await;
+    let id = start(&e.app, "wf", json!({"amount": 10})).await;
+    drain(&e.app, Duration::from_secs(10)).await;
+    let r = run(&e.app, &id).await;
+    assert_eq!(r["status"], "completed", "{r:#}");
+    assert_eq!(step(&r, "review")["status"], "skipped");
+    assert_eq!(r["output"], json!({"ok": true, "amount": 10}));
+}
+
+#[tokio::test]
+async fn human_approval_waits_then_resumes_on_completion() {
+    let e = env();
+    install(&e.app, "wf", approval_flow()).await;
+    let id = start(&e.app, "wf", json!({"amount": 5000})).await;
+    drain(&e.app, Duration::from_secs(10)).await;
+    let r = run(&e.app, &id).await;
+    assert_eq!(r["status"], "waiting_human", "{r:#}");
+    let task = r["tasks"][0].clone();
+    assert_eq!(task["prompt"], "Approve 5000?");
+    let tid = task["task_id"].as_str().unwrap();
+    // Bad answers are 400s and change nothing.
+    let bad = e.app.engine.complete_task(ACCT, &id, tid, json!({"approved": "yes"})).await.unwrap_err();
+    assert!(matches!(bad, Error::Validation { .. }));
+    e.app.engine.complete_task(ACCT, &id, tid, json!({"approved": true, "feedback": "fine"})).await.unwrap();
+    let twice = e.app.engine.complete_task(ACCT, &id, tid, json!({"approved": true})).await.unwrap_err();
+    assert!(twice.is_conflict(), "{twice}");
+    drain(&e.app, Duration::from_secs(10)).await;
+    let r = run(&e.app, &id).await;
+    assert_eq!(r["status"], "completed", "{r:#}");
+    assert_eq!(step(&r, "review")["output"], json!({"approved": true, "feedback": "fine"}));
+}
+
+#[tokio::test]
+async fn rejected_approval_fails_the_run_with_rejected() {
+    let e = env();
+    install(&e.app, "wf", approval_flow()).await;
+    let id = start(&e.app, "wf", json!({"amount": 5000})).await;
+    drain(&e.app, Duration::from_secs(10)).await;
+    let tid = run(&e.app, &id).await["tasks"][0]["task_id"].as_str().unwrap().to_string();
+    e.app.engine.complete_task(ACCT, &id, &tid, json!({"approved": false, "feedback": "too much"})).await.unwrap();
+    drain(&e.app, Duration::from_secs(10)).await;
+    let r = run(&e.app, &id).await;
+    assert_eq!(r["status"], "failed");
+    assert_eq!(r["error"]["code"], "REJECTED");
+}
+
+#[tokio::test]
+async fn human_task_timeout_applies_the_default_outcome() {
+    let e = env();
+    install(
+        &e.app,
+        "wf",
+        json!({"steps": [
+            {"id": "ask", "type": "human", "config": {"kind": "question", "prompt": "Name?", "timeout": "300ms", "default": {"output": "anon"}}},
+            {"id": "greet", "type": "transform", "config": {"mapping": {"hi": "hello {{steps.ask.output}}"}}}]}),
+    )
+    .await;
+    let id = start(&e.app, "wf", json!({})).await;
+    drain(&e.app, Duration::from_secs(10)).await;
+    let r = run(&e.app, &id).await;
+    assert_eq!(r["status"], "completed", "{r:#}");
+    assert_eq!(r["output"], json!({"hi": "hello anon"}));
+    assert_eq!(r["tasks"][0]["status"], "timed_out");
+}
+
+/// Fails `fail_times` times, then answers; counts its attempts.
+struct Flaky {
+    calls: AtomicUsize,
+    fail_times: usize,
+    sleep: Duration,
+}
+
+#[async_trait]
+impl Executor for Flaky {
+    async fn execute(&self, _b: &Block, _ctx: &Value) -> BlockOutcome {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.sleep).await;
+        if n < self.fail_times {
+            BlockOutcome::Fail(StepError::retryable("UPSTREAM", format!("attempt {} failed", n + 1)))
+        } else {
+            BlockOutcome::Output(json!({"attempts": n + 1}))
+        }
+    }
+}
+
+fn code_flow(retry: Value, timeout_ms: Option<u64>) -> Value {
+    let mut b = json!({"id": "work", "type": "code", "retry": retry});
+    if let Some(t) = timeout_ms {
+        b["timeout_ms"] = json!(t);
+    }
+    json!({"steps": [{"id": "s", "type": "starter"}, b]})
+}
+
+#[tokio::test]
+async fn retry_then_succeed_and_retry_then_fail() {
+    let e = env();
+    let flaky = Arc::new(Flaky { calls: AtomicUsize::new(0), fail_times: 2, sleep: Duration::ZERO });
+    e.app.engine.register_executor("code", flaky.clone());
+    install(&e.app, "ok", code_flow(json!({"max_attempts": 3, "backoff_ms": 20}), None)).await;
+    let id = start(&e.app, "ok", json!({})).await;
+    drain(&e.app, Duration::from_secs(10)).await;
+    let r = run(&e.app, &id).await;
+    assert_eq!(r["status"], "completed", "{r:#}");
+    assert_eq!(r["output"], json!({"attempts": 3}));
+    assert_eq!(step(&r, "work")["attempt"], 3);
+
+    let e = env();
+    let always = Arc::new(Flaky { calls: AtomicUsize::new(0), fail_times: 99, sleep: Duration::ZERO });
+    e.app.engine.register_executor("code", always.clone());
+    install(&e.app, "bad", code_flow(json!({"max_attempts": 2, "backoff_ms": 20}), None)).await;
+    let id = start(&e.app, "bad", json!({})).await;
+    drain(&e.app, Duration::from_secs(10)).await;
+    let r = run(&e.app, &id).await;
+    assert_eq!(r["status"], "failed", "{r:#}");
+    assert_eq!(r["error"]["code"], "UPSTREAM");
+    assert_eq!(always.calls.load(Ordering::SeqCst), 2);
+    let retries = events(&e.app, &id).await.iter().filter(|e| e["type"] == "step.retrying").count();
+    assert_eq!(retries, 1);
+}
+
+#[tokio::test]
+async fn block_timeout_fails_the_step_with_timeout() {
+    let e = env();
+    let slow = Arc::new(Flaky { calls: AtomicUsize::new(0), fail_times: 0, sleep: Duration::from_millis(500) });
+    e.app.engine.register_executor("code", slow.clone());
+    install(&e.app, "wf", code_flow(json!({"max_attempts": 1}), Some(50))).await;
+    let id = start(&e.app, "wf", json!({})).await;
+    drain(&e.app, Duration::from_secs(10)).await;
+    let r = run(&e.app, &id).await;
+    assert_eq!(r["status"], "failed", "{r:#}");
+    assert_eq!(r["error"]["code"], "TIMEOUT");
+}
+
+#[tokio::test]
+async fn error_edge_handles_a_failure_and_redrive_restarts_a_failed_run() {
+    let e = env();
+    let always = Arc::new(Flaky { calls: AtomicUsize::new(0), fail_times: 1, sleep: Duration::ZERO });
+    e.app.engine.register_executor("code", always.clone());
+    install(&e.app, "wf", code_flow(json!({"max_attempts": 1}), None)).await;
+    let id = start(&e.app, "wf", json!({})).await;
+    drain(&e.app, Duration::from_secs(10)).await;
+    assert_eq!(run(&e.app, &id).await["status"], "failed");
+    // The second attempt succeeds: redrive picks up from the failed step.
+    let r = e.app.engine.redrive_run(ACCT, &id).await.unwrap();
+    assert_eq!(r["status"], "running", "a step already ran, so the run is running again");
+    drain(&e.app, Duration::from_secs(10)).await;
+    let r = run(&e.app, &id).await;
+    assert_eq!(r["status"], "completed", "{r:#}");
+    assert_eq!(completions_of(&e.app, &id, "s").await, 1, "completed steps are not re-run");
+    let again = e.app.engine.redrive_run(ACCT, &id).await.unwrap_err();
+    assert!(matches!(again, Error::InvalidStatus(_)));
+
+    install(
+        &e.app,
+        "handled",
+        json!({"blocks": [
+            {"id": "s", "type": "starter"},
+            {"id": "work", "type": "agent"},
+            {"id": "fallback", "type": "transform", "config": {"mapping": {"why": "{{steps.work.error.code}}"}}}],
+          "edges": [{"from": "s", "to": "work"}, {"from": "work", "to": "fallback", "on": "error"}]}),
+    )
+    .await;
+    let id = start(&e.app, "handled", json!({})).await;
+    drain(&e.app, Duration::from_secs(10)).await;
+    let r = run(&e.app, &id).await;
+    assert_eq!(r["status"], "completed", "{r:#}");
+    assert_eq!(r["output"], json!({"why": "NOT_IMPLEMENTED"}));
+}
+
+#[tokio::test]
+async fn cancel_stops_pending_steps_and_closes_tasks() {
+    let e = env();
+    install(&e.app, "wf", approval_flow()).await;
+    let id = start(&e.app, "wf", json!({"amount": 5000})).await;
+    drain(&e.app, Duration::from_secs(10)).await;
+    let r = e.app.engine.cancel_run(ACCT, &id).await.unwrap();
+    assert_eq!(r["status"], "cancelled");
+    assert_eq!(r["tasks"][0]["status"], "cancelled");
+    let again = e.app.engine.cancel_run(ACCT, &id).await.unwrap_err();
+    assert!(matches!(again, Error::InvalidStatus(_)));
+
+    // A run cancelled before its first step ran drops it.
+    install(&e.app, "chain", chain5()).await;
+    let id = start(&e.app, "chain", json!({"n": 1})).await;
+    e.app.engine.cancel_run(ACCT, &id).await.unwrap();
+    drain(&e.app, Duration::from_secs(10)).await;
+    let r = run(&e.app, &id).await;
+    assert_eq!(r["status"], "cancelled");
+    assert_eq!(step(&r, "start")["status"], "cancelled");
+    assert_eq!(r["steps"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn split_fans_out_and_the_join_collects_results_in_order() {
+    let e = env();
+    install(
+        &e.app,
+        "wf",
+        json!({"steps": [
+            {"id": "s", "type": "starter"},
+            {"id": "each", "type": "split", "config": {"items": "{{input.items}}"}},
+            {"id": "price", "type": "transform", "config": {"mapping": {"i": "{{index}}", "total": "{{item.quantity | times: item.price}}"}}},
+            {"id": "sum", "type": "transform", "config": {"mapping": {"total": "{{steps.price.output | map: 'total' | sum}}", "n": "{{steps.price.output | size}}"}}}]}),
+    )
+    .await;
+    let items: Vec<Value> = (1..=7).map(|i| json!({"quantity": i, "price": 10})).collect();
+    let id = start(&e.app, "wf", json!({"items": items})).await;
+    drain(&e.app, Duration::from_secs(15)).await;
+    let r = run(&e.app, &id).await;
+    assert_eq!(r["status"], "completed", "{r:#}");
+    assert_eq!(r["output"]["n"], 7);
+    assert_eq!(r["output"]["total"].as_f64().unwrap(), 280.0);
+    assert_eq!(step(&r, "price")["output"][6]["i"], 6);
+
+    let id = start(&e.app, "wf", json!({"items": []})).await;
+    drain(&e.app, Duration::from_secs(10)).await;
+    let r = run(&e.app, &id).await;
+    assert_eq!(r["status"], "completed", "{r:#}");
+    assert_eq!(r["output"]["n"], 0);
+}
+
+#[tokio::test]
+async fn delay_block_sleeps_through_the_queue() {
+    let e = env();
+    install(&e.app, "wf", json!({"steps": [{"id": "s", "type": "starter"}, {"id": "wait", "type": "delay", "config": {"duration": "300ms"}}]})).await;
+    let t0 = Instant::now();
+    let id = start(&e.app, "wf", json!({})).await;
+    drain(&e.app, Duration::from_secs(10)).await;
+    let r = run(&e.app, &id).await;
+    assert_eq!(r["status"], "completed", "{r:#}");
+    assert!(t0.elapsed() >= Duration::from_millis(300));
+    assert_eq!(r["output"], json!({"waited_ms": 300}));
+}
+
+#[tokio::test]
+async fn sync_execute_finishes_inline_or_returns_at_the_deadline() {
+    let e = env();
+    install(&e.app, "wf", chain5()).await;
+    let r = e
+        .app
+        .engine
+        .execute_sync(ACCT, "wf", StartRequest { input: json!({"n": 2}), ..Default::default() }, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(r.finished);
+    assert_eq!(r.run["output"], json!({"result": 3}));
+
+    install(&e.app, "slow", json!({"steps": [{"id": "s", "type": "starter"}, {"id": "wait", "type": "delay", "config": {"duration": "200ms"}}]})).await;
+    let r = e.app.engine.execute_sync(ACCT, "slow", StartRequest::default(), Duration::from_millis(50)).await.unwrap();
+    assert!(!r.finished);
+    let id = r.run["run_id"].as_str().unwrap().to_string();
+    drain(&e.app, Duration::from_secs(10)).await;
+    assert_eq!(run(&e.app, &id).await["status"], "completed");
+}
+
+#[tokio::test]
+async fn idempotency_key_returns_the_same_run_and_conflicts_on_other_payload() {
+    let e = env();
+    install(&e.app, "wf", chain5()).await;
+    let req = |n: i64| StartRequest { input: json!({"n": n}), idempotency_key: Some("k1".into()), ..Default::default() };
+    let a = e.app.engine.start_run(ACCT, "wf", req(1)).await.unwrap();
+    let b = e.app.engine.start_run(ACCT, "wf", req(1)).await.unwrap();
+    assert!(a.created && !b.created);
+    assert_eq!(a.run["run_id"], b.run["run_id"]);
+    let c = e.app.engine.start_run(ACCT, "wf", req(2)).await.unwrap_err();
+    assert!(c.is_conflict());
+}
+
+#[tokio::test]
+async fn input_schema_applies_defaults_and_reports_paths() {
+    let e = env();
+    let mut def = chain5();
+    def["inputSchema"] = json!({"type": "object", "required": ["n"], "properties": {"n": {"type": "number"}, "cur": {"type": "string", "default": "EUR"}}});
+    install(&e.app, "wf", def).await;
+    let s = e.app.engine.start_run(ACCT, "wf", StartRequest { input: json!({"n": 1}), ..Default::default() }).await.unwrap();
+    assert_eq!(s.run["input"], json!({"n": 1, "cur": "EUR"}));
+    let err = e.app.engine.start_run(ACCT, "wf", StartRequest { input: json!({"n": "x"}), ..Default::default() }).await.unwrap_err();
+    let Error::Validation { details, .. } = err else { panic!("{err}") };
+    assert_eq!(details[0].path, vec![json!("input"), json!("n")]);
+}
+
+#[tokio::test]
+async fn another_accounts_run_is_not_found() {
+    let e = env();
+    install(&e.app, "wf", chain5()).await;
+    let id = start(&e.app, "wf", json!({"n": 1})).await;
+    let err = e.app.engine.get_run("acct_other", &id).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)));
+    let err = e.app.engine.cancel_run("acct_other", &id).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)));
+}

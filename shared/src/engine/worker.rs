@@ -1,0 +1,815 @@
+//! The per-message function: the same code behind the SQS event source mapping, the local
+//! poller and sync execute.
+
+use super::plan::{Plan, event_write, run_write};
+use super::snapshot::{Snapshot, is_terminal_step};
+use super::{Engine, Msg, now_ms};
+use crate::blocks::{self, Outcome as BlockOutcome, StepError, TaskSpec};
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::model::Block;
+use crate::queue::{MAX_DELAY, Outcome};
+use crate::store::{Attrs, Cond, Item, Update, Write};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tracing::{Instrument, debug, info_span, warn};
+
+/// How often a commit is re-planned after losing a race on a join counter or the run item.
+const MAX_COMMIT_TRIES: usize = 64;
+
+/// What handling one message produced: what the driver does with the message, and the
+/// step messages to send before it acknowledges it.
+#[derive(Debug, Default)]
+pub struct Handled {
+    pub outcome: Option<Outcome>,
+    pub publish: Vec<Msg>,
+}
+
+impl Handled {
+    fn ack(publish: Vec<Msg>) -> Self {
+        Handled { outcome: Some(Outcome::Ack), publish }
+    }
+    fn retry(after: Duration) -> Self {
+        Handled { outcome: Some(Outcome::RetryAfter(after)), publish: Vec::new() }
+    }
+}
+
+/// What the step's own item must still look like for a commit to be ours to make.
+#[derive(Clone, Debug)]
+pub(crate) enum Guard {
+    Claimed(String),
+    Waiting(String),
+    Sleeping,
+}
+
+impl Guard {
+    fn cond(&self) -> Cond {
+        match self {
+            Guard::Claimed(token) => Cond::And(vec![Cond::eq("status", "running"), Cond::eq("claim", token.as_str())]),
+            Guard::Waiting(task) => Cond::And(vec![Cond::eq("status", "waiting_human"), Cond::eq("task_id", task.as_str())]),
+            Guard::Sleeping => Cond::eq("status", "sleeping"),
+        }
+    }
+    fn holds(&self, snap: &Snapshot, key: &str) -> bool {
+        let Some(step) = snap.steps.get(key) else { return false };
+        let store_item = Some(step);
+        crate::store::eval_cond(&self.cond(), store_item)
+            && match self {
+                Guard::Waiting(task) => snap.tasks.get(task).and_then(|t| t.str("status")) == Some("open"),
+                _ => true,
+            }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Finish {
+    Completed { output: Value, status: Option<u16>, headers: Option<Value> },
+    Failed(StepError),
+}
+
+impl Engine {
+    /// Handles one queue message body and sends the successor messages it produced.
+    /// Returns what the driver must do with the message.
+    pub async fn process(&self, body: &str) -> Outcome {
+        let handled = self.handle_message(body).await;
+        if !handled.publish.is_empty() {
+            let msgs = handled.publish.into_iter().map(|m| (m, Duration::ZERO)).collect();
+            if let Err(e) = self.send(msgs).await {
+                warn!(error = %e, "could not publish successors; the message will come back");
+                return Outcome::RetryAfter(Duration::from_secs(1));
+            }
+        }
+        handled.outcome.unwrap_or(Outcome::Ack)
+    }
+
+    /// Handles one message without sending its successors (sync execute runs them inline).
+    pub async fn handle_message(&self, body: &str) -> Handled {
+        let msg: Msg = match serde_json::from_str(body) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, body = %body.chars().take(200).collect::<String>(), "dropping unreadable message");
+                return Handled::ack(Vec::new());
+            }
+        };
+        let span = match &msg {
+            Msg::Step { r, s } => info_span!("step", run_id = %r, step_key = %s),
+            Msg::TaskTimeout { r, k } => info_span!("task_timeout", run_id = %r, task_id = %k),
+            Msg::Sweep { r } => info_span!("sweep", run_id = %r),
+        };
+        let res = async {
+            match &msg {
+                Msg::Step { r, s } => self.handle_step(r, s).await,
+                Msg::TaskTimeout { r, k } => self.handle_task_timeout(r, k).await,
+                Msg::Sweep { r } => self.handle_sweep(r).await,
+            }
+        }
+        .instrument(span)
+        .await;
+        match res {
+            Ok(h) => h,
+            Err(e) => {
+                warn!(error = %e, run_id = %msg.run_id(), "message failed; it will be retried");
+                Handled::retry(Duration::from_secs(2))
+            }
+        }
+    }
+
+    async fn handle_step(&self, run_id: &str, key: &str) -> Result<Handled> {
+        let Some(snap) = Snapshot::load(&*self.store, run_id).await? else {
+            warn!("message for a run that does not exist");
+            return Ok(Handled::ack(Vec::new()));
+        };
+        let Some(step) = snap.steps.get(key) else {
+            warn!("message for a step that does not exist");
+            return Ok(Handled::ack(Vec::new()));
+        };
+        let status = step.str("status").unwrap_or("pending").to_string();
+        let now = now_ms();
+        let run_running = snap.run_status() == "running";
+        if is_terminal_step(&status) {
+            // Redelivery after a commit: the successors may not have been sent, and the run
+            // may not have been finalized. Both are idempotent.
+            let publish = self.pending_successors(&snap, key).await?;
+            if run_running && snap.run.i64("active").unwrap_or(0) <= 0 {
+                self.finalize(run_id).await?;
+            }
+            return Ok(Handled::ack(publish));
+        }
+        match status.as_str() {
+            "joining" | "collecting" | "waiting_human" => return Ok(Handled::ack(Vec::new())),
+            "sleeping" => {
+                if !run_running {
+                    self.cancel_step(run_id, key, &status).await?;
+                    return Ok(Handled::ack(Vec::new()));
+                }
+                let wake = step.i64("wake_at").unwrap_or(0);
+                if now < wake {
+                    self.send(vec![(Msg::step(run_id, key), Duration::from_millis((wake - now) as u64))]).await?;
+                    return Ok(Handled::ack(Vec::new()));
+                }
+                let output = json!({"waited_ms": step.i64("slept_ms").unwrap_or(0)});
+                let publish = self
+                    .finish_step(run_id, key, Guard::Sleeping, Finish::Completed { output, status: None, headers: None }, Vec::new())
+                    .await?
+                    .unwrap_or_default();
+                return Ok(Handled::ack(publish));
+            }
+            _ => {}
+        }
+        if !run_running {
+            self.cancel_step(run_id, key, &status).await?;
+            return Ok(Handled::ack(Vec::new()));
+        }
+        if status == "running" {
+            let lease = step.i64("lease_until").unwrap_or(0);
+            if lease > now {
+                return Ok(Handled::retry(Duration::from_millis((lease - now) as u64 + 500)));
+            }
+        }
+        if let Some(nb) = step.i64("not_before").filter(|nb| *nb > now) {
+            self.send(vec![(Msg::step(run_id, key), Duration::from_millis((nb - now) as u64))]).await?;
+            return Ok(Handled::ack(Vec::new()));
+        }
+
+        let acct = snap.run.str("account_id").unwrap_or_default();
+        let wf = snap.run.str("workflow_id").unwrap_or_default();
+        let pinned = self.pinned(acct, wf, snap.run.i64("version").unwrap_or(1) as u64).await?;
+        let block_id = step.str("block").unwrap_or(key).to_string();
+        let Some(block) = pinned.graph.block(&block_id).cloned() else {
+            return Err(Error::Internal(format!("step {key} names unknown block {block_id}")));
+        };
+        let timeout = self.block_timeout(&block);
+        let attempt = step.i64("attempt").unwrap_or(0);
+
+        // Claim: only one worker runs an attempt, and a worker that died hands the step over
+        // when its lease runs out.
+        let token = crate::ids::new_id("clm");
+        let lease_until = now + (timeout + Duration::from_secs(5)).max(self.cfg.lease).as_millis() as i64;
+        let claim = Cond::And(vec![
+            Cond::Or(vec![
+                Cond::eq("status", "pending"),
+                Cond::And(vec![Cond::eq("status", "running"), Cond::Lt("lease_until".into(), json!(now))]),
+            ]),
+            Cond::eq("attempt", attempt),
+        ]);
+        let upd = Update::default()
+            .set("status", "running")
+            .set("claim", token.as_str())
+            .set("lease_until", lease_until)
+            .set("attempt", attempt + 1)
+            .set("started_at", now);
+        match self.store.update(&keys::step(run_id, key), upd, Some(claim)).await {
+            Ok(_) => {}
+            Err(Error::Conflict(_)) => {
+                debug!("another worker claimed the step");
+                return Ok(Handled::retry(self.cfg.lease));
+            }
+            Err(e) => return Err(e),
+        }
+
+        let mut ctx = snap.context(&pinned.variables);
+        if let Some(item) = step.get("item") {
+            ctx["item"] = item.clone();
+            ctx["index"] = step.get("index").cloned().unwrap_or(Value::Null);
+        }
+        let outcome = self.execute(&block, &ctx, timeout).await;
+        let guard = Guard::Claimed(token);
+        let publish = match outcome {
+            BlockOutcome::Output(output) => {
+                self.finish_step(run_id, key, guard, Finish::Completed { output, status: None, headers: None }, Vec::new()).await?
+            }
+            BlockOutcome::Response { body, status, headers } => {
+                self.finish_step(run_id, key, guard, Finish::Completed { output: body, status, headers }, Vec::new()).await?
+            }
+            BlockOutcome::Wait(spec) => {
+                self.wait_step(run_id, key, guard, spec).await?;
+                None
+            }
+            BlockOutcome::Sleep(d) => {
+                self.sleep_step(run_id, key, guard, d).await?;
+                None
+            }
+            BlockOutcome::Fail(err) => {
+                let max = block.retry.as_ref().map(|r| r.max_attempts).unwrap_or(1) as i64;
+                if err.retryable && attempt + 1 < max {
+                    self.retry_step(run_id, key, guard, &block, attempt + 1, err).await?;
+                    None
+                } else {
+                    self.finish_step(run_id, key, guard, Finish::Failed(err), Vec::new()).await?
+                }
+            }
+        };
+        Ok(Handled::ack(publish.unwrap_or_default()))
+    }
+
+    fn block_timeout(&self, block: &Block) -> Duration {
+        match block.timeout_ms {
+            Some(ms) => Duration::from_millis(ms),
+            None => Duration::from_secs(30).min(self.cfg.lease),
+        }
+    }
+
+    async fn execute(&self, block: &Block, ctx: &Value, timeout: Duration) -> BlockOutcome {
+        let fut = async {
+            match self.executor(&block.kind) {
+                Some(exec) => exec.execute(block, ctx).await,
+                None => blocks::execute_builtin(block, ctx),
+            }
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(o) => o,
+            Err(_) => BlockOutcome::Fail(StepError::retryable(
+                "TIMEOUT",
+                format!("block '{}' did not finish within {} ms", block.id, timeout.as_millis()),
+            )),
+        }
+    }
+
+    /// Commits the end of a step with everything that follows from it, in one transaction.
+    /// `Ok(None)` means the guard no longer holds: someone else finished or took the step.
+    pub(crate) async fn finish_step(
+        &self,
+        run_id: &str,
+        key: &str,
+        guard: Guard,
+        finish: Finish,
+        extra: Vec<Write>,
+    ) -> Result<Option<Vec<Msg>>> {
+        for _ in 0..MAX_COMMIT_TRIES {
+            let snap = Snapshot::require(&*self.store, run_id).await?;
+            if !guard.holds(&snap, key) {
+                return Ok(None);
+            }
+            if snap.run_status() != "running" {
+                let st = snap.step_status(key).unwrap_or("pending").to_string();
+                self.cancel_step(run_id, key, &st).await?;
+                return Ok(None);
+            }
+            let acct = snap.run.str("account_id").unwrap_or_default();
+            let wf = snap.run.str("workflow_id").unwrap_or_default();
+            let pinned = self.pinned(acct, wf, snap.run.i64("version").unwrap_or(1) as u64).await?;
+            let step = &snap.steps[key];
+            let block_id = step.str("block").unwrap_or(key).to_string();
+            let per_item = key.contains('[');
+            let now = now_ms();
+            let mut ctx = snap.context(&pinned.variables);
+            let mut writes: Vec<Write> = extra.clone();
+            let mut run_update = Update::default().set("updated_at", now);
+            let mut run_fails: Option<Value> = None;
+            let waiting_delta = if matches!(guard, Guard::Waiting(_)) { -1 } else { 0 };
+
+            let mut own = Update::default().set("finished_at", now).remove("claim").remove("lease_until");
+            let (publish, active_delta, plan_writes) = {
+                let mut plan_ctx = ctx.clone();
+                match &finish {
+                    Finish::Completed { output, .. } if !per_item => {
+                        plan_ctx["steps"][&block_id] = json!({"status": "completed", "output": output});
+                    }
+                    _ => {}
+                }
+                if let Finish::Failed(err) = &finish {
+                    plan_ctx["steps"][&block_id] = json!({"status": "failed", "error": err.to_json()});
+                }
+                ctx = plan_ctx;
+                let mut plan = Plan::new(run_id, &pinned.graph, &snap, &ctx, now);
+                plan.active_delta -= 1;
+                match &finish {
+                    Finish::Completed { output, status, headers } => {
+                        own = own.set("status", "completed").set("output", output.clone());
+                        if let Some(s) = status {
+                            own = own.set("response_status", *s);
+                        }
+                        if let Some(h) = headers {
+                            own = own.set("response_headers", h.clone());
+                        }
+                        plan.event("step.completed", Some(key), json!({"attempt": step.i64("attempt")}));
+                        let block = pinned.graph.block(&block_id);
+                        if per_item {
+                            let agg = &block_id;
+                            let agg_item = snap.steps.get(agg);
+                            if agg_item.and_then(|a| a.str("status")) != Some("collecting") {
+                                // The collection already failed; this item's result is moot.
+                                let st = snap.step_status(key).unwrap_or("running").to_string();
+                                self.cancel_step(run_id, key, &st).await?;
+                                return Ok(None);
+                            }
+                            let agg_item = agg_item.expect("checked above");
+                            let expected = agg_item.i64("expected").unwrap_or(0);
+                            let done = agg_item.i64("done").unwrap_or(0);
+                            let mut agg_upd = Update::default().set("done", done + 1);
+                            if done + 1 >= expected {
+                                let mut outputs = Vec::with_capacity(expected as usize);
+                                for i in 0..expected {
+                                    let k = format!("{agg}[{i}]");
+                                    if k == key {
+                                        outputs.push(output.clone());
+                                    } else {
+                                        outputs.push(snap.steps.get(&k).and_then(|s| s.get("output")).cloned().unwrap_or(Value::Null));
+                                    }
+                                }
+                                let arr = Value::Array(outputs);
+                                agg_upd = agg_upd.set("status", "completed").set("output", arr.clone()).set("finished_at", now);
+                                plan.event("step.completed", Some(agg), json!({"items": expected}));
+                                let mut c2 = ctx.clone();
+                                c2["steps"][agg] = json!({"status": "completed", "output": arr});
+                                let mut p2 = Plan::new(run_id, &pinned.graph, &snap, &c2, now);
+                                p2.resolve_outgoing(agg, false).map_err(Error::Internal)?;
+                                let (w, p, d) = p2.finish();
+                                plan.writes.extend(w);
+                                plan.publish.extend(p);
+                                plan.active_delta += d;
+                            }
+                            writes.push(Write::Update {
+                                key: keys::step(run_id, agg),
+                                update: agg_upd,
+                                cond: Some(Cond::And(vec![Cond::eq("status", "collecting"), Cond::eq("done", done)])),
+                            });
+                        } else if block.is_some_and(|b| b.kind == "split") {
+                            let items = output.as_array().cloned().unwrap_or_default();
+                            let body = pinned.graph.outgoing(&block_id).find(|e| !e.is_error()).map(|e| e.to.clone());
+                            if let Some(body) = body {
+                                let n = items.len() as i64;
+                                let mut agg = Attrs::new();
+                                agg.insert("block".into(), json!(body));
+                                agg.insert("status".into(), json!(if n == 0 { "completed" } else { "collecting" }));
+                                agg.insert("expected".into(), json!(n));
+                                agg.insert("done".into(), json!(0));
+                                agg.insert("created_at".into(), json!(now));
+                                if n == 0 {
+                                    agg.insert("output".into(), json!([]));
+                                    agg.insert("finished_at".into(), json!(now));
+                                }
+                                writes.push(Write::Put { item: Item::new(keys::step(run_id, &body), agg), cond: Some(Cond::NotExists) });
+                                for (i, it) in items.into_iter().enumerate() {
+                                    let mut a = Attrs::new();
+                                    a.insert("item".into(), it);
+                                    a.insert("index".into(), json!(i));
+                                    plan.create_pending(&format!("{body}[{i}]"), a);
+                                }
+                                if n == 0 {
+                                    let mut c2 = ctx.clone();
+                                    c2["steps"][&body] = json!({"status": "completed", "output": []});
+                                    let mut p2 = Plan::new(run_id, &pinned.graph, &snap, &c2, now);
+                                    p2.resolve_outgoing(&body, false).map_err(Error::Internal)?;
+                                    let (w, p, d) = p2.finish();
+                                    plan.writes.extend(w);
+                                    plan.publish.extend(p);
+                                    plan.active_delta += d;
+                                }
+                            }
+                        } else if let Err(m) = plan.resolve_outgoing(&block_id, false) {
+                            // A `when` that cannot be evaluated fails the step, not the worker.
+                            drop(plan);
+                            return Box::pin(self.finish_step(
+                                run_id,
+                                key,
+                                guard,
+                                Finish::Failed(StepError::fatal("EXPRESSION_ERROR", m)),
+                                extra,
+                            ))
+                            .await;
+                        }
+                    }
+                    Finish::Failed(err) => {
+                        own = own.set("status", "failed").set("error", err.to_json());
+                        plan.event("step.failed", Some(key), err.to_json());
+                        let failing = if per_item { block_id.clone() } else { block_id.clone() };
+                        if per_item {
+                            writes.push(Write::Update {
+                                key: keys::step(run_id, &failing),
+                                update: Update::default().set("status", "failed").set("error", err.to_json()).set("finished_at", now),
+                                cond: Some(Cond::eq("status", "collecting")),
+                            });
+                        }
+                        let handled = pinned.graph.outgoing(&failing).any(|e| e.is_error());
+                        if handled {
+                            own = own.set("handled", true);
+                            let mut c2 = ctx.clone();
+                            c2["steps"][&failing] = json!({"status": "failed", "error": err.to_json()});
+                            let mut p2 = Plan::new(run_id, &pinned.graph, &snap, &c2, now);
+                            p2.resolve_outgoing(&failing, true).map_err(Error::Internal)?;
+                            let (w, p, d) = p2.finish();
+                            plan.writes.extend(w);
+                            plan.publish.extend(p);
+                            plan.active_delta += d;
+                        } else {
+                            let e = json!({"step_key": key, "code": err.code, "message": err.message});
+                            plan.event("run.failed", None, e.clone());
+                            run_fails = Some(e);
+                        }
+                    }
+                }
+                let active_delta = plan.active_delta;
+                let (w, p) = {
+                    let (w, p, _) = plan.finish();
+                    (w, p)
+                };
+                (p, active_delta, w)
+            };
+            writes.push(Write::Update { key: keys::step(run_id, key), update: own, cond: Some(guard.cond()) });
+            writes.extend(plan_writes);
+            run_update = run_update.add("active", active_delta);
+            if waiting_delta != 0 {
+                run_update = run_update.add("waiting", waiting_delta);
+            }
+            let acct_owned = acct.to_string();
+            if let Some(e) = &run_fails {
+                run_update = run_update.set("status", "failed").set("error", e.clone()).set("finished_at", now);
+                writes.push(index_status(&acct_owned, run_id, "failed", now));
+            } else if waiting_delta != 0 {
+                let other_open = snap
+                    .tasks
+                    .iter()
+                    .any(|(k, t)| t.str("status") == Some("open") && !matches!(&guard, Guard::Waiting(g) if g == k));
+                if !other_open {
+                    writes.push(index_status(&acct_owned, run_id, "running", now));
+                }
+            }
+            writes.push(Write::Update { key: keys::run(run_id), update: run_update, cond: Some(Cond::eq("status", "running")) });
+            match self.store.transact(writes).await {
+                Ok(()) => {
+                    let run_done = run_fails.is_some();
+                    if !run_done && active_delta < 0 {
+                        self.maybe_finalize(run_id).await?;
+                    }
+                    return Ok(Some(publish.into_iter().map(|s| Msg::step(run_id, &s)).collect()));
+                }
+                Err(Error::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Internal(format!("commit of {run_id}/{key} kept conflicting")))
+    }
+
+    async fn wait_step(&self, run_id: &str, key: &str, guard: Guard, spec: TaskSpec) -> Result<()> {
+        let task_id = crate::ids::new_id("task");
+        let now = now_ms();
+        let snap = Snapshot::require(&*self.store, run_id).await?;
+        if !guard.holds(&snap, key) {
+            return Ok(());
+        }
+        let acct = snap.run.str("account_id").unwrap_or_default().to_string();
+        let timeout_at = spec.timeout.map(|d| now + d.as_millis() as i64);
+        let mut task = Attrs::new();
+        task.insert("task_id".into(), json!(task_id));
+        task.insert("step_key".into(), json!(key));
+        task.insert("kind".into(), json!(spec.kind));
+        task.insert("prompt".into(), spec.prompt);
+        task.insert("status".into(), json!("open"));
+        task.insert("created_at".into(), json!(now));
+        if let Some(t) = timeout_at {
+            task.insert("timeout_at".into(), json!(t));
+        }
+        if let Some(d) = spec.default {
+            task.insert("default".into(), d);
+        }
+        if let Value::Object(extra) = spec.extra {
+            task.extend(extra);
+        }
+        let writes = vec![
+            Write::Update {
+                key: keys::step(run_id, key),
+                update: Update::default().set("status", "waiting_human").set("task_id", task_id.as_str()).remove("claim").remove("lease_until"),
+                cond: Some(guard.cond()),
+            },
+            Write::Put { item: Item::new(keys::task(run_id, &task_id), task), cond: Some(Cond::NotExists) },
+            run_write(run_id, now, 0, 1),
+            index_status(&acct, run_id, "waiting_human", now),
+            event_write(run_id, now, 0, "step.waiting", Some(key), json!({"task_id": task_id})),
+        ];
+        match self.store.transact(writes).await {
+            Ok(()) => {}
+            Err(Error::Conflict(_)) => {
+                // Cancelled meanwhile, or the lease was lost: the new owner decides.
+                let snap = Snapshot::require(&*self.store, run_id).await?;
+                if snap.run_status() != "running" && guard.holds(&snap, key) {
+                    self.cancel_step(run_id, key, "running").await?;
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+        if let Some(d) = spec.timeout {
+            self.send(vec![(Msg::TaskTimeout { r: run_id.into(), k: task_id }, d)]).await?;
+        }
+        Ok(())
+    }
+
+    async fn sleep_step(&self, run_id: &str, key: &str, guard: Guard, d: Duration) -> Result<()> {
+        let now = now_ms();
+        let wake = now + d.as_millis() as i64;
+        let writes = vec![
+            Write::Update {
+                key: keys::step(run_id, key),
+                update: Update::default()
+                    .set("status", "sleeping")
+                    .set("wake_at", wake)
+                    .set("slept_ms", d.as_millis() as i64)
+                    .remove("claim")
+                    .remove("lease_until"),
+                cond: Some(guard.cond()),
+            },
+            event_write(run_id, now, 0, "step.sleeping", Some(key), json!({"until": crate::ids::ms_to_rfc3339(wake)})),
+        ];
+        match self.store.transact(writes).await {
+            Ok(()) => self.send(vec![(Msg::step(run_id, key), d.min(MAX_DELAY))]).await,
+            Err(Error::Conflict(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn retry_step(&self, run_id: &str, key: &str, guard: Guard, block: &Block, attempt: i64, err: StepError) -> Result<()> {
+        let policy = block.retry.clone().unwrap_or_default();
+        let exp = policy.backoff_ms.saturating_mul(1u64 << (attempt - 1).clamp(0, 30) as u32);
+        let cap = exp.min(policy.max_backoff_ms.max(1));
+        // "Equal jitter": at least half the backoff, so retries still spread out.
+        let delay_ms = cap / 2 + rand::random_range(0..=cap / 2);
+        let now = now_ms();
+        let writes = vec![
+            Write::Update {
+                key: keys::step(run_id, key),
+                update: Update::default()
+                    .set("status", "pending")
+                    .set("error", err.to_json())
+                    .set("not_before", now + delay_ms as i64)
+                    .remove("claim")
+                    .remove("lease_until"),
+                cond: Some(guard.cond()),
+            },
+            event_write(
+                run_id,
+                now,
+                0,
+                "step.retrying",
+                Some(key),
+                json!({"attempt": attempt, "error": err.to_json(), "delay_ms": delay_ms}),
+            ),
+        ];
+        match self.store.transact(writes).await {
+            Ok(()) => self.send(vec![(Msg::step(run_id, key), Duration::from_millis(delay_ms))]).await,
+            Err(Error::Conflict(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(crate) async fn cancel_step(&self, run_id: &str, key: &str, status: &str) -> Result<()> {
+        let upd = Update::default().set("status", "cancelled").set("finished_at", now_ms()).remove("claim").remove("lease_until");
+        match self.store.update(&keys::step(run_id, key), upd, Some(Cond::eq("status", status))).await {
+            Ok(_) | Err(Error::Conflict(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Pending steps that follow `key` in the graph (their messages may never have been sent).
+    async fn pending_successors(&self, snap: &Snapshot, key: &str) -> Result<Vec<Msg>> {
+        let run_id = snap.run.key.pk.trim_start_matches("RUN#").to_string();
+        if snap.run_status() != "running" {
+            return Ok(Vec::new());
+        }
+        let acct = snap.run.str("account_id").unwrap_or_default();
+        let wf = snap.run.str("workflow_id").unwrap_or_default();
+        let pinned = self.pinned(acct, wf, snap.run.i64("version").unwrap_or(1) as u64).await?;
+        let block_id = snap.steps.get(key).and_then(|s| s.str("block")).unwrap_or(key).to_string();
+        let mut out = Vec::new();
+        let mut frontier = vec![block_id];
+        let mut seen = std::collections::HashSet::new();
+        // Skipped successors were committed with this step; their own successors too.
+        while let Some(b) = frontier.pop() {
+            if !seen.insert(b.clone()) {
+                continue;
+            }
+            for e in pinned.graph.outgoing(&b) {
+                for (k, s) in &snap.steps {
+                    let base = s.str("block").unwrap_or(k);
+                    if base != e.to {
+                        continue;
+                    }
+                    match s.str("status") {
+                        Some("pending") => out.push(Msg::step(&run_id, k)),
+                        Some("skipped") => frontier.push(e.to.clone()),
+                        Some("completed") if !k.contains('[') && k == &e.to => frontier.push(e.to.clone()),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Completes the run if no step is left active. Idempotent and safe to call often.
+    pub(crate) async fn maybe_finalize(&self, run_id: &str) -> Result<()> {
+        let Some(run) = self.store.get(&keys::run(run_id)).await? else { return Ok(()) };
+        if run.str("status") != Some("running") || run.i64("active").unwrap_or(0) > 0 {
+            return Ok(());
+        }
+        self.finalize(run_id).await
+    }
+
+    async fn finalize(&self, run_id: &str) -> Result<()> {
+        let snap = Snapshot::require(&*self.store, run_id).await?;
+        if snap.run_status() != "running" || snap.run.i64("active").unwrap_or(0) > 0 {
+            return Ok(());
+        }
+        if let Some((k, _)) = snap.steps.iter().find(|(_, s)| !is_terminal_step(s.str("status").unwrap_or(""))) {
+            // A join still counting, with nothing active to complete it, would be an engine
+            // bug; leave the run running and loud in the logs rather than guess an output.
+            if snap.steps.get(k).and_then(|s| s.str("status")) != Some("joining") {
+                return Ok(());
+            }
+            warn!(step_key = %k, "run has no active steps but an unresolved join");
+        }
+        let acct = snap.run.str("account_id").unwrap_or_default().to_string();
+        let pinned = self
+            .pinned(&acct, snap.run.str("workflow_id").unwrap_or_default(), snap.run.i64("version").unwrap_or(1) as u64)
+            .await?;
+        let completed = |s: &&Item| s.str("status") == Some("completed") && !s.key.sk.contains('[');
+        let by_time = |s: &&Item| (s.i64("finished_at").unwrap_or(0), s.i64("created_at").unwrap_or(0));
+        let responses: Vec<&Item> = snap
+            .steps
+            .values()
+            .filter(completed)
+            .filter(|s| pinned.graph.block(s.str("block").unwrap_or("")).is_some_and(|b| b.kind == "response"))
+            .collect();
+        let last = if responses.is_empty() {
+            snap.steps.values().filter(completed).max_by_key(by_time)
+        } else {
+            responses.into_iter().max_by_key(by_time)
+        };
+        let now = now_ms();
+        let mut upd = Update::default()
+            .set("status", "completed")
+            .set("output", last.and_then(|s| s.get("output")).cloned().unwrap_or(Value::Null))
+            .set("finished_at", now)
+            .set("updated_at", now);
+        if let Some(s) = last.and_then(|s| s.get("response_status")) {
+            upd = upd.set("response_status", s.clone());
+        }
+        if let Some(h) = last.and_then(|s| s.get("response_headers")) {
+            upd = upd.set("response_headers", h.clone());
+        }
+        let writes = vec![
+            Write::Update {
+                key: keys::run(run_id),
+                update: upd,
+                cond: Some(Cond::And(vec![Cond::eq("status", "running"), Cond::Le("active".into(), json!(0))])),
+            },
+            index_status(&acct, run_id, "completed", now),
+            event_write(run_id, now, 0, "run.completed", None, Value::Null),
+        ];
+        match self.store.transact(writes).await {
+            Ok(()) | Err(Error::Conflict(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn handle_task_timeout(&self, run_id: &str, task_id: &str) -> Result<Handled> {
+        let Some(snap) = Snapshot::load(&*self.store, run_id).await? else { return Ok(Handled::ack(Vec::new())) };
+        let Some(task) = snap.tasks.get(task_id) else { return Ok(Handled::ack(Vec::new())) };
+        if task.str("status") != Some("open") || snap.run_status() != "running" {
+            return Ok(Handled::ack(Vec::new()));
+        }
+        let now = now_ms();
+        let due = task.i64("timeout_at").unwrap_or(0);
+        if now < due {
+            self.send(vec![(Msg::TaskTimeout { r: run_id.into(), k: task_id.into() }, Duration::from_millis((due - now) as u64))])
+                .await?;
+            return Ok(Handled::ack(Vec::new()));
+        }
+        let publish = match task.get("default").cloned() {
+            Some(default) => self.resolve_task(&snap, task_id, default, "timed_out").await?,
+            None => {
+                let step_key = task.str("step_key").unwrap_or_default().to_string();
+                let err = StepError::fatal("TIMEOUT", "the task was not completed before its timeout");
+                let extra = vec![task_close(run_id, task_id, "timed_out", Value::Null, now)];
+                self.finish_step(run_id, &step_key, Guard::Waiting(task_id.into()), Finish::Failed(err), extra)
+                    .await?
+                    .unwrap_or_default()
+            }
+        };
+        Ok(Handled::ack(publish))
+    }
+
+    /// Applies a person's answer (or a timeout's default) to a waiting step.
+    pub(crate) async fn resolve_task(&self, snap: &Snapshot, task_id: &str, answer: Value, closed_as: &str) -> Result<Vec<Msg>> {
+        let run_id = snap.run.key.pk.trim_start_matches("RUN#").to_string();
+        let task = snap.tasks.get(task_id).ok_or_else(|| Error::not_found(format!("task {task_id}")))?;
+        let step_key = task.str("step_key").unwrap_or_default().to_string();
+        let kind = task.str("kind").unwrap_or("question");
+        let acct = snap.run.str("account_id").unwrap_or_default();
+        let pinned = self
+            .pinned(acct, snap.run.str("workflow_id").unwrap_or_default(), snap.run.i64("version").unwrap_or(1) as u64)
+            .await?;
+        let block_id = snap.steps.get(&step_key).and_then(|s| s.str("block")).unwrap_or(&step_key).to_string();
+        let on_reject = pinned.graph.block(&block_id).and_then(|b| b.config.get("on_reject")).and_then(Value::as_str).unwrap_or("fail");
+        let (output, finish) = task_outcome(kind, &answer, on_reject)?;
+        let extra = vec![task_close(&run_id, task_id, closed_as, output, now_ms())];
+        self.finish_step(&run_id, &step_key, Guard::Waiting(task_id.into()), finish, extra)
+            .await?
+            .ok_or_else(|| Error::Conflict(format!("task {task_id} is no longer open")))
+    }
+
+    async fn handle_sweep(&self, run_id: &str) -> Result<Handled> {
+        let Some(snap) = Snapshot::load(&*self.store, run_id).await? else { return Ok(Handled::ack(Vec::new())) };
+        if snap.run_status() != "running" {
+            return Ok(Handled::ack(Vec::new()));
+        }
+        let now = now_ms();
+        let publish = snap
+            .steps
+            .iter()
+            .filter(|(_, s)| match s.str("status") {
+                Some("pending") => true,
+                Some("running") => s.i64("lease_until").unwrap_or(0) < now,
+                _ => false,
+            })
+            .map(|(k, _)| Msg::step(run_id, k))
+            .collect();
+        Ok(Handled::ack(publish))
+    }
+}
+
+/// Validates a task answer and turns it into the step's output (or its failure).
+fn task_outcome(kind: &str, answer: &Value, on_reject: &str) -> Result<(Value, Finish)> {
+    let Value::Object(obj) = answer else {
+        return Err(Error::validation("A task answer must be a JSON object"));
+    };
+    if kind == "approval" {
+        let approved = match obj.get("approved") {
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(Error::validation_at(vec![json!("approved")], "`approved` must be true or false")),
+            None => return Err(Error::validation_at(vec![json!("approved")], "`approved` (true or false) is required for an approval task")),
+        };
+        if let Some(f) = obj.get("feedback") {
+            if !f.is_string() && !f.is_null() {
+                return Err(Error::validation_at(vec![json!("feedback")], "`feedback` must be a string"));
+            }
+        }
+        let out = answer.clone();
+        if !approved && on_reject != "continue" {
+            let fb = obj.get("feedback").and_then(Value::as_str).unwrap_or("");
+            let msg = if fb.is_empty() { "rejected by the reviewer".to_string() } else { format!("rejected by the reviewer: {fb}") };
+            return Ok((out, Finish::Failed(StepError::fatal("REJECTED", msg))));
+        }
+        return Ok((out.clone(), Finish::Completed { output: out, status: None, headers: None }));
+    }
+    let Some(output) = obj.get("output") else {
+        return Err(Error::validation_at(vec![json!("output")], "`output` is required to answer a question task"));
+    };
+    Ok((output.clone(), Finish::Completed { output: output.clone(), status: None, headers: None }))
+}
+
+fn task_close(run_id: &str, task_id: &str, status: &str, output: Value, now: i64) -> Write {
+    Write::Update {
+        key: keys::task(run_id, task_id),
+        update: Update::default().set("status", status).set("output", output).set("completed_at", now),
+        cond: Some(Cond::eq("status", "open")),
+    }
+}
+
+pub(crate) fn index_status(acct: &str, run_id: &str, status: &str, now: i64) -> Write {
+    Write::Update {
+        key: keys::run_index(acct, run_id),
+        update: Update::default().set("status", status).set("updated_at", now),
+        cond: Some(Cond::Exists),
+    }
+}

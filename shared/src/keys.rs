@@ -1,0 +1,68 @@
+//! The single-table key layout, in one place so every adapter and service agrees.
+//!
+//! | item | pk | sk |
+//! |---|---|---|
+//! | account | `ACCT#{acct}` | `ACCOUNT` |
+//! | API key metadata (listing) | `ACCT#{acct}` | `KEY#{key_id}` |
+//! | API key lookup by hash | `APIKEY#{sha256}` | `APIKEY` |
+//! | workflow head | `ACCT#{acct}#WF` | `{wf_id}` |
+//! | workflow version | `WF#{acct}#{wf_id}` | `V#{version:010}` |
+//! | run | `RUN#{run_id}` | `RUN` |
+//! | step | `RUN#{run_id}` | `STEP#{step_key}` |
+//! | task | `RUN#{run_id}` | `TASK#{task_id}` |
+//! | event | `RUN#{run_id}` | `EVT#{ms:013}#{seq:04}#{rand}` |
+//! | run index (listing) | `ACCT#{acct}#RUNS` | `{run_id}` |
+//! | idempotency record (TTL) | `IDEM#{acct}#{wf_id}#{key}` | `IDEM` |
+//! | rate-limit window (TTL) | `RL#{key_id}#{minute}` | `RL` |
+
+use crate::store::Key;
+
+pub fn account(acct: &str) -> Key {
+    Key::new(format!("ACCT#{acct}"), "ACCOUNT")
+}
+pub fn api_key_meta(acct: &str, key_id: &str) -> Key {
+    Key::new(format!("ACCT#{acct}"), format!("KEY#{key_id}"))
+}
+pub fn api_key_lookup(hash: &str) -> Key {
+    Key::new(format!("APIKEY#{hash}"), "APIKEY")
+}
+pub fn workflows_pk(acct: &str) -> String {
+    format!("ACCT#{acct}#WF")
+}
+pub fn workflow(acct: &str, wf: &str) -> Key {
+    Key::new(workflows_pk(acct), wf)
+}
+pub fn versions_pk(acct: &str, wf: &str) -> String {
+    format!("WF#{acct}#{wf}")
+}
+pub fn version(acct: &str, wf: &str, v: u64) -> Key {
+    Key::new(versions_pk(acct, wf), format!("V#{v:010}"))
+}
+pub fn run_pk(run: &str) -> String {
+    format!("RUN#{run}")
+}
+pub fn run(run: &str) -> Key {
+    Key::new(run_pk(run), "RUN")
+}
+pub fn step(run: &str, step_key: &str) -> Key {
+    Key::new(run_pk(run), format!("STEP#{step_key}"))
+}
+pub fn task(run: &str, task: &str) -> Key {
+    Key::new(run_pk(run), format!("TASK#{task}"))
+}
+pub fn event(run: &str, ms: i64, seq: usize) -> Key {
+    let r: u16 = rand::random();
+    Key::new(run_pk(run), format!("EVT#{ms:013}#{seq:04}#{r:04x}"))
+}
+pub fn runs_index_pk(acct: &str) -> String {
+    format!("ACCT#{acct}#RUNS")
+}
+pub fn run_index(acct: &str, run: &str) -> Key {
+    Key::new(runs_index_pk(acct), run)
+}
+pub fn idempotency(acct: &str, wf: &str, key: &str) -> Key {
+    Key::new(format!("IDEM#{acct}#{wf}#{key}"), "IDEM")
+}
+pub fn rate_window(key_id: &str, minute: i64) -> Key {
+    Key::new(format!("RL#{key_id}#{minute}"), "RL")
+}
