@@ -1,0 +1,127 @@
+//! Account and API key endpoints: register, account, callback secret, key management.
+
+use super::ListParams;
+use super::extract::{Json, OptionalJson, Path, Query};
+use crate::accounts::{self, IssuedKey, Principal};
+use crate::app::AppState;
+use crate::error::{Error, Result};
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub const KEYS_MANAGE: &str = "keys:manage";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/auth/register", post(register))
+        .route("/api/v1/account", get(account))
+        .route(
+            "/api/v1/account/rotate-callback-secret",
+            post(rotate_callback_secret),
+        )
+        .route("/api/v1/api-keys", get(list_keys).post(create_key))
+        .route("/api/v1/api-keys/{id}", delete(revoke_key))
+        .route("/api/v1/api-keys/{id}/rotate", post(rotate_key))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+}
+
+/// `{...key metadata, "api_key": "<secret>"}`: the secret is shown here only.
+fn with_secret(issued: IssuedKey) -> Value {
+    let mut v = issued.key;
+    if let Value::Object(m) = &mut v {
+        m.insert("api_key".into(), json!(issued.secret));
+    }
+    v
+}
+
+async fn register(State(state): State<AppState>, Json(b): Json<RegisterBody>) -> Result<Response> {
+    let name = b
+        .name
+        .ok_or_else(|| Error::validation_at(vec![json!("name")], "`name` is required"))?;
+    let (account, issued) =
+        accounts::register(state.store.as_ref(), &name, b.email.as_deref()).await?;
+    let body = json!({"account": account, "api_key": issued.secret, "key": issued.key});
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+async fn account(State(state): State<AppState>, p: Principal) -> Result<Json<Value>> {
+    p.require(KEYS_MANAGE)?;
+    Ok(Json(
+        accounts::get_account(state.store.as_ref(), &p.account_id).await?,
+    ))
+}
+
+async fn rotate_callback_secret(
+    State(state): State<AppState>,
+    p: Principal,
+) -> Result<Json<Value>> {
+    p.require(KEYS_MANAGE)?;
+    Ok(Json(
+        accounts::rotate_callback_secret(state.store.as_ref(), &p.account_id).await?,
+    ))
+}
+
+async fn list_keys(
+    State(state): State<AppState>,
+    p: Principal,
+    Query(q): Query<ListParams>,
+) -> Result<Json<Value>> {
+    p.require(KEYS_MANAGE)?;
+    Ok(Json(
+        accounts::list_keys(state.store.as_ref(), &p.account_id, q.limit()?, q.cursor()).await?,
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKeyBody {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+}
+
+async fn create_key(
+    State(state): State<AppState>,
+    p: Principal,
+    OptionalJson(b): OptionalJson<CreateKeyBody>,
+) -> Result<Response> {
+    p.require(KEYS_MANAGE)?;
+    let issued =
+        accounts::create_key(state.store.as_ref(), &p, b.name.as_deref(), b.scopes).await?;
+    Ok((StatusCode::CREATED, Json(with_secret(issued))).into_response())
+}
+
+async fn revoke_key(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
+    p.require(KEYS_MANAGE)?;
+    Ok(Json(
+        accounts::revoke_key(state.store.as_ref(), &p.account_id, &id).await?,
+    ))
+}
+
+async fn rotate_key(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
+    p.require(KEYS_MANAGE)?;
+    Ok(Json(with_secret(
+        accounts::rotate_key(state.store.as_ref(), &p.account_id, &id).await?,
+    )))
+}

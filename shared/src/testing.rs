@@ -1,0 +1,233 @@
+//! In-memory test doubles: a [`MemStore`] that follows the store contract (conditions,
+//! all-or-nothing transactions, TTL, cursors) and a [`MemQueue`] that accepts and drops.
+//! For unit tests only; the real adapters live in `adapters`.
+
+use crate::error::{Error, Result};
+use crate::queue::{Message, Queue, Received};
+use crate::store::{
+    self, Cond, Item, Key, MAX_ITEM_BYTES, MAX_QUERY_LIMIT, MAX_TRANSACT_ITEMS, Page, Query,
+    SkRange, Store, Update, Write,
+};
+use async_trait::async_trait;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+#[derive(Default)]
+pub struct MemStore {
+    items: Mutex<BTreeMap<Key, Item>>,
+}
+
+fn now_secs() -> i64 {
+    crate::ids::now_ms() / 1000
+}
+
+fn live(item: Option<&Item>) -> Option<&Item> {
+    item.filter(|i| i.expires_at.is_none_or(|t| t > now_secs()))
+}
+
+fn check(cond: Option<&Cond>, item: Option<&Item>) -> Result<()> {
+    match cond {
+        Some(c) if !store::eval_cond(c, live(item)) => {
+            Err(Error::Conflict("condition failed".into()))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_size(item: &Item) -> Result<()> {
+    let n = serde_json::to_vec(&item.attrs)?.len();
+    if n > MAX_ITEM_BYTES {
+        return Err(Error::PayloadTooLarge(format!("item of {n} bytes")));
+    }
+    Ok(())
+}
+
+impl MemStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every live item, for assertions.
+    pub fn dump(&self) -> Vec<Item> {
+        let items = self.items.lock().unwrap();
+        items
+            .values()
+            .filter(|i| live(Some(i)).is_some())
+            .cloned()
+            .collect()
+    }
+
+    fn apply(map: &mut BTreeMap<Key, Item>, w: Write) -> Result<()> {
+        match w {
+            Write::Put { item, .. } => {
+                check_size(&item)?;
+                map.insert(item.key.clone(), item);
+            }
+            Write::Update { key, update, .. } => {
+                let cur = live(map.get(&key)).cloned();
+                let item = store::apply_update(&key, cur, &update);
+                check_size(&item)?;
+                map.insert(key, item);
+            }
+            Write::Delete { key, .. } => {
+                map.remove(&key);
+            }
+            Write::Check { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+fn cond_of(w: &Write) -> Option<&Cond> {
+    match w {
+        Write::Put { cond, .. } | Write::Update { cond, .. } | Write::Delete { cond, .. } => {
+            cond.as_ref()
+        }
+        Write::Check { cond, .. } => Some(cond),
+    }
+}
+
+#[async_trait]
+impl Store for MemStore {
+    async fn get(&self, key: &Key) -> Result<Option<Item>> {
+        Ok(live(self.items.lock().unwrap().get(key)).cloned())
+    }
+
+    async fn put(&self, item: Item, cond: Option<Cond>) -> Result<()> {
+        let mut map = self.items.lock().unwrap();
+        check(cond.as_ref(), map.get(&item.key))?;
+        Self::apply(&mut map, Write::Put { item, cond: None })
+    }
+
+    async fn update(&self, key: &Key, update: Update, cond: Option<Cond>) -> Result<Item> {
+        let mut map = self.items.lock().unwrap();
+        check(cond.as_ref(), map.get(key))?;
+        Self::apply(
+            &mut map,
+            Write::Update {
+                key: key.clone(),
+                update,
+                cond: None,
+            },
+        )?;
+        Ok(map.get(key).cloned().expect("just written"))
+    }
+
+    async fn delete(&self, key: &Key, cond: Option<Cond>) -> Result<()> {
+        let mut map = self.items.lock().unwrap();
+        check(cond.as_ref(), map.get(key))?;
+        map.remove(key);
+        Ok(())
+    }
+
+    async fn transact(&self, writes: Vec<Write>) -> Result<()> {
+        if writes.len() > MAX_TRANSACT_ITEMS {
+            return Err(Error::validation("too many writes in one transaction"));
+        }
+        let mut seen = HashSet::new();
+        if !writes.iter().all(|w| seen.insert(w.key().clone())) {
+            return Err(Error::validation(
+                "two writes on the same key in one transaction",
+            ));
+        }
+        let mut map = self.items.lock().unwrap();
+        for w in &writes {
+            check(cond_of(w), map.get(w.key()))?;
+        }
+        let mut next = map.clone();
+        for w in writes {
+            Self::apply(&mut next, w)?;
+        }
+        *map = next;
+        Ok(())
+    }
+
+    async fn query(&self, q: Query) -> Result<Page> {
+        if q.limit == 0 || q.limit > MAX_QUERY_LIMIT {
+            return Err(Error::validation("query limit out of range"));
+        }
+        let after = match &q.cursor {
+            Some(c) => Some(
+                hex::decode(c)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| Error::validation("Invalid cursor"))?,
+            ),
+            None => None,
+        };
+        let map = self.items.lock().unwrap();
+        let in_range = |sk: &str| match &q.range {
+            SkRange::All => true,
+            SkRange::Prefix(p) => sk.starts_with(p.as_str()),
+            SkRange::Between(a, b) => sk >= a.as_str() && sk <= b.as_str(),
+        };
+        let mut items: Vec<&Item> = map
+            .values()
+            .filter(|i| i.key.pk == q.pk && in_range(&i.key.sk) && live(Some(i)).is_some())
+            .collect();
+        if q.descending {
+            items.reverse();
+        }
+        let items: Vec<Item> = items
+            .into_iter()
+            .filter(|i| match &after {
+                Some(a) if q.descending => i.key.sk < *a,
+                Some(a) => i.key.sk > *a,
+                None => true,
+            })
+            .take(q.limit + 1)
+            .cloned()
+            .collect();
+        let more = items.len() > q.limit;
+        let items: Vec<Item> = items.into_iter().take(q.limit).collect();
+        let next_cursor = if more {
+            items.last().map(|i| hex::encode(i.key.sk.as_bytes()))
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+}
+
+/// A queue that accepts every message and never delivers one; counts what was sent.
+#[derive(Default)]
+pub struct MemQueue {
+    pub sent: AtomicUsize,
+}
+
+impl MemQueue {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl Queue for MemQueue {
+    async fn send(&self, _msg: Message) -> Result<()> {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+    async fn send_batch(&self, msgs: Vec<Message>) -> Result<()> {
+        self.sent.fetch_add(msgs.len(), Ordering::Relaxed);
+        Ok(())
+    }
+    async fn receive(
+        &self,
+        _max: usize,
+        _visibility: Duration,
+        _wait: Duration,
+    ) -> Result<Vec<Received>> {
+        Ok(Vec::new())
+    }
+    async fn delete(&self, _receipt: &str) -> Result<()> {
+        Ok(())
+    }
+    async fn change_visibility(&self, _receipt: &str, _visibility: Duration) -> Result<()> {
+        Ok(())
+    }
+    async fn dead_letters(&self, _max: usize) -> Result<Vec<Received>> {
+        Ok(Vec::new())
+    }
+}
