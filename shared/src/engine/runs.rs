@@ -153,7 +153,9 @@ impl Engine {
         if let Some(k) = &req.idempotency_key {
             run.insert("idempotency_key".into(), json!(k));
         }
-        let mut writes = vec![Write::Put { item: Item::new(keys::run(&run_id), run), cond: Some(Cond::NotExists) }];
+        let run_item = Item::new(keys::run(&run_id), run);
+        let mut view = Snapshot { run: run_item.clone(), steps: Default::default(), tasks: Default::default() };
+        let mut writes = vec![Write::Put { item: run_item, cond: Some(Cond::NotExists) }];
         let mut index = Attrs::new();
         index.insert("workflow_id".into(), json!(wf_id));
         index.insert("status".into(), json!("running"));
@@ -166,7 +168,9 @@ impl Engine {
             a.insert("status".into(), json!("pending"));
             a.insert("attempt".into(), json!(0));
             a.insert("created_at".into(), json!(now));
-            writes.push(Write::Put { item: Item::new(keys::step(&run_id, e), a), cond: Some(Cond::NotExists) });
+            let it = Item::new(keys::step(&run_id, e), a);
+            view.steps.insert(e.clone(), it.clone());
+            writes.push(Write::Put { item: it, cond: Some(Cond::NotExists) });
         }
         if let Some(ik) = &idem_key {
             let mut a = Attrs::new();
@@ -193,8 +197,8 @@ impl Engine {
         } else {
             self.send(msgs.drain(..).map(|m| (m, Duration::ZERO)).collect()).await?;
         }
-        let snap = Snapshot::require(&*self.store, &run_id).await?;
-        Ok((Started { run: run_view(&snap, false), created: true }, msgs))
+        // The view is built from what was just written: no second read on the start path.
+        Ok((Started { run: run_view(&view, false), created: true }, msgs))
     }
 
     async fn idempotent_replay(&self, existing: &Item, fingerprint: &str) -> Result<Started> {

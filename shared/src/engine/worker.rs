@@ -119,7 +119,7 @@ impl Engine {
             warn!("message for a run that does not exist");
             return Ok(Handled::ack(Vec::new()));
         };
-        let Some(step) = snap.steps.get(key) else {
+        let Some(step) = snap.steps.get(key).cloned() else {
             warn!("message for a step that does not exist");
             return Ok(Handled::ack(Vec::new()));
         };
@@ -149,7 +149,7 @@ impl Engine {
                 }
                 let output = json!({"waited_ms": step.i64("slept_ms").unwrap_or(0)});
                 let publish = self
-                    .finish_step(run_id, key, Guard::Sleeping, Finish::Completed { output, status: None, headers: None }, Vec::new())
+                    .finish_step(run_id, key, Guard::Sleeping, Finish::Completed { output, status: None, headers: None }, Vec::new(), None)
                     .await?
                     .unwrap_or_default();
                 return Ok(Handled::ack(publish));
@@ -198,8 +198,13 @@ impl Engine {
             .set("lease_until", lease_until)
             .set("attempt", attempt + 1)
             .set("started_at", now);
+        let mut snap = snap;
         match self.store.update(&keys::step(run_id, key), upd, Some(claim)).await {
-            Ok(_) => {}
+            Ok(claimed) => {
+                // The claimed item is the step as it now is: the commit can start from this
+                // snapshot instead of reading the run again.
+                snap.steps.insert(key.to_string(), claimed);
+            }
             Err(Error::Conflict(_)) => {
                 debug!("another worker claimed the step");
                 return Ok(Handled::retry(self.cfg.lease));
@@ -216,10 +221,12 @@ impl Engine {
         let guard = Guard::Claimed(token);
         let publish = match outcome {
             BlockOutcome::Output(output) => {
-                self.finish_step(run_id, key, guard, Finish::Completed { output, status: None, headers: None }, Vec::new()).await?
+                let f = Finish::Completed { output, status: None, headers: None };
+                self.finish_step(run_id, key, guard, f, Vec::new(), Some(snap)).await?
             }
             BlockOutcome::Response { body, status, headers } => {
-                self.finish_step(run_id, key, guard, Finish::Completed { output: body, status, headers }, Vec::new()).await?
+                let f = Finish::Completed { output: body, status, headers };
+                self.finish_step(run_id, key, guard, f, Vec::new(), Some(snap)).await?
             }
             BlockOutcome::Wait(spec) => {
                 self.wait_step(run_id, key, guard, spec).await?;
@@ -235,7 +242,7 @@ impl Engine {
                     self.retry_step(run_id, key, guard, &block, attempt + 1, err).await?;
                     None
                 } else {
-                    self.finish_step(run_id, key, guard, Finish::Failed(err), Vec::new()).await?
+                    self.finish_step(run_id, key, guard, Finish::Failed(err), Vec::new(), Some(snap)).await?
                 }
             }
         };
@@ -274,9 +281,14 @@ impl Engine {
         guard: Guard,
         finish: Finish,
         extra: Vec<Write>,
+        first: Option<Snapshot>,
     ) -> Result<Option<Vec<Msg>>> {
+        let mut first = first;
         for _ in 0..MAX_COMMIT_TRIES {
-            let snap = Snapshot::require(&*self.store, run_id).await?;
+            let snap = match first.take() {
+                Some(s) => s,
+                None => Snapshot::require(&*self.store, run_id).await?,
+            };
             if !guard.holds(&snap, key) {
                 return Ok(None);
             }
@@ -406,6 +418,7 @@ impl Engine {
                                 guard,
                                 Finish::Failed(StepError::fatal("EXPRESSION_ERROR", m)),
                                 extra,
+                                None,
                             ))
                             .await;
                         }
@@ -721,7 +734,7 @@ impl Engine {
                 let step_key = task.str("step_key").unwrap_or_default().to_string();
                 let err = StepError::fatal("TIMEOUT", "the task was not completed before its timeout");
                 let extra = vec![task_close(run_id, task_id, "timed_out", Value::Null, now)];
-                self.finish_step(run_id, &step_key, Guard::Waiting(task_id.into()), Finish::Failed(err), extra)
+                self.finish_step(run_id, &step_key, Guard::Waiting(task_id.into()), Finish::Failed(err), extra, None)
                     .await?
                     .unwrap_or_default()
             }
@@ -743,7 +756,7 @@ impl Engine {
         let on_reject = pinned.graph.block(&block_id).and_then(|b| b.config.get("on_reject")).and_then(Value::as_str).unwrap_or("fail");
         let (output, finish) = task_outcome(kind, &answer, on_reject)?;
         let extra = vec![task_close(&run_id, task_id, closed_as, output, now_ms())];
-        self.finish_step(&run_id, &step_key, Guard::Waiting(task_id.into()), finish, extra)
+        self.finish_step(&run_id, &step_key, Guard::Waiting(task_id.into()), finish, extra, None)
             .await?
             .ok_or_else(|| Error::Conflict(format!("task {task_id} is no longer open")))
     }
