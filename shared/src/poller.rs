@@ -44,9 +44,15 @@ async fn worker(app: AppState, n: usize, shutdown: watch::Receiver<bool>) {
                 }
                 return;
             }
-            let res = match app.engine.process(&m.body).await {
-                Outcome::Ack => app.queue.delete(&m.receipt).await,
-                Outcome::RetryAfter(d) => app.queue.change_visibility(&m.receipt, d.min(crate::queue::MAX_DELAY)).await,
+            let res = match app.engine.process_deferred(&m.body).await {
+                (Outcome::Ack, successors) => app.queue.send_and_delete(successors, &m.receipt).await,
+                (Outcome::RetryAfter(d), successors) => {
+                    let sent = if successors.is_empty() { Ok(()) } else { app.queue.send_batch(successors).await };
+                    match sent {
+                        Ok(()) => app.queue.change_visibility(&m.receipt, d.min(crate::queue::MAX_DELAY)).await,
+                        Err(e) => Err(e),
+                    }
+                }
             };
             if let Err(e) = res {
                 warn!(worker = n, error = %e, "could not settle message; it will come back");

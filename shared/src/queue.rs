@@ -68,4 +68,14 @@ pub trait Queue: Send + Sync + 'static {
     async fn change_visibility(&self, receipt: &str, visibility: Duration) -> Result<()>;
     /// Messages currently in the dead-letter queue (for inspection; does not remove them).
     async fn dead_letters(&self, max: usize) -> Result<Vec<Received>>;
+
+    /// Sends `msgs`, then deletes the message behind `receipt`: how a driver acknowledges a
+    /// message whose handling produced successors. The sends must be durable before the
+    /// delete; adapters that can do both in one request (SQLite) override this.
+    async fn send_and_delete(&self, msgs: Vec<Message>, receipt: &str) -> Result<()> {
+        if !msgs.is_empty() {
+            self.send_batch(msgs).await?;
+        }
+        self.delete(receipt).await
+    }
 }

@@ -82,6 +82,14 @@ impl Engine {
         handled.outcome.unwrap_or(Outcome::Ack)
     }
 
+    /// Handles one message and returns its successors encoded for the queue, for drivers
+    /// that send them together with the acknowledgement.
+    pub async fn process_deferred(&self, body: &str) -> (Outcome, Vec<crate::queue::Message>) {
+        let handled = self.handle_message(body).await;
+        let msgs = handled.publish.iter().map(|m| crate::queue::Message::now(m.encode())).collect();
+        (handled.outcome.unwrap_or(Outcome::Ack), msgs)
+    }
+
     /// Handles one message without sending its successors (sync execute runs them inline).
     pub async fn handle_message(&self, body: &str) -> Handled {
         let msg: Msg = match serde_json::from_str(body) {
