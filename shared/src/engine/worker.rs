@@ -38,6 +38,9 @@ impl Handled {
 #[derive(Clone, Debug)]
 pub(crate) enum Guard {
     Claimed(String),
+    /// A step of a run driven inline (sync execute) that no message names yet: nobody else
+    /// can be running it, so the claim write is folded into the commit's condition.
+    Unclaimed { attempt: i64, started_at: i64 },
     Waiting(String),
     Sleeping,
 }
@@ -48,6 +51,14 @@ impl Guard {
             Guard::Claimed(token) => Cond::And(vec![Cond::eq("status", "running"), Cond::eq("claim", token.as_str())]),
             Guard::Waiting(task) => Cond::And(vec![Cond::eq("status", "waiting_human"), Cond::eq("task_id", task.as_str())]),
             Guard::Sleeping => Cond::eq("status", "sleeping"),
+            Guard::Unclaimed { attempt, .. } => Cond::And(vec![Cond::eq("status", "pending"), Cond::eq("attempt", *attempt)]),
+        }
+    }
+    /// Adds what the skipped claim would have written.
+    fn stamp(&self, u: Update) -> Update {
+        match self {
+            Guard::Unclaimed { attempt, started_at } => u.set("attempt", attempt + 1).set("started_at", *started_at),
+            _ => u,
         }
     }
     fn holds(&self, snap: &Snapshot, key: &str) -> bool {
@@ -92,6 +103,11 @@ impl Engine {
 
     /// Handles one message without sending its successors (sync execute runs them inline).
     pub async fn handle_message(&self, body: &str) -> Handled {
+        self.handle_message_with(body, false).await
+    }
+
+    /// `inline`: the caller drives this run itself and no queue message names its new steps.
+    pub(crate) async fn handle_message_with(&self, body: &str, inline: bool) -> Handled {
         let msg: Msg = match serde_json::from_str(body) {
             Ok(m) => m,
             Err(e) => {
@@ -106,7 +122,7 @@ impl Engine {
         };
         let res = async {
             match &msg {
-                Msg::Step { r, s } => self.handle_step(r, s).await,
+                Msg::Step { r, s } => self.handle_step(r, s, inline).await,
                 Msg::TaskTimeout { r, k } => self.handle_task_timeout(r, k).await,
                 Msg::Sweep { r } => self.handle_sweep(r).await,
             }
@@ -122,7 +138,7 @@ impl Engine {
         }
     }
 
-    async fn handle_step(&self, run_id: &str, key: &str) -> Result<Handled> {
+    async fn handle_step(&self, run_id: &str, key: &str, inline: bool) -> Result<Handled> {
         let Some(snap) = Snapshot::load(&*self.store, run_id).await? else {
             warn!("message for a run that does not exist");
             return Ok(Handled::ack(Vec::new()));
@@ -189,9 +205,13 @@ impl Engine {
         let timeout = self.block_timeout(&block);
         let attempt = step.i64("attempt").unwrap_or(0);
 
-        // Claim: only one worker runs an attempt, and a worker that died hands the step over
-        // when its lease runs out.
-        let token = crate::ids::new_id("clm");
+        let mut snap = snap;
+        let guard = if inline && status == "pending" && attempt == 0 {
+            Guard::Unclaimed { attempt, started_at: now }
+        } else {
+            // Claim: only one worker runs an attempt, and a worker that died hands the step
+            // over when its lease runs out.
+            let token = crate::ids::new_id("clm");
         let lease_until = now + (timeout + Duration::from_secs(5)).max(self.cfg.lease).as_millis() as i64;
         let claim = Cond::And(vec![
             Cond::Or(vec![
@@ -206,19 +226,20 @@ impl Engine {
             .set("lease_until", lease_until)
             .set("attempt", attempt + 1)
             .set("started_at", now);
-        let mut snap = snap;
-        match self.store.update(&keys::step(run_id, key), upd, Some(claim)).await {
-            Ok(claimed) => {
-                // The claimed item is the step as it now is: the commit can start from this
-                // snapshot instead of reading the run again.
-                snap.steps.insert(key.to_string(), claimed);
+            match self.store.update(&keys::step(run_id, key), upd, Some(claim)).await {
+                Ok(claimed) => {
+                    // The claimed item is the step as it now is: the commit can start from
+                    // this snapshot instead of reading the run again.
+                    snap.steps.insert(key.to_string(), claimed);
+                }
+                Err(Error::Conflict(_)) => {
+                    debug!("another worker claimed the step");
+                    return Ok(Handled::retry(self.cfg.lease));
+                }
+                Err(e) => return Err(e),
             }
-            Err(Error::Conflict(_)) => {
-                debug!("another worker claimed the step");
-                return Ok(Handled::retry(self.cfg.lease));
-            }
-            Err(e) => return Err(e),
-        }
+            Guard::Claimed(token)
+        };
 
         let mut ctx = snap.context(&pinned.variables);
         if let Some(item) = step.get("item") {
@@ -226,7 +247,6 @@ impl Engine {
             ctx["index"] = step.get("index").cloned().unwrap_or(Value::Null);
         }
         let outcome = self.execute(&block, &ctx, timeout).await;
-        let guard = Guard::Claimed(token);
         let publish = match outcome {
             BlockOutcome::Output(output) => {
                 let f = Finish::Completed { output, status: None, headers: None };
@@ -467,7 +487,7 @@ impl Engine {
                 };
                 (p, active_delta, w)
             };
-            writes.push(Write::Update { key: keys::step(run_id, key), update: own, cond: Some(guard.cond()) });
+            writes.push(Write::Update { key: keys::step(run_id, key), update: guard.stamp(own), cond: Some(guard.cond()) });
             writes.extend(plan_writes);
             run_update = run_update.add("active", active_delta);
             if waiting_delta != 0 {
@@ -491,7 +511,7 @@ impl Engine {
                 Ok(()) => {
                     let run_done = run_fails.is_some();
                     if !run_done && active_delta < 0 {
-                        self.maybe_finalize(run_id).await?;
+                        self.finalize(run_id).await?;
                     }
                     return Ok(Some(publish.into_iter().map(|s| Msg::step(run_id, &s)).collect()));
                 }
@@ -530,7 +550,9 @@ impl Engine {
         let writes = vec![
             Write::Update {
                 key: keys::step(run_id, key),
-                update: Update::default().set("status", "waiting_human").set("task_id", task_id.as_str()).remove("claim").remove("lease_until"),
+                update: guard.stamp(
+                    Update::default().set("status", "waiting_human").set("task_id", task_id.as_str()).remove("claim").remove("lease_until"),
+                ),
                 cond: Some(guard.cond()),
             },
             Write::Put { item: Item::new(keys::task(run_id, &task_id), task), cond: Some(Cond::NotExists) },
@@ -562,7 +584,7 @@ impl Engine {
         let writes = vec![
             Write::Update {
                 key: keys::step(run_id, key),
-                update: Update::default()
+                update: guard.stamp(Update::default())
                     .set("status", "sleeping")
                     .set("wake_at", wake)
                     .set("slept_ms", d.as_millis() as i64)
@@ -589,7 +611,7 @@ impl Engine {
         let writes = vec![
             Write::Update {
                 key: keys::step(run_id, key),
-                update: Update::default()
+                update: guard.stamp(Update::default())
                     .set("status", "pending")
                     .set("error", err.to_json())
                     .set("not_before", now + delay_ms as i64)
@@ -658,14 +680,6 @@ impl Engine {
     }
 
     /// Completes the run if no step is left active. Idempotent and safe to call often.
-    pub(crate) async fn maybe_finalize(&self, run_id: &str) -> Result<()> {
-        let Some(run) = self.store.get(&keys::run(run_id)).await? else { return Ok(()) };
-        if run.str("status") != Some("running") || run.i64("active").unwrap_or(0) > 0 {
-            return Ok(());
-        }
-        self.finalize(run_id).await
-    }
-
     async fn finalize(&self, run_id: &str) -> Result<()> {
         let snap = Snapshot::require(&*self.store, run_id).await?;
         if snap.run_status() != "running" || snap.run.i64("active").unwrap_or(0) > 0 {
