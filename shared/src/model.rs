@@ -214,15 +214,11 @@ pub fn build_graph(blocks: Option<&Value>, edges: Option<&Value>, steps: Option<
         } else if let Err(m) = check_config(&block) {
             details.push(Detail::new(at("config"), m));
         }
-        if let Some(r) = &block.retry {
-            if r.max_attempts == 0 || r.max_attempts > 100 {
-                details.push(Detail::new(at("retry"), "max_attempts must be 1..=100"));
-            }
+        if let Some(r) = &block.retry && (r.max_attempts == 0 || r.max_attempts > 100) {
+            details.push(Detail::new(at("retry"), "max_attempts must be 1..=100"));
         }
-        if let Some(t) = block.timeout_ms {
-            if t == 0 || t > 15 * 60 * 1000 {
-                details.push(Detail::new(at("timeout_ms"), "must be 1..=900000"));
-            }
+        if let Some(t) = block.timeout_ms && (t == 0 || t > 15 * 60 * 1000) {
+            details.push(Detail::new(at("timeout_ms"), "must be 1..=900000"));
         }
         out_blocks.push(block);
     }
@@ -249,15 +245,11 @@ pub fn build_graph(blocks: Option<&Value>, edges: Option<&Value>, steps: Option<
                     ));
                 }
             }
-            if let Some(w) = &edge.when {
-                if let Err(e) = crate::template::check_expr(w) {
-                    details.push(Detail::new(path(&[json!("edges"), json!(i), json!("when")]), e.to_string()));
-                }
+            if let Some(w) = &edge.when && let Err(e) = crate::template::check_expr(w) {
+                details.push(Detail::new(path(&[json!("edges"), json!(i), json!("when")]), e.to_string()));
             }
-            if let Some(on) = &edge.on {
-                if on != "error" {
-                    details.push(Detail::new(path(&[json!("edges"), json!(i), json!("on")]), "only \"error\" is allowed"));
-                }
+            if let Some(on) = &edge.on && on != "error" {
+                details.push(Detail::new(path(&[json!("edges"), json!(i), json!("on")]), "only \"error\" is allowed"));
             }
             if edge.from == edge.to {
                 details.push(Detail::new(path(&[json!("edges"), json!(i)]), "an edge cannot loop to its own block"));

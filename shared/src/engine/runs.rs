@@ -125,10 +125,8 @@ impl Engine {
             Some(k) => Some(keys::idempotency(acct, wf_id, k)),
             None => None,
         };
-        if let Some(ik) = &idem_key {
-            if let Some(existing) = self.store.get(ik).await? {
-                return Ok((self.idempotent_replay(&existing, &fingerprint).await?, Vec::new()));
-            }
+        if let Some(ik) = &idem_key && let Some(existing) = self.store.get(ik).await? {
+            return Ok((self.idempotent_replay(&existing, &fingerprint).await?, Vec::new()));
         }
 
         let run_id = ids::new_id("run");
@@ -226,13 +224,11 @@ impl Engine {
     }
 
     pub async fn list_runs(&self, acct: &str, f: RunFilter) -> Result<Value> {
-        if let Some(s) = &f.status {
-            if !RUN_STATUSES.contains(&s.as_str()) {
-                return Err(Error::validation_at(
-                    vec![json!("status")],
-                    format!("unknown status '{s}'; use one of {}", RUN_STATUSES.join(", ")),
-                ));
-            }
+        if let Some(s) = &f.status && !RUN_STATUSES.contains(&s.as_str()) {
+            return Err(Error::validation_at(
+                vec![json!("status")],
+                format!("unknown status '{s}'; use one of {}", RUN_STATUSES.join(", ")),
+            ));
         }
         let limit = f.limit.clamp(1, 100);
         let mut cursor = f.cursor.clone();
@@ -543,10 +539,8 @@ fn apply_defaults(schema: &Value, value: &mut Value, depth: usize) {
         return;
     };
     for (name, sub) in props {
-        if !obj.contains_key(name) {
-            if let Some(d) = sub.get("default") {
-                obj.insert(name.clone(), d.clone());
-            }
+        if !obj.contains_key(name) && let Some(d) = sub.get("default") {
+            obj.insert(name.clone(), d.clone());
         }
         if let Some(child) = obj.get_mut(name) {
             apply_defaults(sub, child, depth + 1);

@@ -454,7 +454,8 @@ impl Engine {
                     Finish::Failed(err) => {
                         own = own.set("status", "failed").set("error", err.to_json());
                         plan.event("step.failed", Some(key), err.to_json());
-                        let failing = if per_item { block_id.clone() } else { block_id.clone() };
+                        // A failed item fails its whole collection (the per-item block's aggregate step).
+                        let failing = block_id.clone();
                         if per_item {
                             writes.push(Write::Update {
                                 key: keys::step(run_id, &failing),
@@ -814,10 +815,8 @@ fn task_outcome(kind: &str, answer: &Value, on_reject: &str) -> Result<(Value, F
             Some(_) => return Err(Error::validation_at(vec![json!("approved")], "`approved` must be true or false")),
             None => return Err(Error::validation_at(vec![json!("approved")], "`approved` (true or false) is required for an approval task")),
         };
-        if let Some(f) = obj.get("feedback") {
-            if !f.is_string() && !f.is_null() {
-                return Err(Error::validation_at(vec![json!("feedback")], "`feedback` must be a string"));
-            }
+        if let Some(f) = obj.get("feedback") && !f.is_string() && !f.is_null() {
+            return Err(Error::validation_at(vec![json!("feedback")], "`feedback` must be a string"));
         }
         let out = answer.clone();
         if !approved && on_reject != "continue" {
