@@ -355,3 +355,7 @@ async fn complete_task(
             .await?,
     ))
 }
+
+#[cfg(test)]
+#[path = "runs_tests.rs"]
+mod tests;

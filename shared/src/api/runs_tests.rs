@@ -1,0 +1,309 @@
+//! HTTP tests of the run endpoints, on the real SQLite adapters with the queue played by
+//! the same per-message function the local poller uses.
+
+use crate::api::router;
+use crate::adapters::{Sqlite, SqliteQueue, SqliteStore};
+use crate::app::{App, AppConfig, AppState};
+use crate::queue::Outcome;
+use axum::Router;
+use axum::body::Body;
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+
+struct T {
+    app: Router,
+    state: AppState,
+    key: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(rate_limit: u64) -> T {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Sqlite::open(&dir.path().join("t.db")).unwrap();
+    let cfg = AppConfig { rate_limit_per_minute: rate_limit, max_body_bytes: 64 * 1024, ..AppConfig::default() };
+    let state = App::new(Arc::new(SqliteStore::new(db.clone())), Arc::new(SqliteQueue::new(db, "steps", 5)), cfg);
+    let app = router(state.clone());
+    let mut t = T { app, state, key: String::new(), _dir: dir };
+    let (s, b) = t.call(Method::POST, "/api/v1/auth/register", Some(json!({"name": "t"}))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    t.key = b["api_key"].as_str().unwrap().to_string();
+    t
+}
+
+impl T {
+    async fn call(&self, m: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let (s, _, b) = self.call_with(m, uri, body, &[]).await;
+        (s, b)
+    }
+
+    async fn call_with(&self, m: Method, uri: &str, body: Option<Value>, headers: &[(&str, &str)]) -> (StatusCode, http::HeaderMap, Value) {
+        let mut req = Request::builder().method(m).uri(uri);
+        if !self.key.is_empty() {
+            req = req.header("x-api-key", &self.key);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = match body {
+            Some(b) => req.header("content-type", "application/json").body(Body::from(b.to_string())).unwrap(),
+            None => req.body(Body::empty()).unwrap(),
+        };
+        let res = self.app.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+        (status, headers, v)
+    }
+
+    /// Plays the queue until nothing is left to do right now.
+    async fn drain(&self) {
+        for _ in 0..200 {
+            let msgs = self.state.queue.receive(10, Duration::from_secs(5), Duration::from_millis(20)).await.unwrap();
+            if msgs.is_empty() {
+                return;
+            }
+            for m in msgs {
+                match self.state.engine.process(&m.body).await {
+                    Outcome::Ack => self.state.queue.delete(&m.receipt).await.unwrap(),
+                    Outcome::RetryAfter(_) => self.state.queue.change_visibility(&m.receipt, Duration::ZERO).await.unwrap(),
+                }
+            }
+        }
+    }
+
+    async fn workflow(&self, def: Value) {
+        let (s, b) = self.call(Method::POST, "/api/v1/workflows", Some(def)).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+}
+
+fn approval(id: &str, status: &str) -> Value {
+    json!({"id": id, "name": "Orders", "status": status,
+      "inputSchema": {"type": "object", "required": ["amount"], "properties": {"amount": {"type": "number"}}},
+      "blocks": [
+        {"id": "start", "type": "starter"},
+        {"id": "check", "type": "condition"},
+        {"id": "review", "type": "human", "config": {"kind": "approval", "prompt": "Approve {{input.amount}}?"}},
+        {"id": "done", "type": "response", "config": {"body": {"ok": true, "amount": "{{input.amount}}"}}}],
+      "edges": [
+        {"from": "start", "to": "check"},
+        {"from": "check", "to": "review", "when": "input.amount > 1000"},
+        {"from": "check", "to": "done"},
+        {"from": "review", "to": "done"}]})
+}
+
+fn chain(id: &str) -> Value {
+    json!({"id": id, "name": "chain", "status": "active", "steps": [
+        {"id": "start", "type": "starter"},
+        {"id": "a", "type": "transform", "config": {"mapping": {"n": "{{input.n | plus: 1}}"}}},
+        {"id": "out", "type": "response", "config": {"body": {"n": "{{steps.a.output.n}}"}, "status": 201, "headers": {"x-baton-test": "yes"}}}]})
+}
+
+#[tokio::test]
+async fn start_wait_approve_and_read_the_output() {
+    let t = setup(1000).await;
+    t.workflow(approval("orders", "active")).await;
+    let (s, run) = t.call(Method::POST, "/api/v1/workflows/orders/run", Some(json!({"input": {"amount": 5000}}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{run}");
+    assert_eq!(run["status"], "pending");
+    assert_eq!(run["workflow_version"], 1);
+    let id = run["run_id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("run_"));
+    t.drain().await;
+    let (_, r) = t.call(Method::GET, &format!("/api/v1/runs/{id}"), None).await;
+    assert_eq!(r["status"], "waiting_human", "{r:#}");
+    let (s, tasks) = t.call(Method::GET, &format!("/api/v1/runs/{id}/tasks"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let task = tasks["data"][0]["task_id"].as_str().unwrap().to_string();
+    assert!(task.starts_with("task_"));
+    let uri = format!("/api/v1/runs/{id}/tasks/{task}/complete");
+    let (s, b) = t.call(Method::POST, &uri, Some(json!({"feedback": "no verdict"}))).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("VALIDATION_ERROR")));
+    let (s, _) = t.call(Method::POST, &uri, Some(json!({"approved": true}))).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, b) = t.call(Method::POST, &uri, Some(json!({"approved": true}))).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("CONFLICT")));
+    let (s, _) = t.call(Method::POST, &format!("/api/v1/runs/{id}/tasks/task_nope/complete"), Some(json!({"approved": true}))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    t.drain().await;
+    let (_, r) = t.call(Method::GET, &format!("/api/v1/runs/{id}"), None).await;
+    assert_eq!(r["status"], "completed");
+    assert_eq!(r["output"], json!({"ok": true, "amount": 5000}));
+    let (_, ev) = t.call(Method::GET, &format!("/api/v1/runs/{id}/events?limit=3"), None).await;
+    assert_eq!(ev["data"].as_array().unwrap().len(), 3);
+    assert_eq!(ev["data"][0]["type"], "run.started");
+    let cursor = ev["next_cursor"].as_str().unwrap();
+    let (_, ev2) = t.call(Method::GET, &format!("/api/v1/runs/{id}/events?limit=100&cursor={cursor}"), None).await;
+    assert_eq!(ev2["data"].as_array().unwrap().last().unwrap()["type"], "run.completed");
+}
+
+#[tokio::test]
+async fn draft_workflow_is_invalid_status_and_bad_input_is_validation_error() {
+    let t = setup(1000).await;
+    t.workflow(approval("draft", "draft")).await;
+    let (s, b) = t.call(Method::POST, "/api/v1/workflows/draft/run", Some(json!({"input": {"amount": 1}}))).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_STATUS")), "{b}");
+    t.workflow(approval("live", "active")).await;
+    let (s, b) = t.call(Method::POST, "/api/v1/workflows/live/run", Some(json!({"input": {"amount": "lots"}}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(b["error"]["details"][0]["path"], json!(["input", "amount"]));
+    let (s, b) = t.call(Method::POST, "/api/v1/workflows/live/run", Some(json!({"input": {}}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    let (s, _) = t.call(Method::POST, "/api/v1/workflows/nope/run", Some(json!({}))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, b) = t.call(Method::POST, "/api/v1/workflows/live/run", Some(json!({"inputs": {}}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "unknown fields are named: {b}");
+}
+
+#[tokio::test]
+async fn idempotency_key_in_body_or_header_returns_the_same_run() {
+    let t = setup(1000).await;
+    t.workflow(chain("c")).await;
+    let body = json!({"input": {"n": 1}, "idempotencyKey": "order-1"});
+    let (s1, a) = t.call(Method::POST, "/api/v1/workflows/c/run", Some(body.clone())).await;
+    let (s2, b) = t.call(Method::POST, "/api/v1/workflows/c/run", Some(body)).await;
+    assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::OK));
+    assert_eq!(a["run_id"], b["run_id"]);
+    let (s, _, c) = t
+        .call_with(Method::POST, "/api/v1/workflows/c/run", Some(json!({"input": {"n": 1}})), &[("idempotency-key", "order-1")])
+        .await;
+    assert_eq!((s, &c["run_id"]), (StatusCode::OK, &a["run_id"]));
+    let (s, d) = t.call(Method::POST, "/api/v1/workflows/c/run", Some(json!({"input": {"n": 2}, "idempotencyKey": "order-1"}))).await;
+    assert_eq!((s, d["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("CONFLICT")));
+}
+
+#[tokio::test]
+async fn trigger_reads_a_numeric_workflow_id_and_puts_the_task_in_input() {
+    let t = setup(1000).await;
+    t.workflow(chain("42")).await;
+    let (s, r) = t.call(Method::POST, "/api/v1/trigger", Some(json!({"workflow_id": 42, "input": {"n": 1}, "task": "sum it", "metadata": {"from": "ci"}}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert_eq!(r["workflow_id"], "42");
+    assert_eq!(r["input"]["task"], "sum it");
+    assert_eq!(r["metadata"], json!({"from": "ci", "task": "sum it"}));
+    let (s, b) = t.call(Method::POST, "/api/v1/trigger", Some(json!({"workflow_id": true}))).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("VALIDATION_ERROR")));
+    let (s, _) = t.call(Method::POST, "/api/v1/trigger", Some(json!({"input": {}}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "workflow_id is required");
+}
+
+#[tokio::test]
+async fn execute_answers_with_the_response_block_or_202_at_the_deadline() {
+    let t = setup(1000).await;
+    t.workflow(chain("c")).await;
+    let (s, h, r) = t.call_with(Method::POST, "/api/v1/workflows/c/execute", Some(json!({"input": {"n": 4}})), &[]).await;
+    assert_eq!(s, StatusCode::CREATED, "the response block's status: {r}");
+    assert_eq!(h.get("x-baton-test").unwrap(), "yes");
+    assert_eq!(r["status"], "completed");
+    assert_eq!(r["output"], json!({"n": 5}));
+    t.workflow(approval("orders", "active")).await;
+    let (s, r) = t.call(Method::POST, "/api/v1/workflows/orders/execute", Some(json!({"input": {"amount": 5000}}))).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(r["status"], "waiting_human", "{r}");
+    let (s, _) = t.call(Method::POST, "/api/v1/workflows/orders/execute", Some(json!({"input": {"amount": 1}, "timeout_ms": 0}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn runs_list_pages_with_a_cursor_and_filters() {
+    let t = setup(1000).await;
+    t.workflow(chain("c")).await;
+    t.workflow(approval("orders", "active")).await;
+    for n in 0..5 {
+        t.call(Method::POST, "/api/v1/workflows/c/run", Some(json!({"input": {"n": n}}))).await;
+    }
+    t.call(Method::POST, "/api/v1/workflows/orders/run", Some(json!({"input": {"amount": 5000}}))).await;
+    t.drain().await;
+    let (_, p1) = t.call(Method::GET, "/api/v1/runs?limit=4", None).await;
+    assert_eq!(p1["data"].as_array().unwrap().len(), 4);
+    assert_eq!(p1["data"][0]["workflow_id"], "orders", "newest first");
+    let (_, p2) = t.call(Method::GET, &format!("/api/v1/runs?limit=4&cursor={}", p1["next_cursor"].as_str().unwrap()), None).await;
+    assert_eq!(p2["data"].as_array().unwrap().len(), 2);
+    assert!(p2["next_cursor"].is_null());
+    let (_, w) = t.call(Method::GET, "/api/v1/runs?status=waiting_human", None).await;
+    assert_eq!(w["data"].as_array().unwrap().len(), 1);
+    let (_, c) = t.call(Method::GET, "/api/v1/runs?workflow_id=c&status=completed", None).await;
+    assert_eq!(c["data"].as_array().unwrap().len(), 5);
+    let (s, b) = t.call(Method::GET, "/api/v1/runs?status=bogus", None).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("VALIDATION_ERROR")));
+}
+
+#[tokio::test]
+async fn cancel_and_redrive_follow_the_run_status() {
+    let t = setup(1000).await;
+    t.workflow(approval("orders", "active")).await;
+    let (_, r) = t.call(Method::POST, "/api/v1/workflows/orders/run", Some(json!({"input": {"amount": 5000}}))).await;
+    let id = r["run_id"].as_str().unwrap().to_string();
+    t.drain().await;
+    let (s, b) = t.call(Method::POST, &format!("/api/v1/runs/{id}/redrive"), None).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_STATUS")));
+    let (s, r) = t.call(Method::DELETE, &format!("/api/v1/runs/{id}"), None).await;
+    assert_eq!((s, r["status"].as_str()), (StatusCode::OK, Some("cancelled")));
+    let (s, b) = t.call(Method::DELETE, &format!("/api/v1/runs/{id}"), None).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_STATUS")));
+
+    t.workflow(json!({"id": "broken", "name": "b", "status": "active", "steps": [{"id": "s", "type": "starter"}, {"id": "ai", "type": "agent"}]})).await;
+    let (_, r) = t.call(Method::POST, "/api/v1/workflows/broken/run", None).await;
+    let id = r["run_id"].as_str().unwrap().to_string();
+    t.drain().await;
+    let (_, r) = t.call(Method::GET, &format!("/api/v1/runs/{id}"), None).await;
+    assert_eq!(r["status"], "failed");
+    assert_eq!(r["error"]["code"], "NOT_IMPLEMENTED");
+    let (s, r) = t.call(Method::POST, &format!("/api/v1/runs/{id}/redrive"), None).await;
+    assert_eq!((s, r["status"].as_str()), (StatusCode::OK, Some("running")));
+}
+
+#[tokio::test]
+async fn another_accounts_run_is_404_everywhere() {
+    let t = setup(1000).await;
+    t.workflow(approval("orders", "active")).await;
+    let (_, r) = t.call(Method::POST, "/api/v1/workflows/orders/run", Some(json!({"input": {"amount": 5000}}))).await;
+    let id = r["run_id"].as_str().unwrap().to_string();
+    let mut other = setup(1000).await;
+    // Same app, second account.
+    other.app = t.app.clone();
+    other.state = t.state.clone();
+    let (_, b) = other.call(Method::POST, "/api/v1/auth/register", Some(json!({"name": "other"}))).await;
+    other.key = b["api_key"].as_str().unwrap().to_string();
+    for (m, uri) in [
+        (Method::GET, format!("/api/v1/runs/{id}")),
+        (Method::GET, format!("/api/v1/runs/{id}/events")),
+        (Method::GET, format!("/api/v1/runs/{id}/tasks")),
+        (Method::DELETE, format!("/api/v1/runs/{id}")),
+        (Method::POST, format!("/api/v1/runs/{id}/redrive")),
+        (Method::POST, "/api/v1/workflows/orders/run".to_string()),
+    ] {
+        let (s, b) = other.call(m.clone(), &uri, None).await;
+        assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("NOT_FOUND")), "{m} {uri}");
+    }
+}
+
+#[tokio::test]
+async fn run_starts_are_rate_limited_with_retry_after() {
+    let t = setup(2).await;
+    t.workflow(chain("c")).await;
+    for _ in 0..2 {
+        let (s, h, _) = t.call_with(Method::POST, "/api/v1/workflows/c/run", Some(json!({"input": {"n": 1}})), &[]).await;
+        assert_eq!(s, StatusCode::CREATED);
+        assert!(h.contains_key("ratelimit-remaining"));
+    }
+    let (s, h, b) = t.call_with(Method::POST, "/api/v1/workflows/c/run", Some(json!({"input": {"n": 1}})), &[]).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("RATE_LIMITED")));
+    assert!(h.contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn oversized_run_input_is_413_and_planned_runs_are_501() {
+    let t = setup(1000).await;
+    t.workflow(chain("c")).await;
+    let big = "x".repeat(70 * 1024);
+    let (s, b) = t.call(Method::POST, "/api/v1/workflows/c/run", Some(json!({"input": {"n": big}}))).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("PAYLOAD_TOO_LARGE")));
+    let (s, b) = t.call(Method::POST, "/api/v1/runs", Some(json!({"task": "x"}))).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::NOT_IMPLEMENTED, Some("NOT_IMPLEMENTED")));
+}
