@@ -1,1 +1,8 @@
 //! Adapters of the store and queue ports.
+//!
+//! - [`sqlite`]: one SQLite file (WAL) holding both the item table and the durable queue
+//!   table, for the local deployment.
+
+pub mod sqlite;
+
+pub use sqlite::{Sqlite, SqliteQueue, SqliteStore};

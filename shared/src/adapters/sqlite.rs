@@ -1,0 +1,1293 @@
+//! SQLite adapters of the store and queue ports: one database file in WAL mode holding the
+//! item table and the durable queue table.
+//!
+//! One writer connection behind a `std::sync::Mutex` serves every write of the process; it is
+//! used inline (critical sections are a few statements on a local file) and every write that
+//! reads before it writes runs in a `BEGIN IMMEDIATE` transaction, so several processes may
+//! share the file. Reads (`get`, `query`, queue peeks) use a small pool of reader connections,
+//! which WAL lets run alongside the writer. Statements are prepared once per connection
+//! (`prepare_cached`).
+//!
+//! Conditions and updates are evaluated in Rust inside the write transaction with
+//! [`store::eval_cond`] and [`store::apply_update`]; expired items count as absent everywhere
+//! and are deleted lazily by [`Sqlite::purge_expired`].
+
+use crate::error::{Error, Result};
+use crate::ids::now_ms;
+use crate::metrics::{self, Op};
+use crate::queue::{MAX_BODY_BYTES, MAX_DELAY, MAX_RECEIVE, Message, Queue, Received};
+use crate::store::{
+    self, Attrs, Cond, Item, Key, MAX_ITEM_BYTES, MAX_QUERY_LIMIT, MAX_TRANSACT_ITEMS, Page, Query, SkRange, Store,
+    Update, Write,
+};
+use async_trait::async_trait;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params, params_from_iter};
+use std::collections::{HashMap, HashSet};
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// The schema version this build writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i32 = 1;
+/// Longest a queue message may be hidden by one receive or visibility change (SQS's limit).
+pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
+/// Longest partition key DynamoDB accepts, in bytes.
+pub const MAX_PK_BYTES: usize = 2048;
+/// Longest sort key DynamoDB accepts, in bytes.
+pub const MAX_SK_BYTES: usize = 1024;
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_IDLE_READERS: usize = 4;
+const STATEMENT_CACHE: usize = 64;
+/// How often a long poll looks at the table for messages sent by other processes.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How many expired items one purge transaction deletes before yielding the writer.
+const PURGE_BATCH: i64 = 1000;
+/// Commits between two background checkpoints (each commit appends at least one 4 KiB page).
+const CHECKPOINT_EVERY: u64 = 1000;
+/// How often the checkpointer looks for commits it was not told about.
+const CHECKPOINT_IDLE: Duration = Duration::from_secs(1);
+/// WAL length (pages) from which the writer restarts the log from its beginning.
+const WAL_RESTART_FRAMES: i64 = 4096;
+/// The WAL file is truncated back to this size when the log restarts.
+const WAL_SIZE_LIMIT: i64 = 32 * 1024 * 1024;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE items (
+    pk TEXT NOT NULL,
+    sk TEXT NOT NULL,
+    attrs TEXT NOT NULL,
+    expires_at INTEGER,
+    PRIMARY KEY (pk, sk)
+) WITHOUT ROWID;
+CREATE INDEX items_expires_at ON items (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE queue_messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    body TEXT NOT NULL,
+    visible_at INTEGER NOT NULL,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    receipt TEXT,
+    dead INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX queue_messages_ready ON queue_messages (queue, dead, visible_at);
+";
+
+/// Maps SQLite errors to [`Error::Internal`] (nothing SQLite reports is the caller's fault).
+trait Db<T> {
+    fn db(self) -> Result<T>;
+}
+
+impl<T> Db<T> for rusqlite::Result<T> {
+    fn db(self) -> Result<T> {
+        self.map_err(|e| Error::Internal(format!("sqlite: {e}")))
+    }
+}
+
+fn now_secs() -> i64 {
+    now_ms().div_euclid(1000)
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// One database file. Cheap to share (`Arc`); build [`SqliteStore`] and [`SqliteQueue`]s on it.
+///
+/// WAL checkpoints (copying pages into the database file, with fsyncs) mostly run on a small
+/// dedicated thread rather than inside writes: the writer's autocheckpoint is off and, every
+/// 1000 commits or after a quiet second, the thread runs a passive checkpoint, which does not
+/// block writers. A passive checkpoint never lets the log start over while writes keep coming,
+/// so once the WAL is longer than 4096 pages the writer itself runs a `RESTART` checkpoint
+/// (little left to copy by then) between two writes. The thread ends with the `Sqlite`.
+pub struct Sqlite {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    /// One per queue name, so long polls in this process wake on sends in this process.
+    notifiers: Mutex<HashMap<String, Arc<Notify>>>,
+    wal: Arc<WalState>,
+    checkpoint: SyncSender<()>,
+}
+
+/// Shared by the writer and the checkpoint thread.
+#[derive(Default)]
+struct WalState {
+    commits: AtomicU64,
+    /// Set by the checkpoint thread when the log has grown long enough to restart.
+    restart: AtomicBool,
+}
+
+impl std::fmt::Debug for Sqlite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sqlite").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl Sqlite {
+    /// Opens the database file, creating it (and its parent directory) and the schema on first
+    /// open, and migrating an older schema.
+    pub fn open(path: &Path) -> Result<Arc<Sqlite>> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::Internal(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        let mut writer = Connection::open(path).db()?;
+        writer.busy_timeout(BUSY_TIMEOUT).db()?;
+        let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).db()?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Internal(format!("sqlite: cannot switch {} to WAL (mode {mode})", path.display())));
+        }
+        writer
+            .execute_batch(&format!(
+                "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY; \
+                 PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {WAL_SIZE_LIMIT};"
+            ))
+            .db()?;
+        writer.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        migrate(&mut writer)?;
+
+        let checkpointer = Connection::open_with_flags(path, reader_flags()).db()?;
+        checkpointer.busy_timeout(BUSY_TIMEOUT).db()?;
+        let wal = Arc::new(WalState::default());
+        let (checkpoint, wake) = std::sync::mpsc::sync_channel(1);
+        let state = wal.clone();
+        std::thread::Builder::new()
+            .name("baton-sqlite-checkpoint".into())
+            .stack_size(256 * 1024)
+            .spawn(move || run_checkpoints(&checkpointer, &state, &wake))
+            .map_err(|e| Error::Internal(format!("cannot start the sqlite checkpoint thread: {e}")))?;
+
+        Ok(Arc::new(Sqlite {
+            path: path.to_path_buf(),
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            notifiers: Mutex::new(HashMap::new()),
+            wal,
+            checkpoint,
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Deletes items whose TTL has passed (they are already invisible). Returns how many.
+    /// Works in batches so other writers are not held up; meant to be called periodically.
+    pub fn purge_expired(&self) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let n = self.write(|conn| {
+                let mut st = conn
+                    .prepare_cached(
+                        "DELETE FROM items WHERE (pk, sk) IN \
+                         (SELECT pk, sk FROM items WHERE expires_at <= ?1 LIMIT ?2)",
+                    )
+                    .db()?;
+                st.execute(params![now_secs(), PURGE_BATCH]).db()
+            })?;
+            total += n;
+            if (n as i64) < PURGE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Connection> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs autocommit statements on the writer.
+    fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let out = f(&self.writer());
+        self.committed();
+        out
+    }
+
+    /// Runs `f` in a `BEGIN IMMEDIATE` transaction on the writer; rolls back if it fails.
+    fn write_tx<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let out = {
+            let mut conn = self.writer();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
+            let out = f(&tx)?;
+            tx.commit().db()?;
+            out
+        };
+        self.committed();
+        Ok(out)
+    }
+
+    /// Counts a commit, wakes the checkpointer every [`CHECKPOINT_EVERY`] of them, and
+    /// restarts the log when the checkpointer says it is long.
+    fn committed(&self) {
+        if (self.wal.commits.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(CHECKPOINT_EVERY) {
+            match self.checkpoint.try_send(()) {
+                Ok(()) | Err(TrySendError::Full(())) => {}
+                Err(TrySendError::Disconnected(())) => tracing::warn!("the sqlite checkpoint thread is gone"),
+            }
+        }
+        if self.wal.restart.swap(false, Ordering::Relaxed) {
+            let conn = self.writer();
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "sqlite wal restart failed");
+            }
+        }
+    }
+
+    fn reader(&self) -> Result<Reader<'_>> {
+        let pooled = self.readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = Connection::open_with_flags(&self.path, reader_flags()).db()?;
+                c.busy_timeout(BUSY_TIMEOUT).db()?;
+                c.execute_batch("PRAGMA query_only = 1; PRAGMA temp_store = MEMORY;").db()?;
+                c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+                c
+            }
+        };
+        Ok(Reader { db: self, conn: Some(conn) })
+    }
+
+    fn notifier(&self, queue: &str) -> Arc<Notify> {
+        let mut map = self.notifiers.lock().unwrap_or_else(PoisonError::into_inner);
+        map.entry(queue.to_string()).or_default().clone()
+    }
+}
+
+fn reader_flags() -> OpenFlags {
+    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI
+}
+
+/// The checkpoint thread: a passive checkpoint when woken, or after a quiet interval if there
+/// were commits since the last one; asks the writer to restart a long log; returns once the
+/// `Sqlite` (the sender) is gone.
+fn run_checkpoints(conn: &Connection, wal: &WalState, wake: &Receiver<()>) {
+    let mut done = 0;
+    loop {
+        match wake.recv_timeout(CHECKPOINT_IDLE) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let now = wal.commits.load(Ordering::Relaxed);
+        if now == done {
+            continue;
+        }
+        done = now;
+        // (busy, pages in the log, pages checkpointed)
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+            Ok(frames) if frames >= WAL_RESTART_FRAMES => wal.restart.store(true, Ordering::Relaxed),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sqlite checkpoint failed"),
+        }
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
+    let version: i32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).db()?;
+    if version > SCHEMA_VERSION {
+        return Err(Error::Internal(format!(
+            "database schema version {version} is newer than this build supports ({SCHEMA_VERSION})"
+        )));
+    }
+    if version < 1 {
+        tx.execute_batch(SCHEMA_V1).db()?;
+    }
+    if version != SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION).db()?;
+    }
+    tx.commit().db()
+}
+
+/// A pooled reader connection; goes back to the pool when dropped.
+struct Reader<'a> {
+    db: &'a Sqlite,
+    conn: Option<Connection>,
+}
+
+impl Deref for Reader<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn.as_ref().expect("reader connection present until drop")
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let mut pool = self.db.readers.lock().unwrap_or_else(PoisonError::into_inner);
+            if pool.len() < MAX_IDLE_READERS {
+                pool.push(conn);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Store
+// ---------------------------------------------------------------------------------------------
+
+/// The [`Store`] port on the `items` table.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    db: Arc<Sqlite>,
+}
+
+impl SqliteStore {
+    pub fn new(db: Arc<Sqlite>) -> Self {
+        Self { db }
+    }
+
+    pub fn db(&self) -> &Arc<Sqlite> {
+        &self.db
+    }
+}
+
+fn check_key(key: &Key) -> Result<()> {
+    if key.pk.is_empty() || key.sk.is_empty() {
+        return Err(Error::validation("partition and sort keys must not be empty"));
+    }
+    if key.pk.len() > MAX_PK_BYTES {
+        return Err(Error::validation(format!("partition key longer than {MAX_PK_BYTES} bytes")));
+    }
+    if key.sk.len() > MAX_SK_BYTES {
+        return Err(Error::validation(format!("sort key longer than {MAX_SK_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+/// Serializes an item's attributes, enforcing [`MAX_ITEM_BYTES`] (keys included).
+fn encode(key: &Key, attrs: &Attrs) -> Result<String> {
+    let json = serde_json::to_string(attrs)?;
+    let size = json.len() + key.pk.len() + key.sk.len();
+    if size > MAX_ITEM_BYTES {
+        return Err(Error::PayloadTooLarge(format!("item is {size} bytes; the limit is {MAX_ITEM_BYTES}")));
+    }
+    Ok(json)
+}
+
+/// The live item at `key`, or `None` when absent or expired at `now` (epoch seconds).
+fn load(conn: &Connection, key: &Key, now: i64) -> Result<Option<Item>> {
+    let mut st = conn.prepare_cached("SELECT attrs, expires_at FROM items WHERE pk = ?1 AND sk = ?2").db()?;
+    let row = st
+        .query_row(params![key.pk, key.sk], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?)))
+        .optional()
+        .db()?;
+    match row {
+        Some((_, Some(exp))) if exp <= now => Ok(None),
+        Some((attrs, expires_at)) => {
+            Ok(Some(Item { key: key.clone(), attrs: serde_json::from_str(&attrs)?, expires_at }))
+        }
+        None => Ok(None),
+    }
+}
+
+fn upsert(conn: &Connection, key: &Key, json: &str, expires_at: Option<i64>) -> Result<()> {
+    let mut st = conn
+        .prepare_cached(
+            "INSERT INTO items (pk, sk, attrs, expires_at) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (pk, sk) DO UPDATE SET attrs = excluded.attrs, expires_at = excluded.expires_at",
+        )
+        .db()?;
+    st.execute(params![key.pk, key.sk, json, expires_at]).db()?;
+    Ok(())
+}
+
+fn delete_row(conn: &Connection, key: &Key) -> Result<()> {
+    let mut st = conn.prepare_cached("DELETE FROM items WHERE pk = ?1 AND sk = ?2").db()?;
+    st.execute(params![key.pk, key.sk]).db()?;
+    Ok(())
+}
+
+fn conflict(key: &Key) -> Error {
+    Error::Conflict(format!("condition failed on {}/{}", key.pk, key.sk))
+}
+
+/// Fails with `Conflict` unless `cond` holds for the live item at `key`.
+fn check_cond(conn: &Connection, key: &Key, cond: &Cond, now: i64) -> Result<Option<Item>> {
+    let current = load(conn, key, now)?;
+    if store::eval_cond(cond, current.as_ref()) { Ok(current) } else { Err(conflict(key)) }
+}
+
+fn encode_cursor(sk: &str) -> String {
+    hex::encode(sk.as_bytes())
+}
+
+fn decode_cursor(cursor: &str) -> Result<String> {
+    hex::decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| Error::validation("invalid query cursor"))
+}
+
+/// The smallest string greater than every string starting with `prefix`, if there is one.
+fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut next = last as u32 + 1;
+        if next == 0xD800 {
+            next = 0xE000;
+        }
+        if let Some(c) = char::from_u32(next) {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get(&self, key: &Key) -> Result<Option<Item>> {
+        metrics::count(Op::StoreGet);
+        check_key(key)?;
+        let conn = self.db.reader()?;
+        load(&conn, key, now_secs())
+    }
+
+    async fn put(&self, item: Item, cond: Option<Cond>) -> Result<()> {
+        metrics::count(Op::StorePut);
+        check_key(&item.key)?;
+        let json = encode(&item.key, &item.attrs)?;
+        match cond {
+            None => self.db.write(|c| upsert(c, &item.key, &json, item.expires_at)),
+            Some(cond) => self.db.write_tx(|tx| {
+                check_cond(tx, &item.key, &cond, now_secs())?;
+                upsert(tx, &item.key, &json, item.expires_at)
+            }),
+        }
+    }
+
+    async fn update(&self, key: &Key, update: Update, cond: Option<Cond>) -> Result<Item> {
+        metrics::count(Op::StoreUpdate);
+        check_key(key)?;
+        self.db.write_tx(|tx| {
+            let now = now_secs();
+            let current = match &cond {
+                Some(c) => check_cond(tx, key, c, now)?,
+                None => load(tx, key, now)?,
+            };
+            let item = store::apply_update(key, current, &update);
+            let json = encode(key, &item.attrs)?;
+            upsert(tx, key, &json, item.expires_at)?;
+            Ok(item)
+        })
+    }
+
+    async fn delete(&self, key: &Key, cond: Option<Cond>) -> Result<()> {
+        metrics::count(Op::StoreDelete);
+        check_key(key)?;
+        match cond {
+            None => self.db.write(|c| delete_row(c, key)),
+            Some(cond) => self.db.write_tx(|tx| {
+                check_cond(tx, key, &cond, now_secs())?;
+                delete_row(tx, key)
+            }),
+        }
+    }
+
+    async fn transact(&self, writes: Vec<Write>) -> Result<()> {
+        metrics::count(Op::StoreTransact);
+        if writes.len() > MAX_TRANSACT_ITEMS {
+            return Err(Error::validation(format!(
+                "a transaction takes at most {MAX_TRANSACT_ITEMS} writes, got {}",
+                writes.len()
+            )));
+        }
+        let mut seen = HashSet::with_capacity(writes.len());
+        for w in &writes {
+            check_key(w.key())?;
+            if !seen.insert(w.key()) {
+                let k = w.key();
+                return Err(Error::validation(format!("two writes on {}/{} in one transaction", k.pk, k.sk)));
+            }
+        }
+        // Encode puts up front: an oversized item fails the call before any condition.
+        let encoded: Vec<Option<String>> = writes
+            .iter()
+            .map(|w| match w {
+                Write::Put { item, .. } => encode(&item.key, &item.attrs).map(Some),
+                _ => Ok(None),
+            })
+            .collect::<Result<_>>()?;
+        self.db.write_tx(|tx| {
+            let now = now_secs();
+            for (i, (w, json)) in writes.iter().zip(&encoded).enumerate() {
+                let failed = |e: Error| match e {
+                    Error::Conflict(_) => {
+                        let k = w.key();
+                        Error::Conflict(format!(
+                            "transaction cancelled: condition failed on write {i} ({}/{})",
+                            k.pk, k.sk
+                        ))
+                    }
+                    e => e,
+                };
+                match w {
+                    Write::Put { item, cond } => {
+                        if let Some(c) = cond {
+                            check_cond(tx, &item.key, c, now).map_err(failed)?;
+                        }
+                        let json = json.as_deref().expect("puts are encoded");
+                        upsert(tx, &item.key, json, item.expires_at)?;
+                    }
+                    Write::Update { key, update, cond } => {
+                        let current = match cond {
+                            Some(c) => check_cond(tx, key, c, now).map_err(failed)?,
+                            None => load(tx, key, now)?,
+                        };
+                        let item = store::apply_update(key, current, update);
+                        let json = encode(key, &item.attrs)?;
+                        upsert(tx, key, &json, item.expires_at)?;
+                    }
+                    Write::Delete { key, cond } => {
+                        if let Some(c) = cond {
+                            check_cond(tx, key, c, now).map_err(failed)?;
+                        }
+                        delete_row(tx, key)?;
+                    }
+                    Write::Check { key, cond } => {
+                        check_cond(tx, key, cond, now).map_err(failed)?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    async fn query(&self, query: Query) -> Result<Page> {
+        metrics::count(Op::StoreQuery);
+        if query.limit == 0 || query.limit > MAX_QUERY_LIMIT {
+            return Err(Error::validation(format!("query limit must be 1..={MAX_QUERY_LIMIT}")));
+        }
+        if query.pk.is_empty() {
+            return Err(Error::validation("partition key must not be empty"));
+        }
+        let mut sql = String::from(
+            "SELECT sk, attrs, expires_at FROM items WHERE pk = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+        );
+        let mut args: Vec<SqlValue> = vec![SqlValue::Text(query.pk.clone()), SqlValue::Integer(now_secs())];
+        let mut bound = |sql: &mut String, op: &str, v: String| {
+            args.push(SqlValue::Text(v));
+            sql.push_str(&format!(" AND sk {op} ?{}", args.len()));
+        };
+        match &query.range {
+            SkRange::All => {}
+            SkRange::Prefix(p) if p.is_empty() => {}
+            SkRange::Prefix(p) => {
+                bound(&mut sql, ">=", p.clone());
+                if let Some(upper) = prefix_upper_bound(p) {
+                    bound(&mut sql, "<", upper);
+                }
+            }
+            SkRange::Between(lo, hi) => {
+                if lo > hi {
+                    return Err(Error::validation("query range: lower bound is above upper bound"));
+                }
+                bound(&mut sql, ">=", lo.clone());
+                bound(&mut sql, "<=", hi.clone());
+            }
+        }
+        if let Some(c) = &query.cursor {
+            let after = decode_cursor(c)?;
+            bound(&mut sql, if query.descending { "<" } else { ">" }, after);
+        }
+        args.push(SqlValue::Integer(query.limit as i64 + 1));
+        sql.push_str(&format!(" ORDER BY sk {} LIMIT ?{}", if query.descending { "DESC" } else { "ASC" }, args.len()));
+
+        let conn = self.db.reader()?;
+        let mut st = conn.prepare_cached(&sql).db()?;
+        let rows = st
+            .query_map(params_from_iter(args), |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?))
+            })
+            .db()?;
+        let mut items = Vec::new();
+        let mut more = false;
+        for row in rows {
+            let (sk, attrs, expires_at) = row.db()?;
+            if items.len() == query.limit {
+                more = true;
+                break;
+            }
+            let key = Key { pk: query.pk.clone(), sk };
+            items.push(Item { key, attrs: serde_json::from_str(&attrs)?, expires_at });
+        }
+        let next_cursor = if more { items.last().map(|i| encode_cursor(&i.key.sk)) } else { None };
+        Ok(Page { items, next_cursor })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queue
+// ---------------------------------------------------------------------------------------------
+
+/// One named queue in the `queue_messages` table. Dead letters stay in the table with
+/// `dead = 1` (the queue's dead-letter queue).
+#[derive(Clone)]
+pub struct SqliteQueue {
+    db: Arc<Sqlite>,
+    name: String,
+    max_receives: u32,
+    notify: Arc<Notify>,
+}
+
+impl std::fmt::Debug for SqliteQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteQueue")
+            .field("name", &self.name)
+            .field("max_receives", &self.max_receives)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How many messages a queue holds, by state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Receivable now.
+    pub visible: u64,
+    /// Delayed or in flight (received, not yet deleted or timed out).
+    pub hidden: u64,
+    /// In the dead-letter queue.
+    pub dead: u64,
+}
+
+fn validate_message(msg: &Message) -> Result<()> {
+    if msg.delay > MAX_DELAY {
+        return Err(Error::validation(format!("message delay above {} s", MAX_DELAY.as_secs())));
+    }
+    if msg.body.is_empty() {
+        return Err(Error::validation("message body must not be empty"));
+    }
+    if msg.body.len() > MAX_BODY_BYTES {
+        return Err(Error::validation(format!("message body above {MAX_BODY_BYTES} bytes")));
+    }
+    // The characters SQS accepts in a message body.
+    let allowed = |c: char| matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}');
+    if !msg.body.chars().all(allowed) {
+        return Err(Error::validation("message body holds characters SQS does not accept"));
+    }
+    Ok(())
+}
+
+fn validate_visibility(visibility: Duration) -> Result<()> {
+    if visibility > MAX_VISIBILITY {
+        return Err(Error::validation(format!("visibility timeout above {} s", MAX_VISIBILITY.as_secs())));
+    }
+    Ok(())
+}
+
+fn new_receipt(id: i64) -> String {
+    format!("{id}.{:032x}", rand::random::<u128>())
+}
+
+fn receipt_id(receipt: &str) -> Result<i64> {
+    receipt
+        .split_once('.')
+        .and_then(|(id, _)| id.parse().ok())
+        .ok_or_else(|| Error::validation("malformed receipt handle"))
+}
+
+impl SqliteQueue {
+    /// The queue `name` in `db`; a message received more than `max_receives` times goes to
+    /// the dead letters instead of being delivered again.
+    pub fn new(db: Arc<Sqlite>, name: &str, max_receives: u32) -> Self {
+        let notify = db.notifier(name);
+        Self { db, name: name.to_string(), max_receives: max_receives.max(1), notify }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn max_receives(&self) -> u32 {
+        self.max_receives
+    }
+
+    /// Counts messages by state (scans the queue's rows; for inspection, not hot paths).
+    pub fn depth(&self) -> Result<QueueDepth> {
+        let conn = self.db.reader()?;
+        let mut st = conn
+            .prepare_cached(
+                "SELECT COALESCE(SUM(dead = 0 AND visible_at <= ?2), 0), \
+                        COALESCE(SUM(dead = 0 AND visible_at > ?2), 0), \
+                        COALESCE(SUM(dead <> 0), 0) \
+                 FROM queue_messages WHERE queue = ?1",
+            )
+            .db()?;
+        st.query_row(params![self.name, now_ms()], |r| {
+            Ok(QueueDepth { visible: r.get(0)?, hidden: r.get(1)?, dead: r.get(2)? })
+        })
+        .db()
+    }
+
+    fn insert(&self, conn: &Connection, msgs: &[Message]) -> Result<()> {
+        let mut st = conn
+            .prepare_cached(
+                "INSERT INTO queue_messages (queue, body, visible_at, receive_count, receipt, dead, created_at) \
+                 VALUES (?1, ?2, ?3, 0, NULL, 0, ?4)",
+            )
+            .db()?;
+        let now = now_ms();
+        for m in msgs {
+            st.execute(params![self.name, m.body, now + duration_ms(m.delay), now]).db()?;
+        }
+        Ok(())
+    }
+
+    /// One receive attempt: claims up to `max` visible messages, dead-lettering the ones that
+    /// have been received `max_receives` times already.
+    fn try_receive(&self, max: usize, visibility: Duration) -> Result<Vec<Received>> {
+        self.db.write_tx(|tx| {
+            let now = now_ms();
+            let mut select = tx
+                .prepare_cached(
+                    "SELECT id, body, receive_count FROM queue_messages \
+                     WHERE queue = ?1 AND dead = 0 AND visible_at <= ?2 ORDER BY visible_at, id LIMIT ?3",
+                )
+                .db()?;
+            let mut deliver = tx
+                .prepare_cached(
+                    "UPDATE queue_messages SET receive_count = ?2, receipt = ?3, visible_at = ?4 WHERE id = ?1",
+                )
+                .db()?;
+            let mut bury = tx
+                .prepare_cached("UPDATE queue_messages SET dead = 1, receipt = ?2, visible_at = ?3 WHERE id = ?1")
+                .db()?;
+            let mut out: Vec<Received> = Vec::new();
+            let mut taken: Vec<i64> = Vec::new();
+            loop {
+                // With a zero visibility timeout, messages delivered above are selected again.
+                let limit = max + taken.len();
+                let rows: Vec<(i64, String, u32)> = select
+                    .query_map(params![self.name, now, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .db()?
+                    .collect::<rusqlite::Result<_>>()
+                    .db()?;
+                let full = rows.len() == limit;
+                let mut buried = 0;
+                for (id, body, count) in rows {
+                    if out.len() == max {
+                        break;
+                    }
+                    if taken.contains(&id) {
+                        continue;
+                    }
+                    if count >= self.max_receives {
+                        bury.execute(params![id, new_receipt(id), now]).db()?;
+                        tracing::warn!(queue = %self.name, id, receives = count, "message moved to dead letters");
+                        buried += 1;
+                        continue;
+                    }
+                    let receipt = new_receipt(id);
+                    deliver.execute(params![id, count + 1, receipt, now + duration_ms(visibility)]).db()?;
+                    taken.push(id);
+                    out.push(Received { id: id.to_string(), receipt, body, receive_count: count + 1 });
+                }
+                // Only burying frees places in the next select.
+                if out.len() == max || !full || buried == 0 {
+                    return Ok(out);
+                }
+            }
+        })
+    }
+
+    /// When the next message of the queue becomes visible (epoch ms), if there is one.
+    fn next_visible_at(&self) -> Result<Option<i64>> {
+        let conn = self.db.reader()?;
+        let mut st = conn
+            .prepare_cached(
+                "SELECT visible_at FROM queue_messages WHERE queue = ?1 AND dead = 0 ORDER BY visible_at LIMIT 1",
+            )
+            .db()?;
+        st.query_row(params![self.name], |r| r.get(0)).optional().db()
+    }
+}
+
+#[async_trait]
+impl Queue for SqliteQueue {
+    async fn send(&self, msg: Message) -> Result<()> {
+        metrics::count(Op::QueueSend);
+        validate_message(&msg)?;
+        self.db.write(|c| self.insert(c, std::slice::from_ref(&msg)))?;
+        self.notify.notify_waiters();
+        Ok(())
+    }
+
+    async fn send_batch(&self, msgs: Vec<Message>) -> Result<()> {
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        // Counted like SQS requests: one per 10 messages.
+        for _ in 0..msgs.len().div_ceil(MAX_RECEIVE) {
+            metrics::count(Op::QueueSendBatch);
+        }
+        msgs.iter().try_for_each(validate_message)?;
+        self.db.write_tx(|tx| self.insert(tx, &msgs))?;
+        self.notify.notify_waiters();
+        Ok(())
+    }
+
+    async fn receive(&self, max: usize, visibility: Duration, wait: Duration) -> Result<Vec<Received>> {
+        metrics::count(Op::QueueReceive);
+        if max == 0 || max > MAX_RECEIVE {
+            return Err(Error::validation(format!("receive takes 1..={MAX_RECEIVE} messages")));
+        }
+        validate_visibility(visibility)?;
+        let deadline = Instant::now() + wait;
+        loop {
+            // Register for wake-ups before looking, so a send in between is not missed.
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+
+            let got = self.try_receive(max, visibility)?;
+            let now = Instant::now();
+            if !got.is_empty() || now >= deadline {
+                return Ok(got);
+            }
+            let mut nap = (deadline - now).min(POLL_INTERVAL);
+            if let Some(at) = self.next_visible_at()? {
+                let until = Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0));
+                nap = nap.min(until);
+            }
+            if nap.is_zero() {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(nap) => {}
+            }
+        }
+    }
+
+    async fn delete(&self, receipt: &str) -> Result<()> {
+        metrics::count(Op::QueueDelete);
+        let id = receipt_id(receipt)?;
+        self.db.write(|conn| {
+            let mut st =
+                conn.prepare_cached("DELETE FROM queue_messages WHERE id = ?1 AND queue = ?2 AND receipt = ?3").db()?;
+            st.execute(params![id, self.name, receipt]).db()
+        })?;
+        Ok(())
+    }
+
+    async fn change_visibility(&self, receipt: &str, visibility: Duration) -> Result<()> {
+        metrics::count(Op::QueueChangeVisibility);
+        validate_visibility(visibility)?;
+        let id = receipt_id(receipt)?;
+        let changed = self.db.write(|conn| {
+            let mut st = conn
+                .prepare_cached(
+                    "UPDATE queue_messages SET visible_at = ?4 \
+                     WHERE id = ?1 AND queue = ?2 AND receipt = ?3 AND dead = 0",
+                )
+                .db()?;
+            st.execute(params![id, self.name, receipt, now_ms() + duration_ms(visibility)]).db()
+        })?;
+        if changed > 0 && visibility.is_zero() {
+            self.notify.notify_waiters();
+        }
+        Ok(())
+    }
+
+    async fn dead_letters(&self, max: usize) -> Result<Vec<Received>> {
+        let conn = self.db.reader()?;
+        let mut st = conn
+            .prepare_cached(
+                "SELECT id, receipt, body, receive_count FROM queue_messages \
+                 WHERE queue = ?1 AND dead = 1 ORDER BY id LIMIT ?2",
+            )
+            .db()?;
+        let rows = st
+            .query_map(params![self.name, max as i64], |r| {
+                Ok(Received {
+                    id: r.get::<_, i64>(0)?.to_string(),
+                    receipt: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    body: r.get(2)?,
+                    receive_count: r.get(3)?,
+                })
+            })
+            .db()?;
+        rows.collect::<rusqlite::Result<_>>().db()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::QUEUE_MAX_RECEIVES;
+    use crate::store::Page;
+    use serde_json::json;
+    use tempfile::TempDir;
+
+    /// A port plus the temporary directory its database lives in (removed on drop).
+    struct Held<T> {
+        inner: T,
+        _dir: TempDir,
+    }
+
+    fn temp_db() -> (TempDir, Arc<Sqlite>) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::open(&dir.path().join("baton.db")).unwrap();
+        (dir, db)
+    }
+
+    async fn test_store() -> Arc<Held<SqliteStore>> {
+        let (dir, db) = temp_db();
+        Arc::new(Held { inner: SqliteStore::new(db), _dir: dir })
+    }
+
+    async fn test_queue() -> Arc<Held<SqliteQueue>> {
+        let (dir, db) = temp_db();
+        Arc::new(Held { inner: SqliteQueue::new(db, "work", QUEUE_MAX_RECEIVES), _dir: dir })
+    }
+
+    #[async_trait]
+    impl<T: Store> Store for Held<T> {
+        async fn get(&self, key: &Key) -> Result<Option<Item>> {
+            self.inner.get(key).await
+        }
+        async fn put(&self, item: Item, cond: Option<Cond>) -> Result<()> {
+            self.inner.put(item, cond).await
+        }
+        async fn update(&self, key: &Key, update: Update, cond: Option<Cond>) -> Result<Item> {
+            self.inner.update(key, update, cond).await
+        }
+        async fn delete(&self, key: &Key, cond: Option<Cond>) -> Result<()> {
+            self.inner.delete(key, cond).await
+        }
+        async fn transact(&self, writes: Vec<Write>) -> Result<()> {
+            self.inner.transact(writes).await
+        }
+        async fn query(&self, query: Query) -> Result<Page> {
+            self.inner.query(query).await
+        }
+    }
+
+    #[async_trait]
+    impl<T: Queue> Queue for Held<T> {
+        async fn send(&self, msg: Message) -> Result<()> {
+            self.inner.send(msg).await
+        }
+        async fn send_batch(&self, msgs: Vec<Message>) -> Result<()> {
+            self.inner.send_batch(msgs).await
+        }
+        async fn receive(&self, max: usize, visibility: Duration, wait: Duration) -> Result<Vec<Received>> {
+            self.inner.receive(max, visibility, wait).await
+        }
+        async fn delete(&self, receipt: &str) -> Result<()> {
+            self.inner.delete(receipt).await
+        }
+        async fn change_visibility(&self, receipt: &str, visibility: Duration) -> Result<()> {
+            self.inner.change_visibility(receipt, visibility).await
+        }
+        async fn dead_letters(&self, max: usize) -> Result<Vec<Received>> {
+            self.inner.dead_letters(max).await
+        }
+    }
+
+    mod store_conformance {
+        crate::store_conformance_tests!(super::test_store());
+    }
+
+    mod queue_conformance {
+        crate::queue_conformance_tests!(super::test_queue());
+    }
+
+    fn attrs(v: serde_json::Value) -> Attrs {
+        v.as_object().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn schema_is_versioned() {
+        let (_dir, db) = temp_db();
+        let v: i32 = db.writer().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        let mode: String = db.reader().unwrap().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[tokio::test]
+    async fn newer_schema_is_refused() {
+        let (dir, db) = temp_db();
+        db.writer().pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        drop(db);
+        let err = Sqlite::open(&dir.path().join("baton.db")).unwrap_err();
+        assert!(err.to_string().contains("newer"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn open_creates_missing_parent_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/baton.db");
+        Sqlite::open(&path).unwrap();
+        assert!(path.exists());
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baton.db");
+        let key = Key::new("run#1", "meta");
+        {
+            let db = Sqlite::open(&path).unwrap();
+            let store = SqliteStore::new(db.clone());
+            store.put(Item::new(key.clone(), attrs(json!({"status": "running"}))), None).await.unwrap();
+            let queue = SqliteQueue::new(db, "steps", 3);
+            queue.send(Message::now("step-1")).await.unwrap();
+            let m = queue.receive(1, Duration::from_secs(60), Duration::ZERO).await.unwrap();
+            assert_eq!(m.len(), 1);
+            queue.send(Message::now("step-2")).await.unwrap();
+        }
+        let db = Sqlite::open(&path).unwrap();
+        let store = SqliteStore::new(db.clone());
+        assert_eq!(store.get(&key).await.unwrap().unwrap().str("status"), Some("running"));
+        let queue = SqliteQueue::new(db, "steps", 3);
+        let got = queue.receive(10, Duration::from_secs(60), Duration::ZERO).await.unwrap();
+        let bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
+        assert_eq!(bodies, ["step-2"], "the in-flight message stays hidden across a restart");
+        assert_eq!(queue.depth().unwrap(), QueueDepth { visible: 0, hidden: 2, dead: 0 });
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_handles_on_one_file_see_each_others_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baton.db");
+        let (a, b) = (Sqlite::open(&path).unwrap(), Sqlite::open(&path).unwrap());
+        let (sa, sb) = (SqliteStore::new(a.clone()), SqliteStore::new(b.clone()));
+        let key = Key::new("p", "s");
+        sa.put(Item::new(key.clone(), attrs(json!({"v": 1}))), None).await.unwrap();
+        assert_eq!(sb.get(&key).await.unwrap().unwrap().i64("v"), Some(1));
+        sb.update(&key, Update::default().add("v", 1), Some(Cond::eq("v", 1))).await.unwrap();
+        let err = sa.update(&key, Update::default().add("v", 1), Some(Cond::eq("v", 1))).await.unwrap_err();
+        assert!(err.is_conflict());
+        assert_eq!(sa.get(&key).await.unwrap().unwrap().i64("v"), Some(2));
+
+        // Both handles write concurrently; no update is lost.
+        let tasks: Vec<_> = [sa.clone(), sb.clone()]
+            .into_iter()
+            .map(|s| {
+                let key = key.clone();
+                tokio::spawn(async move {
+                    for _ in 0..200 {
+                        s.update(&key, Update::default().add("v", 1), None).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(sb.get(&key).await.unwrap().unwrap().i64("v"), Some(402));
+
+        // A long poll on one handle sees a send on the other (no shared notifier).
+        let (qa, qb) = (SqliteQueue::new(a, "q", 3), SqliteQueue::new(b, "q", 3));
+        let started = Instant::now();
+        let poller = tokio::spawn(async move { qb.receive(1, Duration::from_secs(30), Duration::from_secs(5)).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        qa.send(Message::now("cross")).await.unwrap();
+        let got = poller.await.unwrap().unwrap();
+        assert_eq!(got[0].body, "cross");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        qa.delete(&got[0].receipt).await.unwrap();
+        assert_eq!(qa.depth().unwrap(), QueueDepth::default());
+    }
+
+    #[tokio::test]
+    async fn queues_sharing_a_file_are_isolated() {
+        let (_dir, db) = temp_db();
+        let (q1, q2) = (SqliteQueue::new(db.clone(), "one", 3), SqliteQueue::new(db, "two", 3));
+        q1.send(Message::now("for one")).await.unwrap();
+        assert!(q2.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap().is_empty());
+        let m = q1.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap().remove(0);
+        // A receipt of another queue does nothing.
+        q2.delete(&m.receipt).await.unwrap();
+        q2.change_visibility(&m.receipt, Duration::ZERO).await.unwrap();
+        assert_eq!(q1.depth().unwrap(), QueueDepth { visible: 0, hidden: 1, dead: 0 });
+        assert_validation(q1.delete("not-a-receipt").await);
+    }
+
+    fn assert_validation<T: std::fmt::Debug>(r: Result<T>) {
+        assert!(matches!(r, Err(Error::Validation { .. })), "expected Validation, got {r:?}");
+    }
+
+    #[tokio::test]
+    async fn receive_skips_buried_messages_and_never_returns_one_twice() {
+        let (_dir, db) = temp_db();
+        let q = SqliteQueue::new(db, "q", 1);
+        q.send_batch(vec![Message::now("m0"), Message::now("m1")]).await.unwrap();
+        assert_eq!(q.receive(2, Duration::ZERO, Duration::ZERO).await.unwrap().len(), 2);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        q.send_batch(["m2", "m3", "m4"].map(Message::now).to_vec()).await.unwrap();
+        // m0 and m1 come first and are buried; with a zero visibility timeout the messages
+        // delivered in this call are visible again but must not be returned twice.
+        let got = q.receive(3, Duration::ZERO, Duration::ZERO).await.unwrap();
+        let mut bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
+        bodies.sort_unstable();
+        assert_eq!(bodies, ["m2", "m3", "m4"]);
+        let dead: Vec<String> = q.dead_letters(10).await.unwrap().into_iter().map(|m| m.body).collect();
+        assert_eq!(dead, ["m0", "m1"]);
+        assert_eq!(q.depth().unwrap(), QueueDepth { visible: 3, hidden: 0, dead: 2 });
+    }
+
+    #[tokio::test]
+    async fn dead_letter_receipt_deletes_it() {
+        let (_dir, db) = temp_db();
+        let q = SqliteQueue::new(db, "q", 1);
+        q.send(Message::now("poison")).await.unwrap();
+        let first = q.receive(1, Duration::ZERO, Duration::ZERO).await.unwrap().remove(0);
+        assert!(q.receive(1, Duration::ZERO, Duration::ZERO).await.unwrap().is_empty());
+        q.delete(&first.receipt).await.unwrap(); // stale: the move to dead letters re-issued it
+        let dead = q.dead_letters(10).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        q.delete(&dead[0].receipt).await.unwrap();
+        assert!(q.dead_letters(10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn purge_expired_deletes_only_expired_items() {
+        let (_dir, db) = temp_db();
+        let store = SqliteStore::new(db.clone());
+        let now = now_secs();
+        for (sk, exp) in [("old", Some(now - 1)), ("new", Some(now + 3600)), ("none", None)] {
+            let item = Item { expires_at: exp, ..Item::new(Key::new("p", sk), Attrs::new()) };
+            store.put(item, None).await.unwrap();
+        }
+        assert_eq!(db.purge_expired().unwrap(), 1);
+        assert_eq!(db.purge_expired().unwrap(), 0);
+        let n: i64 = db.writer().query_row("SELECT COUNT(*) FROM items", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 2);
+    }
+
+    #[tokio::test]
+    async fn bad_inputs_are_rejected() {
+        let (_dir, db) = temp_db();
+        let store = SqliteStore::new(db.clone());
+        let long = Key::new("p", "s".repeat(MAX_SK_BYTES + 1));
+        assert_validation(store.put(Item::new(long, Attrs::new()), None).await);
+        let bad_cursor = Query { cursor: Some("zz".into()), ..Query::partition("p") };
+        assert_validation(store.query(bad_cursor).await);
+        let q = SqliteQueue::new(db, "q", 3);
+        assert_validation(q.send(Message::now("")).await);
+        assert_validation(q.send(Message::now("nul \u{0} byte")).await);
+        assert_validation(q.receive(1, MAX_VISIBILITY + Duration::from_secs(1), Duration::ZERO).await);
+    }
+
+    #[tokio::test]
+    async fn wal_stays_bounded_under_sustained_writes() {
+        let (dir, db) = temp_db();
+        let store = SqliteStore::new(db);
+        // Each commit appends at least one 4 KiB page: 16k commits would make a 64 MB log if
+        // it never restarted.
+        for i in 0..16_000 {
+            let key = Key::new(format!("p{}", i % 2000), "s");
+            store.update(&key, Update::default().add("n", 1), None).await.unwrap();
+        }
+        let wal = std::fs::metadata(dir.path().join("baton.db-wal")).unwrap().len();
+        assert!(wal < 48 * 1024 * 1024, "WAL is {wal} bytes");
+    }
+
+    #[test]
+    fn prefix_upper_bound_is_the_next_string() {
+        assert_eq!(prefix_upper_bound("a#").as_deref(), Some("a$"));
+        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_upper_bound("\u{D7FF}").as_deref(), Some("\u{E000}"));
+        assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
+    }
+
+    /// `cargo test --release -p baton --lib adapters::sqlite::tests::bench -- --ignored --nocapture`
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "benchmark; run in release with --nocapture"]
+    async fn bench_throughput() {
+        let (_dir, db) = temp_db();
+        let store = Arc::new(SqliteStore::new(db.clone()));
+        let rate = |n: usize, t: Instant| n as f64 / t.elapsed().as_secs_f64();
+
+        const N: usize = 50_000;
+        let key = Key::new("bench", "counter");
+        store.put(Item::new(key.clone(), attrs(json!({"v": 0, "pad": "x".repeat(200)}))), None).await.unwrap();
+        let t = Instant::now();
+        for i in 0..N {
+            let upd = Update::default().set("v", i as i64 + 1).set("state", "running");
+            store.update(&key, upd, Some(Cond::eq("v", i as i64))).await.unwrap();
+        }
+        println!("conditional update, 1 task:            {:>8.0}/s", rate(N, t));
+
+        let t = Instant::now();
+        let tasks: Vec<_> = (0..4)
+            .map(|w| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for i in 0..N / 4 {
+                        let key = Key::new(format!("bench#{w}"), format!("step#{:06}", i % 100));
+                        store
+                            .update(
+                                &key,
+                                Update::default().add("n", 1),
+                                Some(Cond::Not(Box::new(Cond::eq("done", true)))),
+                            )
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        println!("conditional update, 4 tasks:           {:>8.0}/s", rate(N, t));
+
+        let t = Instant::now();
+        for i in 0..N / 2 {
+            let run = Key::new(format!("run#{}", i % 1000), "meta");
+            let step = Key::new(format!("run#{}", i % 1000), format!("step#{i:06}"));
+            store
+                .transact(vec![
+                    Write::Update { key: run, update: Update::default().add("steps", 1), cond: None },
+                    Write::Put {
+                        item: Item::new(step, attrs(json!({"status": "done", "out": {"x": i}}))),
+                        cond: Some(Cond::NotExists),
+                    },
+                ])
+                .await
+                .unwrap();
+        }
+        println!("2-item transaction, 1 task:            {:>8.0}/s", rate(N / 2, t));
+
+        let t = Instant::now();
+        for i in 0..N {
+            store.get(&Key::new(format!("run#{}", i % 1000), "meta")).await.unwrap().unwrap();
+        }
+        println!("get, 1 task:                           {:>8.0}/s", rate(N, t));
+
+        let q = SqliteQueue::new(db.clone(), "bench", 3);
+        let t = Instant::now();
+        for i in 0..N / 5 {
+            q.send(Message::now(format!("{{\"run\":\"run_{i}\",\"step\":\"s\"}}"))).await.unwrap();
+        }
+        println!("queue send, 1 task:                    {:>8.0}/s", rate(N / 5, t));
+        let t = Instant::now();
+        let mut n = 0;
+        loop {
+            let got = q.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap();
+            if got.is_empty() {
+                break;
+            }
+            for m in got {
+                q.delete(&m.receipt).await.unwrap();
+                n += 1;
+            }
+        }
+        assert_eq!(n, N / 5);
+        println!("queue receive(10)+delete, per message: {:>8.0}/s", rate(n, t));
+    }
+}
