@@ -730,7 +730,8 @@ impl Engine {
                 cond: Some(Cond::And(vec![Cond::eq("status", "running"), Cond::Le("active".into(), json!(0))])),
             },
             index_status(&acct, run_id, "completed", now),
-            event_write(run_id, now, 0, "run.completed", None, Value::Null),
+            // Sorts after the step events of the same millisecond (they use 100 and up).
+            event_write(run_id, now, 9000, "run.completed", None, Value::Null),
         ];
         match self.store.transact(writes).await {
             Ok(()) | Err(Error::Conflict(_)) => Ok(()),
