@@ -66,6 +66,8 @@ pub struct Pinned {
     pub graph: Graph,
     pub variables: Value,
     pub input_schema: Option<Value>,
+    /// Compiled once per version: compiling a schema costs more than validating with it.
+    pub validator: Option<Arc<jsonschema::Validator>>,
 }
 
 const VERSION_CACHE_MAX: usize = 1024;
@@ -110,10 +112,19 @@ impl Engine {
             .ok_or_else(|| Error::not_found(format!("workflow {wf} version {version}")))?;
         let graph: Graph = serde_json::from_value(item.get("graph").cloned().unwrap_or(Value::Null))
             .map_err(|e| Error::Internal(format!("stored graph of {wf} v{version} unreadable: {e}")))?;
+        let input_schema = item.get("input_schema").cloned().filter(|v| !v.is_null());
+        let validator = match &input_schema {
+            Some(s) => Some(Arc::new(
+                jsonschema::validator_for(s)
+                    .map_err(|e| Error::Internal(format!("stored input schema of {wf} v{version} does not compile: {e}")))?,
+            )),
+            None => None,
+        };
         let pinned = Arc::new(Pinned {
             graph,
             variables: item.get("variables").cloned().filter(|v| !v.is_null()).unwrap_or_else(|| serde_json::json!({})),
-            input_schema: item.get("input_schema").cloned().filter(|v| !v.is_null()),
+            input_schema,
+            validator,
         });
         let mut cache = self.versions.lock().expect("cache poisoned");
         if cache.len() >= VERSION_CACHE_MAX {

@@ -109,9 +109,9 @@ impl Engine {
         if serde_json::to_vec(&input)?.len() > MAX_INPUT_BYTES {
             return Err(Error::PayloadTooLarge(format!("run input is larger than {MAX_INPUT_BYTES} bytes")));
         }
-        if let Some(schema) = &pinned.input_schema {
+        if let (Some(schema), Some(validator)) = (&pinned.input_schema, &pinned.validator) {
             apply_defaults(schema, &mut input, 0);
-            validate_input(schema, &input)?;
+            validate_input(validator, &input)?;
         }
         let metadata = if req.metadata.is_null() { json!({}) } else { req.metadata };
         if !metadata.is_object() {
@@ -548,10 +548,7 @@ fn apply_defaults(schema: &Value, value: &mut Value, depth: usize) {
     }
 }
 
-fn validate_input(schema: &Value, input: &Value) -> Result<()> {
-    let validator = jsonschema::validator_for(schema)
-        .map_err(|e| Error::Internal(format!("stored input schema does not compile: {e}")))?;
-    let details: Vec<Detail> = validator
+fn validate_input(validator: &jsonschema::Validator, input: &Value) -> Result<()> {    let details: Vec<Detail> = validator
         .iter_errors(input)
         .take(20)
         .map(|e| {
