@@ -10,7 +10,7 @@
 //! | run | `RUN#{run_id}` | `RUN` |
 //! | step | `RUN#{run_id}` | `STEP#{step_key}` |
 //! | task | `RUN#{run_id}` | `TASK#{task_id}` |
-//! | event | `RUN#{run_id}` | `EVT#{ms:013}#{seq:04}#{rand}` |
+//! | event | `RUN#{run_id}` | `EVT#{ms:013}#{seq:06}#{rand}` |
 //! | run index (listing) | `ACCT#{acct}#RUNS` | `{run_id}` |
 //! | idempotency record (TTL) | `IDEM#{acct}#{wf_id}#{key}` | `IDEM` |
 //! | rate-limit window (TTL) | `RL#{key_id}#{minute}` | `RL` |
@@ -52,7 +52,7 @@ pub fn task(run: &str, task: &str) -> Key {
 }
 pub fn event(run: &str, ms: i64, seq: usize) -> Key {
     let r: u16 = rand::random();
-    Key::new(run_pk(run), format!("EVT#{ms:013}#{seq:04}#{r:04x}"))
+    Key::new(run_pk(run), format!("EVT#{ms:013}#{seq:06}#{r:04x}"))
 }
 pub fn runs_index_pk(acct: &str) -> String {
     format!("ACCT#{acct}#RUNS")

@@ -42,6 +42,12 @@ impl Snapshot {
         Self::load(store, run_id).await?.ok_or_else(|| Error::not_found(format!("run {run_id}")))
     }
 
+    /// Orders events written in the same millisecond by different commits: a commit that
+    /// follows another causally sees more finished steps in its snapshot.
+    pub fn event_seq(&self) -> usize {
+        100 + 16 * self.steps.values().filter(|s| is_terminal_step(s.str("status").unwrap_or(""))).count()
+    }
+
     pub fn run_status(&self) -> &str {
         self.run.str("status").unwrap_or("running")
     }

@@ -510,3 +510,38 @@ async fn another_accounts_run_is_not_found() {
     let err = e.app.engine.cancel_run("acct_other", &id).await.unwrap_err();
     assert!(matches!(err, Error::NotFound(_)));
 }
+
+#[tokio::test]
+async fn run_output_is_the_last_block_even_when_steps_finish_in_the_same_millisecond() {
+    let e = env();
+    // No response block: the output is the last block that ran, which the clock cannot tell
+    // when several steps finish in one millisecond (most do, inline).
+    install(
+        &e.app,
+        "wf",
+        json!({"steps": [
+            {"id": "start", "type": "starter"},
+            {"id": "t1", "type": "transform", "config": {"mapping": {"n": "{{input.n | plus: 1}}"}}},
+            {"id": "t2", "type": "transform", "config": {"mapping": {"n": "{{steps.t1.output.n | plus: 1}}"}}},
+            {"id": "t3", "type": "transform", "config": {"mapping": {"n": "{{steps.t2.output.n | plus: 1}}"}}},
+            {"id": "t4", "type": "transform", "config": {"mapping": {"n": "{{steps.t3.output.n | plus: 1}}"}}}]}),
+    )
+    .await;
+    for n in 0..60 {
+        let r = e
+            .app
+            .engine
+            .execute_sync(ACCT, "wf", StartRequest { input: json!({"n": n}), ..Default::default() }, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(r.run["output"], json!({"n": n + 4}), "run {n}");
+        let id = r.run["run_id"].as_str().unwrap();
+        let kinds: Vec<String> = events(&e.app, id)
+            .await
+            .iter()
+            .filter(|e| e["type"] == "step.completed")
+            .map(|e| e["step_key"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(kinds, ["start", "t1", "t2", "t3", "t4"], "events in causal order, run {n}");
+    }
+}

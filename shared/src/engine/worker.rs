@@ -559,7 +559,7 @@ impl Engine {
             Write::Put { item: Item::new(keys::task(run_id, &task_id), task), cond: Some(Cond::NotExists) },
             run_write(run_id, now, 0, 1),
             index_status(&acct, run_id, "waiting_human", now),
-            event_write(run_id, now, 0, "step.waiting", Some(key), json!({"task_id": task_id})),
+            event_write(run_id, now, snap.event_seq(), "step.waiting", Some(key), json!({"task_id": task_id})),
         ];
         match self.store.transact(writes).await {
             Ok(()) => {}
@@ -593,7 +593,7 @@ impl Engine {
                     .remove("lease_until"),
                 cond: Some(guard.cond()),
             },
-            event_write(run_id, now, 0, "step.sleeping", Some(key), json!({"until": crate::ids::ms_to_rfc3339(wake)})),
+            event_write(run_id, now, 50, "step.sleeping", Some(key), json!({"until": crate::ids::ms_to_rfc3339(wake)})),
         ];
         match self.store.transact(writes).await {
             Ok(()) => self.send(vec![(Msg::step(run_id, key), d.min(MAX_DELAY))]).await,
@@ -698,19 +698,7 @@ impl Engine {
         let pinned = self
             .pinned(&acct, snap.run.str("workflow_id").unwrap_or_default(), snap.run.i64("version").unwrap_or(1) as u64)
             .await?;
-        let completed = |s: &&Item| s.str("status") == Some("completed") && !s.key.sk.contains('[');
-        let by_time = |s: &&Item| (s.i64("finished_at").unwrap_or(0), s.i64("created_at").unwrap_or(0));
-        let responses: Vec<&Item> = snap
-            .steps
-            .values()
-            .filter(completed)
-            .filter(|s| pinned.graph.block(s.str("block").unwrap_or("")).is_some_and(|b| b.kind == "response"))
-            .collect();
-        let last = if responses.is_empty() {
-            snap.steps.values().filter(completed).max_by_key(by_time)
-        } else {
-            responses.into_iter().max_by_key(by_time)
-        };
+        let last = output_step(&snap, &pinned.graph);
         let now = now_ms();
         let mut upd = Update::default()
             .set("status", "completed")
@@ -730,8 +718,8 @@ impl Engine {
                 cond: Some(Cond::And(vec![Cond::eq("status", "running"), Cond::Le("active".into(), json!(0))])),
             },
             index_status(&acct, run_id, "completed", now),
-            // Sorts after the step events of the same millisecond (they use 100 and up).
-            event_write(run_id, now, 9000, "run.completed", None, Value::Null),
+            // Sorts after the step events of the same millisecond.
+            event_write(run_id, now, 999_999, "run.completed", None, Value::Null),
         ];
         match self.store.transact(writes).await {
             Ok(()) | Err(Error::Conflict(_)) => Ok(()),
@@ -839,6 +827,27 @@ fn task_close(run_id: &str, task_id: &str, status: &str, output: Value, now: i64
         update: Update::default().set("status", status).set("output", output).set("completed_at", now),
         cond: Some(Cond::eq("status", "open")),
     }
+}
+
+/// The step whose output becomes the run's: the latest response block if any completed,
+/// else the last block that ran. "Last" is read from the graph, not the clock: a completed
+/// step none of whose successors completed (a sink of what ran); among several such sinks
+/// (parallel branches), the latest to finish, ties broken by the order of the blocks.
+fn output_step<'a>(snap: &'a Snapshot, graph: &crate::model::Graph) -> Option<&'a Item> {
+    let done = |k: &str| snap.steps.get(k).and_then(|s| s.str("status")) == Some("completed");
+    let position = |k: &str| graph.blocks.iter().position(|b| b.id == k).unwrap_or(0);
+    let rank = |k: &str, s: &Item| (s.i64("finished_at").unwrap_or(0), position(k));
+    let completed: Vec<(&String, &Item)> =
+        snap.steps.iter().filter(|(k, s)| !k.contains('[') && s.str("status") == Some("completed")).collect();
+    let responses = completed.iter().filter(|(k, _)| graph.block(k).is_some_and(|b| b.kind == "response"));
+    if let Some((_, s)) = responses.max_by_key(|(k, s)| rank(k, s)) {
+        return Some(s);
+    }
+    completed
+        .iter()
+        .filter(|(k, _)| !graph.outgoing(k).any(|e| done(&e.to)))
+        .max_by_key(|(k, s)| rank(k, s))
+        .map(|(_, s)| *s)
 }
 
 pub(crate) fn index_status(acct: &str, run_id: &str, status: &str, now: i64) -> Write {
