@@ -1,10 +1,11 @@
 //! SQLite adapters of the store and queue ports: one database file in WAL mode holding the
 //! item table and the durable queue table.
 //!
-//! One writer connection behind a `std::sync::Mutex` serves every write of the process; it is
-//! used inline (critical sections are a few statements on a local file) and every write that
-//! reads before it writes runs in a `BEGIN IMMEDIATE` transaction, so several processes may
-//! share the file. Reads (`get`, `query`, queue peeks) use a small pool of reader connections,
+//! One writer connection serves every write of the process, and every write runs in a
+//! `BEGIN IMMEDIATE` transaction, so several processes may share the file. Writes are group
+//! committed: an uncontended write runs inline on the caller's thread, alone in its
+//! transaction; writes that arrive while the writer is busy are queued and run together by a
+//! writer thread, one transaction per batch and one savepoint per write (see [`Group`]). Reads (`get`, `query`, queue peeks) use a small pool of reader connections,
 //! which WAL lets run alongside the writer. Statements are prepared once per connection
 //! (`prepare_cached`).
 //!
@@ -23,14 +24,15 @@ use crate::store::{
 use async_trait::async_trait;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params, params_from_iter};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::Deref;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 
 /// The schema version this build writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i32 = 1;
@@ -56,6 +58,9 @@ const CHECKPOINT_IDLE: Duration = Duration::from_secs(1);
 const WAL_RESTART_FRAMES: i64 = 4096;
 /// The WAL file is truncated back to this size when the log restarts.
 const WAL_SIZE_LIMIT: i64 = 32 * 1024 * 1024;
+/// Most queued writes that share one transaction.
+const MAX_BATCH: usize = 64;
+const WRITER_STACK: usize = 1024 * 1024;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE items (
@@ -100,6 +105,10 @@ fn duration_ms(d: Duration) -> i64 {
 
 /// One database file. Cheap to share (`Arc`); build [`SqliteStore`] and [`SqliteQueue`]s on it.
 ///
+/// Writes go through a group commit (see [`Group`]): concurrent writers share one
+/// transaction, each in its own savepoint, so that a burst of small writes pays for one
+/// `BEGIN IMMEDIATE … COMMIT` (WAL append and locks) instead of one each.
+///
 /// WAL checkpoints (copying pages into the database file, with fsyncs) mostly run on a small
 /// dedicated thread rather than inside writes: the writer's autocheckpoint is off and, every
 /// 1000 commits or after a quiet second, the thread runs a passive checkpoint, which does not
@@ -108,12 +117,10 @@ fn duration_ms(d: Duration) -> i64 {
 /// (little left to copy by then) between two writes. The thread ends with the `Sqlite`.
 pub struct Sqlite {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    group: Arc<Group>,
     readers: Mutex<Vec<Connection>>,
     /// One per queue name, so long polls in this process wake on sends in this process.
     notifiers: Mutex<HashMap<String, Arc<Notify>>>,
-    wal: Arc<WalState>,
-    checkpoint: SyncSender<()>,
 }
 
 /// Shared by the writer and the checkpoint thread.
@@ -127,6 +134,13 @@ struct WalState {
 impl std::fmt::Debug for Sqlite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sqlite").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Sqlite {
+    fn drop(&mut self) {
+        self.group.state().closed = true;
+        self.group.wake.notify_one();
     }
 }
 
@@ -164,13 +178,25 @@ impl Sqlite {
             .spawn(move || run_checkpoints(&checkpointer, &state, &wake))
             .map_err(|e| Error::Internal(format!("cannot start the sqlite checkpoint thread: {e}")))?;
 
-        Ok(Arc::new(Sqlite {
-            path: path.to_path_buf(),
-            writer: Mutex::new(writer),
-            readers: Mutex::new(Vec::new()),
-            notifiers: Mutex::new(HashMap::new()),
+        let group = Arc::new(Group {
+            conn: Mutex::new(writer),
+            state: Mutex::new(GroupState::default()),
+            wake: Condvar::new(),
             wal,
             checkpoint,
+        });
+        let worker = group.clone();
+        std::thread::Builder::new()
+            .name("baton-sqlite-writer".into())
+            .stack_size(WRITER_STACK)
+            .spawn(move || worker.run_handed())
+            .map_err(|e| Error::Internal(format!("cannot start the sqlite writer thread: {e}")))?;
+
+        Ok(Arc::new(Sqlite {
+            path: path.to_path_buf(),
+            group,
+            readers: Mutex::new(Vec::new()),
+            notifiers: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -180,10 +206,11 @@ impl Sqlite {
 
     /// Deletes items whose TTL has passed (they are already invisible). Returns how many.
     /// Works in batches so other writers are not held up; meant to be called periodically.
+    /// Blocks the calling thread while it waits for the writer.
     pub fn purge_expired(&self) -> Result<usize> {
         let mut total = 0;
         loop {
-            let n = self.write(|conn| {
+            let n = self.write_blocking(|conn| {
                 let mut st = conn
                     .prepare_cached(
                         "DELETE FROM items WHERE (pk, sk) IN \
@@ -199,45 +226,60 @@ impl Sqlite {
         }
     }
 
+    #[cfg(test)]
     fn writer(&self) -> MutexGuard<'_, Connection> {
-        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+        self.group.conn()
     }
 
-    /// Runs autocommit statements on the writer.
-    fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let out = f(&self.writer());
-        self.committed();
-        out
-    }
-
-    /// Runs `f` in a `BEGIN IMMEDIATE` transaction on the writer; rolls back if it fails.
-    fn write_tx<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let out = {
-            let mut conn = self.writer();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
-            let out = f(&tx)?;
-            tx.commit().db()?;
-            out
+    /// Runs `f` on the writer inside a `BEGIN IMMEDIATE` transaction, possibly shared with
+    /// other writes (group commit); returns once the transaction holding it has committed.
+    /// If `f` fails, its own changes are rolled back and the others' are kept.
+    ///
+    /// When no other write is under way, `f` runs right here, alone in its transaction;
+    /// otherwise it is queued for the writer thread and the caller awaits the outcome.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let rx = {
+            let mut st = self.group.state();
+            if st.busy {
+                let (tx, rx) = oneshot::channel();
+                st.queue.push_back(Box::new(Pending { f: Some(f), out: None, reply: Reply::Async(tx) }));
+                rx
+            } else {
+                st.busy = true;
+                drop(st);
+                let out = self.group.run_alone(f);
+                self.group.release();
+                return out;
+            }
         };
-        self.committed();
-        Ok(out)
+        rx.await.unwrap_or_else(|_| Err(Error::internal("sqlite: the writer thread is gone")))
     }
 
-    /// Counts a commit, wakes the checkpointer every [`CHECKPOINT_EVERY`] of them, and
-    /// restarts the log when the checkpointer says it is long.
-    fn committed(&self) {
-        if (self.wal.commits.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(CHECKPOINT_EVERY) {
-            match self.checkpoint.try_send(()) {
-                Ok(()) | Err(TrySendError::Full(())) => {}
-                Err(TrySendError::Disconnected(())) => tracing::warn!("the sqlite checkpoint thread is gone"),
+    /// [`Self::write`] for synchronous callers: blocks the thread while waiting.
+    fn write_blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let rx = {
+            let mut st = self.group.state();
+            if st.busy {
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                st.queue.push_back(Box::new(Pending { f: Some(f), out: None, reply: Reply::Blocking(tx) }));
+                rx
+            } else {
+                st.busy = true;
+                drop(st);
+                let out = self.group.run_alone(f);
+                self.group.release();
+                return out;
             }
-        }
-        if self.wal.restart.swap(false, Ordering::Relaxed) {
-            let conn = self.writer();
-            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "sqlite wal restart failed");
-            }
-        }
+        };
+        rx.recv().unwrap_or_else(|_| Err(Error::internal("sqlite: the writer thread is gone")))
     }
 
     fn reader(&self) -> Result<Reader<'_>> {
@@ -258,6 +300,242 @@ impl Sqlite {
     fn notifier(&self, queue: &str) -> Arc<Notify> {
         let mut map = self.notifiers.lock().unwrap_or_else(PoisonError::into_inner);
         map.entry(queue.to_string()).or_default().clone()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Group commit
+// ---------------------------------------------------------------------------------------------
+
+/// The writer connection and the writes waiting for it.
+///
+/// Whoever sets `busy` owns the connection until it clears it (or hands it over). A write
+/// that finds the writer idle takes it and runs inline, alone in its transaction: no thread
+/// hop, so an uncontended write costs what it did before group commit. A write that finds
+/// it busy queues a [`Job`]. When the owner is done and jobs are waiting, it hands the
+/// writer to the writer thread, which takes up to [`MAX_BATCH`] queued jobs at a time and
+/// runs them in one transaction, each in its own savepoint (a job that fails rolls back to
+/// its savepoint and the others go on), commits once, and only then replies to each job —
+/// with the commit's error, if the commit fails. It keeps going while jobs are waiting, then
+/// marks the writer idle again.
+///
+/// A job is never cancelled once queued: if its caller stops waiting, the write may still
+/// happen (as with any remote store).
+struct Group {
+    conn: Mutex<Connection>,
+    state: Mutex<GroupState>,
+    /// Wakes the writer thread (hand-over or close).
+    wake: Condvar,
+    wal: Arc<WalState>,
+    checkpoint: SyncSender<()>,
+}
+
+#[derive(Default)]
+struct GroupState {
+    /// Someone (an inline writer or the writer thread) owns the connection.
+    busy: bool,
+    /// The owner is the writer thread.
+    handed: bool,
+    /// The `Sqlite` is gone: the writer thread ends once nothing is handed to it.
+    closed: bool,
+    queue: VecDeque<Box<dyn Job>>,
+}
+
+/// A queued write.
+trait Job: Send {
+    /// Runs the write inside the current transaction and keeps its outcome; `true` if it
+    /// succeeded (its changes should be kept).
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Replaces the outcome with an error (the transaction did not commit).
+    fn fail(&mut self, message: &str);
+    /// Hands the outcome to the caller.
+    fn reply(self: Box<Self>);
+}
+
+enum Reply<T> {
+    Async(oneshot::Sender<Result<T>>),
+    Blocking(SyncSender<Result<T>>),
+}
+
+struct Pending<T, F> {
+    f: Option<F>,
+    out: Option<Result<T>>,
+    reply: Reply<T>,
+}
+
+impl<T, F> Job for Pending<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let out = match self.f.take() {
+            Some(f) => guarded(conn, f),
+            None => Err(Error::internal("sqlite: a write ran twice")),
+        };
+        let ok = out.is_ok();
+        self.out = Some(out);
+        ok
+    }
+
+    fn fail(&mut self, message: &str) {
+        self.out = Some(Err(Error::Internal(message.to_string())));
+    }
+
+    fn reply(self: Box<Self>) {
+        let out = self.out.unwrap_or_else(|| Err(Error::internal("sqlite: a write was never run")));
+        // The caller may have stopped waiting; nothing to do then.
+        match self.reply {
+            Reply::Async(tx) => {
+                let _ = tx.send(out);
+            }
+            Reply::Blocking(tx) => {
+                let _ = tx.send(out);
+            }
+        }
+    }
+}
+
+/// Runs one write, turning a panic into an error so the writer is never left owned.
+fn guarded<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| f(conn)))
+        .unwrap_or_else(|_| Err(Error::internal("sqlite: a write panicked")))
+}
+
+/// Runs a statement without results (transaction control) on the writer.
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
+/// Ends a failed transaction, if SQLite has not already.
+fn rollback(conn: &Connection) {
+    if !conn.is_autocommit()
+        && let Err(e) = exec(conn, "ROLLBACK")
+    {
+        tracing::warn!(error = %e, "sqlite rollback failed");
+    }
+}
+
+impl Group {
+    fn state(&self) -> MutexGuard<'_, GroupState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// One write in its own transaction (the caller owns the writer).
+    fn run_alone<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.conn();
+        exec(&conn, "BEGIN IMMEDIATE").db()?;
+        let out = guarded(&conn, f);
+        if out.is_err() {
+            rollback(&conn);
+            return out;
+        }
+        if let Err(e) = exec(&conn, "COMMIT") {
+            rollback(&conn);
+            return Err(e).db();
+        }
+        self.committed(&conn);
+        out
+    }
+
+    /// Jobs in one transaction, each in a savepoint (the caller owns the writer). Leaves
+    /// every job's outcome in the job; replying is the caller's.
+    fn run_batch(&self, jobs: &mut [Box<dyn Job>]) {
+        let conn = self.conn();
+        let abort = |jobs: &mut [Box<dyn Job>], e: rusqlite::Error| {
+            rollback(&conn);
+            let message = format!("sqlite: {e}");
+            jobs.iter_mut().for_each(|j| j.fail(&message));
+        };
+        if let Err(e) = exec(&conn, "BEGIN IMMEDIATE") {
+            return abort(jobs, e);
+        }
+        if let [job] = jobs {
+            if !job.run(&conn) {
+                rollback(&conn);
+                return;
+            }
+        } else {
+            for i in 0..jobs.len() {
+                if let Err(e) = exec(&conn, "SAVEPOINT job") {
+                    return abort(jobs, e);
+                }
+                let ok = jobs[i].run(&conn);
+                let end = if ok {
+                    exec(&conn, "RELEASE job")
+                } else {
+                    exec(&conn, "ROLLBACK TO job").and_then(|()| exec(&conn, "RELEASE job"))
+                };
+                if let Err(e) = end {
+                    // The job's failure ended the whole transaction (I/O error, full disk…).
+                    return abort(jobs, e);
+                }
+            }
+        }
+        match exec(&conn, "COMMIT") {
+            Ok(()) => self.committed(&conn),
+            Err(e) => abort(jobs, e),
+        }
+    }
+
+    /// Gives up the writer after an inline write: idle if nothing is queued, else handed to
+    /// the writer thread.
+    fn release(&self) {
+        let mut st = self.state();
+        if st.queue.is_empty() {
+            st.busy = false;
+        } else {
+            st.handed = true;
+            drop(st);
+            self.wake.notify_one();
+        }
+    }
+
+    /// The writer thread: runs queued jobs in batches whenever the writer is handed to it;
+    /// ends once the `Sqlite` is gone and nothing is left to do.
+    fn run_handed(&self) {
+        let mut st = self.state();
+        loop {
+            if st.handed {
+                if st.queue.is_empty() {
+                    st.handed = false;
+                    st.busy = false;
+                    continue;
+                }
+                let n = st.queue.len().min(MAX_BATCH);
+                let mut batch: Vec<Box<dyn Job>> = st.queue.drain(..n).collect();
+                drop(st);
+                self.run_batch(&mut batch);
+                for job in batch {
+                    job.reply();
+                }
+                st = self.state();
+            } else if st.closed {
+                return;
+            } else {
+                st = self.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
+            }
+        }
+    }
+
+    /// Counts a commit, wakes the checkpointer every [`CHECKPOINT_EVERY`] of them, and
+    /// restarts the log when the checkpointer says it is long.
+    fn committed(&self, conn: &Connection) {
+        if (self.wal.commits.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(CHECKPOINT_EVERY) {
+            match self.checkpoint.try_send(()) {
+                Ok(()) | Err(TrySendError::Full(())) => {}
+                Err(TrySendError::Disconnected(())) => tracing::warn!("the sqlite checkpoint thread is gone"),
+            }
+        }
+        if self.wal.restart.swap(false, Ordering::Relaxed)
+            && let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
+        {
+            tracing::warn!(error = %e, "sqlite wal restart failed");
+        }
     }
 }
 
@@ -443,6 +721,48 @@ fn prefix_upper_bound(prefix: &str) -> Option<String> {
     None
 }
 
+/// The writes of one [`Store::transact`], all or nothing (the caller rolls back on error).
+fn transact(tx: &Connection, writes: &[Write], encoded: &[Option<String>]) -> Result<()> {
+    let now = now_secs();
+    for (i, (w, json)) in writes.iter().zip(encoded).enumerate() {
+        let failed = |e: Error| match e {
+            Error::Conflict(_) => {
+                let k = w.key();
+                Error::Conflict(format!("transaction cancelled: condition failed on write {i} ({}/{})", k.pk, k.sk))
+            }
+            e => e,
+        };
+        match w {
+            Write::Put { item, cond } => {
+                if let Some(c) = cond {
+                    check_cond(tx, &item.key, c, now).map_err(failed)?;
+                }
+                let json = json.as_deref().expect("puts are encoded");
+                upsert(tx, &item.key, json, item.expires_at)?;
+            }
+            Write::Update { key, update, cond } => {
+                let current = match cond {
+                    Some(c) => check_cond(tx, key, c, now).map_err(failed)?,
+                    None => load(tx, key, now)?,
+                };
+                let item = store::apply_update(key, current, update);
+                let json = encode(key, &item.attrs)?;
+                upsert(tx, key, &json, item.expires_at)?;
+            }
+            Write::Delete { key, cond } => {
+                if let Some(c) = cond {
+                    check_cond(tx, key, c, now).map_err(failed)?;
+                }
+                delete_row(tx, key)?;
+            }
+            Write::Check { key, cond } => {
+                check_cond(tx, key, cond, now).map_err(failed)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn get(&self, key: &Key) -> Result<Option<Item>> {
@@ -456,41 +776,47 @@ impl Store for SqliteStore {
         metrics::count(Op::StorePut);
         check_key(&item.key)?;
         let json = encode(&item.key, &item.attrs)?;
-        match cond {
-            None => self.db.write(|c| upsert(c, &item.key, &json, item.expires_at)),
-            Some(cond) => self.db.write_tx(|tx| {
-                check_cond(tx, &item.key, &cond, now_secs())?;
+        self.db
+            .write(move |tx| {
+                if let Some(cond) = &cond {
+                    check_cond(tx, &item.key, cond, now_secs())?;
+                }
                 upsert(tx, &item.key, &json, item.expires_at)
-            }),
-        }
+            })
+            .await
     }
 
     async fn update(&self, key: &Key, update: Update, cond: Option<Cond>) -> Result<Item> {
         metrics::count(Op::StoreUpdate);
         check_key(key)?;
-        self.db.write_tx(|tx| {
-            let now = now_secs();
-            let current = match &cond {
-                Some(c) => check_cond(tx, key, c, now)?,
-                None => load(tx, key, now)?,
-            };
-            let item = store::apply_update(key, current, &update);
-            let json = encode(key, &item.attrs)?;
-            upsert(tx, key, &json, item.expires_at)?;
-            Ok(item)
-        })
+        let key = key.clone();
+        self.db
+            .write(move |tx| {
+                let now = now_secs();
+                let current = match &cond {
+                    Some(c) => check_cond(tx, &key, c, now)?,
+                    None => load(tx, &key, now)?,
+                };
+                let item = store::apply_update(&key, current, &update);
+                let json = encode(&key, &item.attrs)?;
+                upsert(tx, &key, &json, item.expires_at)?;
+                Ok(item)
+            })
+            .await
     }
 
     async fn delete(&self, key: &Key, cond: Option<Cond>) -> Result<()> {
         metrics::count(Op::StoreDelete);
         check_key(key)?;
-        match cond {
-            None => self.db.write(|c| delete_row(c, key)),
-            Some(cond) => self.db.write_tx(|tx| {
-                check_cond(tx, key, &cond, now_secs())?;
-                delete_row(tx, key)
-            }),
-        }
+        let key = key.clone();
+        self.db
+            .write(move |tx| {
+                if let Some(cond) = &cond {
+                    check_cond(tx, &key, cond, now_secs())?;
+                }
+                delete_row(tx, &key)
+            })
+            .await
     }
 
     async fn transact(&self, writes: Vec<Write>) -> Result<()> {
@@ -517,49 +843,7 @@ impl Store for SqliteStore {
                 _ => Ok(None),
             })
             .collect::<Result<_>>()?;
-        self.db.write_tx(|tx| {
-            let now = now_secs();
-            for (i, (w, json)) in writes.iter().zip(&encoded).enumerate() {
-                let failed = |e: Error| match e {
-                    Error::Conflict(_) => {
-                        let k = w.key();
-                        Error::Conflict(format!(
-                            "transaction cancelled: condition failed on write {i} ({}/{})",
-                            k.pk, k.sk
-                        ))
-                    }
-                    e => e,
-                };
-                match w {
-                    Write::Put { item, cond } => {
-                        if let Some(c) = cond {
-                            check_cond(tx, &item.key, c, now).map_err(failed)?;
-                        }
-                        let json = json.as_deref().expect("puts are encoded");
-                        upsert(tx, &item.key, json, item.expires_at)?;
-                    }
-                    Write::Update { key, update, cond } => {
-                        let current = match cond {
-                            Some(c) => check_cond(tx, key, c, now).map_err(failed)?,
-                            None => load(tx, key, now)?,
-                        };
-                        let item = store::apply_update(key, current, update);
-                        let json = encode(key, &item.attrs)?;
-                        upsert(tx, key, &json, item.expires_at)?;
-                    }
-                    Write::Delete { key, cond } => {
-                        if let Some(c) = cond {
-                            check_cond(tx, key, c, now).map_err(failed)?;
-                        }
-                        delete_row(tx, key)?;
-                    }
-                    Write::Check { key, cond } => {
-                        check_cond(tx, key, cond, now).map_err(failed)?;
-                    }
-                }
-            }
-            Ok(())
-        })
+        self.db.write(move |tx| transact(tx, &writes, &encoded)).await
     }
 
     async fn query(&self, query: Query) -> Result<Page> {
@@ -634,7 +918,7 @@ impl Store for SqliteStore {
 #[derive(Clone)]
 pub struct SqliteQueue {
     db: Arc<Sqlite>,
-    name: String,
+    name: Arc<str>,
     max_receives: u32,
     notify: Arc<Notify>,
 }
@@ -684,6 +968,14 @@ fn validate_visibility(visibility: Duration) -> Result<()> {
     Ok(())
 }
 
+/// Deletes the message behind a receipt; a stale receipt deletes nothing.
+fn delete_message(conn: &Connection, queue: &str, id: i64, receipt: &str) -> Result<()> {
+    let mut st =
+        conn.prepare_cached("DELETE FROM queue_messages WHERE id = ?1 AND queue = ?2 AND receipt = ?3").db()?;
+    st.execute(params![id, queue, receipt]).db()?;
+    Ok(())
+}
+
 fn new_receipt(id: i64) -> String {
     format!("{id}.{:032x}", rand::random::<u128>())
 }
@@ -700,7 +992,7 @@ impl SqliteQueue {
     /// the dead letters instead of being delivered again.
     pub fn new(db: Arc<Sqlite>, name: &str, max_receives: u32) -> Self {
         let notify = db.notifier(name);
-        Self { db, name: name.to_string(), max_receives: max_receives.max(1), notify }
+        Self { db, name: name.into(), max_receives: max_receives.max(1), notify }
     }
 
     pub fn name(&self) -> &str {
@@ -728,7 +1020,7 @@ impl SqliteQueue {
         .db()
     }
 
-    fn insert(&self, conn: &Connection, msgs: &[Message]) -> Result<()> {
+    fn insert(conn: &Connection, queue: &str, msgs: &[Message]) -> Result<()> {
         let mut st = conn
             .prepare_cached(
                 "INSERT INTO queue_messages (queue, body, visible_at, receive_count, receipt, dead, created_at) \
@@ -737,66 +1029,69 @@ impl SqliteQueue {
             .db()?;
         let now = now_ms();
         for m in msgs {
-            st.execute(params![self.name, m.body, now + duration_ms(m.delay), now]).db()?;
+            st.execute(params![queue, m.body, now + duration_ms(m.delay), now]).db()?;
         }
         Ok(())
     }
 
     /// One receive attempt: claims up to `max` visible messages, dead-lettering the ones that
     /// have been received `max_receives` times already.
-    fn try_receive(&self, max: usize, visibility: Duration) -> Result<Vec<Received>> {
-        self.db.write_tx(|tx| {
-            let now = now_ms();
-            let mut select = tx
-                .prepare_cached(
-                    "SELECT id, body, receive_count FROM queue_messages \
+    async fn try_receive(&self, max: usize, visibility: Duration) -> Result<Vec<Received>> {
+        let (name, max_receives) = (self.name.clone(), self.max_receives);
+        self.db
+            .write(move |tx| {
+                let now = now_ms();
+                let mut select = tx
+                    .prepare_cached(
+                        "SELECT id, body, receive_count FROM queue_messages \
                      WHERE queue = ?1 AND dead = 0 AND visible_at <= ?2 ORDER BY visible_at, id LIMIT ?3",
-                )
-                .db()?;
-            let mut deliver = tx
-                .prepare_cached(
-                    "UPDATE queue_messages SET receive_count = ?2, receipt = ?3, visible_at = ?4 WHERE id = ?1",
-                )
-                .db()?;
-            let mut bury = tx
-                .prepare_cached("UPDATE queue_messages SET dead = 1, receipt = ?2, visible_at = ?3 WHERE id = ?1")
-                .db()?;
-            let mut out: Vec<Received> = Vec::new();
-            let mut taken: Vec<i64> = Vec::new();
-            loop {
-                // With a zero visibility timeout, messages delivered above are selected again.
-                let limit = max + taken.len();
-                let rows: Vec<(i64, String, u32)> = select
-                    .query_map(params![self.name, now, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                    .db()?
-                    .collect::<rusqlite::Result<_>>()
+                    )
                     .db()?;
-                let full = rows.len() == limit;
-                let mut buried = 0;
-                for (id, body, count) in rows {
-                    if out.len() == max {
-                        break;
+                let mut deliver = tx
+                    .prepare_cached(
+                        "UPDATE queue_messages SET receive_count = ?2, receipt = ?3, visible_at = ?4 WHERE id = ?1",
+                    )
+                    .db()?;
+                let mut bury = tx
+                    .prepare_cached("UPDATE queue_messages SET dead = 1, receipt = ?2, visible_at = ?3 WHERE id = ?1")
+                    .db()?;
+                let mut out: Vec<Received> = Vec::new();
+                let mut taken: Vec<i64> = Vec::new();
+                loop {
+                    // With a zero visibility timeout, messages delivered above are selected again.
+                    let limit = max + taken.len();
+                    let rows: Vec<(i64, String, u32)> = select
+                        .query_map(params![name, now, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        .db()?
+                        .collect::<rusqlite::Result<_>>()
+                        .db()?;
+                    let full = rows.len() == limit;
+                    let mut buried = 0;
+                    for (id, body, count) in rows {
+                        if out.len() == max {
+                            break;
+                        }
+                        if taken.contains(&id) {
+                            continue;
+                        }
+                        if count >= max_receives {
+                            bury.execute(params![id, new_receipt(id), now]).db()?;
+                            tracing::warn!(queue = %name, id, receives = count, "message moved to dead letters");
+                            buried += 1;
+                            continue;
+                        }
+                        let receipt = new_receipt(id);
+                        deliver.execute(params![id, count + 1, receipt, now + duration_ms(visibility)]).db()?;
+                        taken.push(id);
+                        out.push(Received { id: id.to_string(), receipt, body, receive_count: count + 1 });
                     }
-                    if taken.contains(&id) {
-                        continue;
+                    // Only burying frees places in the next select.
+                    if out.len() == max || !full || buried == 0 {
+                        return Ok(out);
                     }
-                    if count >= self.max_receives {
-                        bury.execute(params![id, new_receipt(id), now]).db()?;
-                        tracing::warn!(queue = %self.name, id, receives = count, "message moved to dead letters");
-                        buried += 1;
-                        continue;
-                    }
-                    let receipt = new_receipt(id);
-                    deliver.execute(params![id, count + 1, receipt, now + duration_ms(visibility)]).db()?;
-                    taken.push(id);
-                    out.push(Received { id: id.to_string(), receipt, body, receive_count: count + 1 });
                 }
-                // Only burying frees places in the next select.
-                if out.len() == max || !full || buried == 0 {
-                    return Ok(out);
-                }
-            }
-        })
+            })
+            .await
     }
 
     /// When the next message of the queue becomes visible (epoch ms), if there is one.
@@ -816,7 +1111,8 @@ impl Queue for SqliteQueue {
     async fn send(&self, msg: Message) -> Result<()> {
         metrics::count(Op::QueueSend);
         validate_message(&msg)?;
-        self.db.write(|c| self.insert(c, std::slice::from_ref(&msg)))?;
+        let name = self.name.clone();
+        self.db.write(move |c| Self::insert(c, &name, std::slice::from_ref(&msg))).await?;
         self.notify.notify_waiters();
         Ok(())
     }
@@ -830,7 +1126,8 @@ impl Queue for SqliteQueue {
             metrics::count(Op::QueueSendBatch);
         }
         msgs.iter().try_for_each(validate_message)?;
-        self.db.write_tx(|tx| self.insert(tx, &msgs))?;
+        let name = self.name.clone();
+        self.db.write(move |tx| Self::insert(tx, &name, &msgs)).await?;
         self.notify.notify_waiters();
         Ok(())
     }
@@ -848,7 +1145,7 @@ impl Queue for SqliteQueue {
             tokio::pin!(notified);
             notified.as_mut().enable();
 
-            let got = self.try_receive(max, visibility)?;
+            let got = self.try_receive(max, visibility).await?;
             let now = Instant::now();
             if !got.is_empty() || now >= deadline {
                 return Ok(got);
@@ -872,11 +1169,31 @@ impl Queue for SqliteQueue {
     async fn delete(&self, receipt: &str) -> Result<()> {
         metrics::count(Op::QueueDelete);
         let id = receipt_id(receipt)?;
-        self.db.write(|conn| {
-            let mut st =
-                conn.prepare_cached("DELETE FROM queue_messages WHERE id = ?1 AND queue = ?2 AND receipt = ?3").db()?;
-            st.execute(params![id, self.name, receipt]).db()
-        })?;
+        let (name, receipt) = (self.name.clone(), receipt.to_string());
+        self.db.write(move |conn| delete_message(conn, &name, id, &receipt)).await
+    }
+
+    /// Both in one transaction: the successors are never lost and never sent without the
+    /// delete (a stale receipt deletes nothing, as with `delete`, but the sends stay).
+    async fn send_and_delete(&self, msgs: Vec<Message>, receipt: &str) -> Result<()> {
+        // Counted like the requests of the default: one per 10 messages, plus the delete.
+        for _ in 0..msgs.len().div_ceil(MAX_RECEIVE) {
+            metrics::count(Op::QueueSendBatch);
+        }
+        metrics::count(Op::QueueDelete);
+        msgs.iter().try_for_each(validate_message)?;
+        let id = receipt_id(receipt)?;
+        let sent = !msgs.is_empty();
+        let (name, receipt) = (self.name.clone(), receipt.to_string());
+        self.db
+            .write(move |tx| {
+                Self::insert(tx, &name, &msgs)?;
+                delete_message(tx, &name, id, &receipt)
+            })
+            .await?;
+        if sent {
+            self.notify.notify_waiters();
+        }
         Ok(())
     }
 
@@ -884,15 +1201,19 @@ impl Queue for SqliteQueue {
         metrics::count(Op::QueueChangeVisibility);
         validate_visibility(visibility)?;
         let id = receipt_id(receipt)?;
-        let changed = self.db.write(|conn| {
-            let mut st = conn
-                .prepare_cached(
-                    "UPDATE queue_messages SET visible_at = ?4 \
-                     WHERE id = ?1 AND queue = ?2 AND receipt = ?3 AND dead = 0",
-                )
-                .db()?;
-            st.execute(params![id, self.name, receipt, now_ms() + duration_ms(visibility)]).db()
-        })?;
+        let (name, receipt) = (self.name.clone(), receipt.to_string());
+        let changed = self
+            .db
+            .write(move |conn| {
+                let mut st = conn
+                    .prepare_cached(
+                        "UPDATE queue_messages SET visible_at = ?4 \
+                         WHERE id = ?1 AND queue = ?2 AND receipt = ?3 AND dead = 0",
+                    )
+                    .db()?;
+                st.execute(params![id, name, receipt, now_ms() + duration_ms(visibility)]).db()
+            })
+            .await?;
         if changed > 0 && visibility.is_zero() {
             self.notify.notify_waiters();
         }
