@@ -15,13 +15,7 @@ use crate::{ids, keys};
 use serde_json::{Map, Value, json};
 
 /// Every scope a key can carry; `"*"` stands for all of them.
-pub const SCOPES: &[&str] = &[
-    "workflows:read",
-    "workflows:write",
-    "runs:read",
-    "runs:write",
-    "keys:manage",
-];
+pub const SCOPES: &[&str] = &["workflows:read", "workflows:write", "runs:read", "runs:write", "keys:manage"];
 pub const ALL_SCOPES: &str = "*";
 pub const MAX_NAME_LEN: usize = 200;
 const KEY_PREFIX: &str = "bk";
@@ -44,13 +38,7 @@ impl Principal {
 
     /// `Err(Forbidden)` unless the key carries `scope` (or `*`).
     pub fn require(&self, scope: &str) -> Result<()> {
-        if self.has(scope) {
-            Ok(())
-        } else {
-            Err(Error::Forbidden(format!(
-                "This API key lacks the scope '{scope}'"
-            )))
-        }
+        if self.has(scope) { Ok(()) } else { Err(Error::Forbidden(format!("This API key lacks the scope '{scope}'"))) }
     }
 }
 
@@ -84,14 +72,9 @@ fn check_email(email: &str) -> Result<String> {
     let email = email.trim();
     let ok = email.len() <= 254
         && !email.chars().any(char::is_whitespace)
-        && email
-            .split_once('@')
-            .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty() && !b.contains('@'));
+        && email.split_once('@').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty() && !b.contains('@'));
     if !ok {
-        return Err(Error::validation_at(
-            vec![json!("email")],
-            "`email` must be an email address",
-        ));
+        return Err(Error::validation_at(vec![json!("email")], "`email` must be an email address"));
     }
     Ok(email.to_string())
 }
@@ -104,15 +87,7 @@ fn new_callback_secret() -> String {
 /// The key metadata as callers see it (no hash, never the secret).
 fn public_key(attrs: &Map<String, Value>) -> Value {
     let mut out = Map::new();
-    for f in [
-        "key_id",
-        "name",
-        "prefix",
-        "scopes",
-        "created_at",
-        "rotated_at",
-        "revoked_at",
-    ] {
+    for f in ["key_id", "name", "prefix", "scopes", "created_at", "rotated_at", "revoked_at"] {
         out.insert(f.into(), attrs.get(f).cloned().unwrap_or(Value::Null));
     }
     Value::Object(out)
@@ -120,28 +95,20 @@ fn public_key(attrs: &Map<String, Value>) -> Value {
 
 fn check_scopes(scopes: &[String], granter: Option<&Principal>) -> Result<Vec<String>> {
     if scopes.is_empty() {
-        return Err(Error::validation_at(
-            vec![json!("scopes")],
-            "`scopes` must not be empty",
-        ));
+        return Err(Error::validation_at(vec![json!("scopes")], "`scopes` must not be empty"));
     }
     let mut out: Vec<String> = Vec::new();
     for (i, s) in scopes.iter().enumerate() {
         if s != ALL_SCOPES && !SCOPES.contains(&s.as_str()) {
             return Err(Error::validation_at(
                 vec![json!("scopes"), json!(i)],
-                format!(
-                    "Unknown scope '{s}'; known scopes: *, {}",
-                    SCOPES.join(", ")
-                ),
+                format!("Unknown scope '{s}'; known scopes: *, {}", SCOPES.join(", ")),
             ));
         }
         if let Some(p) = granter {
             let allowed = p.has(ALL_SCOPES) || (s != ALL_SCOPES && p.has(s));
             if !allowed {
-                return Err(Error::Forbidden(format!(
-                    "This API key cannot grant the scope '{s}' it does not hold"
-                )));
+                return Err(Error::Forbidden(format!("This API key cannot grant the scope '{s}' it does not hold")));
             }
         }
         if !out.contains(s) {
@@ -164,14 +131,8 @@ fn key_writes(acct: &str, name: &str, scopes: &[String]) -> (IssuedKey, Vec<Writ
     let lookup = json!({"account_id": acct, "key_id": key_id, "scopes": scopes});
     let key = public_key(meta.as_object().expect("object"));
     let writes = vec![
-        Write::Put {
-            item: Item::new(keys::api_key_lookup(&hash), obj(lookup)),
-            cond: Some(Cond::NotExists),
-        },
-        Write::Put {
-            item: Item::new(keys::api_key_meta(acct, &key_id), obj(meta)),
-            cond: Some(Cond::NotExists),
-        },
+        Write::Put { item: Item::new(keys::api_key_lookup(&hash), obj(lookup)), cond: Some(Cond::NotExists) },
+        Write::Put { item: Item::new(keys::api_key_meta(acct, &key_id), obj(meta)), cond: Some(Cond::NotExists) },
     ];
     (IssuedKey { secret, key }, writes)
 }
@@ -185,11 +146,7 @@ fn obj(v: Value) -> Map<String, Value> {
 
 /// Creates an account and its first API key (scopes `["*"]`), in one transaction.
 /// Returns the account (with its `callback_signing_secret`) and the issued key.
-pub async fn register(
-    store: &dyn Store,
-    name: &str,
-    email: Option<&str>,
-) -> Result<(Value, IssuedKey)> {
+pub async fn register(store: &dyn Store, name: &str, email: Option<&str>) -> Result<(Value, IssuedKey)> {
     let name = check_name(name, "name")?;
     let email = email.map(check_email).transpose()?;
     let acct = ids::new_id("acct");
@@ -198,30 +155,22 @@ pub async fn register(
         "callback_signing_secret": new_callback_secret(), "created_at": ids::now_rfc3339(),
     });
     let (issued, mut writes) = key_writes(&acct, "default", &[ALL_SCOPES.to_string()]);
-    writes.push(Write::Put {
-        item: Item::new(keys::account(&acct), obj(account.clone())),
-        cond: Some(Cond::NotExists),
-    });
+    writes
+        .push(Write::Put { item: Item::new(keys::account(&acct), obj(account.clone())), cond: Some(Cond::NotExists) });
     store.transact(writes).await?;
     Ok((account, issued))
 }
 
 /// The account behind `acct`, including its `callback_signing_secret`.
 pub async fn get_account(store: &dyn Store, acct: &str) -> Result<Value> {
-    let item = store
-        .get(&keys::account(acct))
-        .await?
-        .ok_or_else(|| Error::not_found("Account"))?;
+    let item = store.get(&keys::account(acct)).await?.ok_or_else(|| Error::not_found("Account"))?;
     Ok(Value::Object(item.attrs))
 }
 
 /// Replaces the account's callback signing secret; returns the updated account.
 pub async fn rotate_callback_secret(store: &dyn Store, acct: &str) -> Result<Value> {
     let update = Update::default().set("callback_signing_secret", new_callback_secret());
-    match store
-        .update(&keys::account(acct), update, Some(Cond::Exists))
-        .await
-    {
+    match store.update(&keys::account(acct), update, Some(Cond::Exists)).await {
         Ok(item) => Ok(Value::Object(item.attrs)),
         Err(e) if e.is_conflict() => Err(Error::not_found("Account")),
         Err(e) => Err(e),
@@ -234,30 +183,16 @@ pub async fn authenticate(store: &dyn Store, secret: &str) -> Result<Principal> 
     if secret.is_empty() || secret.len() > MAX_SECRET_LEN {
         return Err(invalid());
     }
-    let item = store
-        .get(&keys::api_key_lookup(&ids::hash_secret(secret)))
-        .await?
-        .ok_or_else(invalid)?;
+    let item = store.get(&keys::api_key_lookup(&ids::hash_secret(secret))).await?.ok_or_else(invalid)?;
     let (Some(account_id), Some(key_id)) = (item.str("account_id"), item.str("key_id")) else {
-        return Err(Error::internal(
-            "API key lookup item without account_id/key_id",
-        ));
+        return Err(Error::internal("API key lookup item without account_id/key_id"));
     };
     let scopes = item
         .get("scopes")
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
         .unwrap_or_default();
-    Ok(Principal {
-        account_id: account_id.to_string(),
-        key_id: key_id.to_string(),
-        scopes,
-    })
+    Ok(Principal { account_id: account_id.to_string(), key_id: key_id.to_string(), scopes })
 }
 
 /// Issues a new key for the caller's account. `scopes` default to the caller's own; a key
@@ -269,10 +204,7 @@ pub async fn create_key(
     scopes: Option<Vec<String>>,
 ) -> Result<IssuedKey> {
     let name = check_name(name.unwrap_or("unnamed"), "name")?;
-    let scopes = check_scopes(
-        &scopes.unwrap_or_else(|| principal.scopes.clone()),
-        Some(principal),
-    )?;
+    let scopes = check_scopes(&scopes.unwrap_or_else(|| principal.scopes.clone()), Some(principal))?;
     let (issued, writes) = key_writes(&principal.account_id, &name, &scopes);
     store.transact(writes).await?;
     Ok(issued)
@@ -280,12 +212,7 @@ pub async fn create_key(
 
 /// The account's keys (revoked ones included, with `revoked_at`), oldest first:
 /// `{"data": [...], "next_cursor"}`. Never the secret or its hash.
-pub async fn list_keys(
-    store: &dyn Store,
-    acct: &str,
-    limit: usize,
-    cursor: Option<String>,
-) -> Result<Value> {
+pub async fn list_keys(store: &dyn Store, acct: &str, limit: usize, cursor: Option<String>) -> Result<Value> {
     let probe = keys::api_key_meta(acct, "");
     let mut q = Query::prefix(probe.pk, probe.sk);
     q.limit = limit;
@@ -296,10 +223,7 @@ pub async fn list_keys(
 }
 
 async fn load_key(store: &dyn Store, acct: &str, key_id: &str) -> Result<Item> {
-    store
-        .get(&keys::api_key_meta(acct, key_id))
-        .await?
-        .ok_or_else(|| Error::not_found("API key"))
+    store.get(&keys::api_key_meta(acct, key_id)).await?.ok_or_else(|| Error::not_found("API key"))
 }
 
 /// Revokes a key of the account (another account's key is `NotFound`). Revoking a revoked
@@ -310,19 +234,10 @@ pub async fn revoke_key(store: &dyn Store, acct: &str, key_id: &str) -> Result<V
         let Some(hash) = item.str("hash").map(str::to_string) else {
             return Ok(public_key(&item.attrs)); // already revoked
         };
-        let update = Update::default()
-            .set("revoked_at", ids::now_rfc3339())
-            .remove("hash");
+        let update = Update::default().set("revoked_at", ids::now_rfc3339()).remove("hash");
         let writes = vec![
-            Write::Delete {
-                key: keys::api_key_lookup(&hash),
-                cond: None,
-            },
-            Write::Update {
-                key: item.key.clone(),
-                update,
-                cond: Some(Cond::eq("hash", hash.as_str())),
-            },
+            Write::Delete { key: keys::api_key_lookup(&hash), cond: None },
+            Write::Update { key: item.key.clone(), update, cond: Some(Cond::eq("hash", hash.as_str())) },
         ];
         match store.transact(writes).await {
             Ok(()) => return Ok(public_key(&load_key(store, acct, key_id).await?.attrs)),
@@ -330,9 +245,7 @@ pub async fn revoke_key(store: &dyn Store, acct: &str, key_id: &str) -> Result<V
             Err(e) => return Err(e),
         }
     }
-    Err(Error::Conflict(
-        "The API key changed concurrently; try again".into(),
-    ))
+    Err(Error::Conflict("The API key changed concurrently; try again".into()))
 }
 
 /// Issues a new secret for an existing key (same id, name and scopes); the old secret stops
@@ -341,9 +254,7 @@ pub async fn rotate_key(store: &dyn Store, acct: &str, key_id: &str) -> Result<I
     for _ in 0..WRITE_RETRIES {
         let item = load_key(store, acct, key_id).await?;
         let Some(old_hash) = item.str("hash").map(str::to_string) else {
-            return Err(Error::InvalidStatus(
-                "The API key is revoked and cannot be rotated".into(),
-            ));
+            return Err(Error::InvalidStatus("The API key is revoked and cannot be rotated".into()));
         };
         let secret = ids::new_secret(KEY_PREFIX);
         let hash = ids::hash_secret(&secret);
@@ -354,19 +265,9 @@ pub async fn rotate_key(store: &dyn Store, acct: &str, key_id: &str) -> Result<I
             .set("prefix", &secret[..PREFIX_CHARS])
             .set("rotated_at", ids::now_rfc3339());
         let writes = vec![
-            Write::Delete {
-                key: keys::api_key_lookup(&old_hash),
-                cond: None,
-            },
-            Write::Put {
-                item: Item::new(keys::api_key_lookup(&hash), obj(lookup)),
-                cond: Some(Cond::NotExists),
-            },
-            Write::Update {
-                key: item.key.clone(),
-                update,
-                cond: Some(Cond::eq("hash", old_hash.as_str())),
-            },
+            Write::Delete { key: keys::api_key_lookup(&old_hash), cond: None },
+            Write::Put { item: Item::new(keys::api_key_lookup(&hash), obj(lookup)), cond: Some(Cond::NotExists) },
+            Write::Update { key: item.key.clone(), update, cond: Some(Cond::eq("hash", old_hash.as_str())) },
         ];
         match store.transact(writes).await {
             Ok(()) => {
@@ -377,18 +278,12 @@ pub async fn rotate_key(store: &dyn Store, acct: &str, key_id: &str) -> Result<I
             Err(e) => return Err(e),
         }
     }
-    Err(Error::Conflict(
-        "The API key changed concurrently; try again".into(),
-    ))
+    Err(Error::Conflict("The API key changed concurrently; try again".into()))
 }
 
 /// Counts one request against the key's fixed one-minute window. Over `limit_per_minute` it
 /// is `RateLimited` with the seconds until the window resets.
-pub async fn check_rate_limit(
-    store: &dyn Store,
-    principal: &Principal,
-    limit_per_minute: u64,
-) -> Result<RateInfo> {
+pub async fn check_rate_limit(store: &dyn Store, principal: &Principal, limit_per_minute: u64) -> Result<RateInfo> {
     let now = ids::now_ms() / 1000;
     let minute = now / 60;
     let reset_at = (minute + 1) * 60;
@@ -396,23 +291,15 @@ pub async fn check_rate_limit(
     let mut update = Update::default().add("count", 1);
     // Keep the window a minute past its end so a clock skew between callers cannot reset it.
     update.expires_at = Some(Some(reset_at + 60));
-    let item = store
-        .update(&keys::rate_window(&principal.key_id, minute), update, None)
-        .await?;
+    let item = store.update(&keys::rate_window(&principal.key_id, minute), update, None).await?;
     let count = item.i64("count").unwrap_or(1).max(0) as u64;
     if count > limit_per_minute {
         return Err(Error::RateLimited(
-            format!(
-                "Rate limit of {limit_per_minute} requests per minute exceeded; retry in {reset_secs} s"
-            ),
+            format!("Rate limit of {limit_per_minute} requests per minute exceeded; retry in {reset_secs} s"),
             reset_secs,
         ));
     }
-    Ok(RateInfo {
-        limit: limit_per_minute,
-        remaining: limit_per_minute - count,
-        reset_secs,
-    })
+    Ok(RateInfo { limit: limit_per_minute, remaining: limit_per_minute - count, reset_secs })
 }
 
 #[cfg(test)]
@@ -423,9 +310,7 @@ mod tests {
     #[tokio::test]
     async fn register_issues_a_key_that_authenticates_with_all_scopes() {
         let store = MemStore::new();
-        let (account, issued) = register(&store, "Acme", Some("ops@acme.test"))
-            .await
-            .unwrap();
+        let (account, issued) = register(&store, "Acme", Some("ops@acme.test")).await.unwrap();
         assert!(account["id"].as_str().unwrap().starts_with("acct_"));
         let whsec = account["callback_signing_secret"].as_str().unwrap();
         assert!(whsec.starts_with("whsec_") && whsec.len() == 6 + 64);
@@ -458,10 +343,7 @@ mod tests {
         assert!(authenticate(&store, &issued.secret).await.is_err());
         // Revoking twice is harmless; rotating a revoked key is not allowed.
         revoke_key(&store, acct, key_id).await.unwrap();
-        assert!(matches!(
-            rotate_key(&store, acct, key_id).await,
-            Err(Error::InvalidStatus(_))
-        ));
+        assert!(matches!(rotate_key(&store, acct, key_id).await, Err(Error::InvalidStatus(_))));
     }
 
     #[tokio::test]
@@ -474,10 +356,7 @@ mod tests {
         assert_ne!(rotated.secret, issued.secret);
         assert_eq!(rotated.key["key_id"], issued.key["key_id"]);
         assert!(authenticate(&store, &issued.secret).await.is_err());
-        assert_eq!(
-            authenticate(&store, &rotated.secret).await.unwrap().key_id,
-            key_id
-        );
+        assert_eq!(authenticate(&store, &rotated.secret).await.unwrap().key_id, key_id);
     }
 
     #[tokio::test]
@@ -489,28 +368,18 @@ mod tests {
             key_id: "key_x".into(),
             scopes: vec!["keys:manage".into(), "runs:read".into()],
         };
-        let e = create_key(&store, &p, None, Some(vec!["*".into()]))
-            .await
-            .unwrap_err();
+        let e = create_key(&store, &p, None, Some(vec!["*".into()])).await.unwrap_err();
         assert!(matches!(e, Error::Forbidden(_)));
-        let e = create_key(&store, &p, None, Some(vec!["runs:fly".into()]))
-            .await
-            .unwrap_err();
+        let e = create_key(&store, &p, None, Some(vec!["runs:fly".into()])).await.unwrap_err();
         assert!(matches!(e, Error::Validation { .. }));
-        let k = create_key(&store, &p, Some("reader"), Some(vec!["runs:read".into()]))
-            .await
-            .unwrap();
+        let k = create_key(&store, &p, Some("reader"), Some(vec!["runs:read".into()])).await.unwrap();
         assert_eq!(k.key["scopes"], json!(["runs:read"]));
     }
 
     #[tokio::test]
     async fn rate_limit_counts_per_key_and_minute() {
         let store = MemStore::new();
-        let p = Principal {
-            account_id: "acct_a".into(),
-            key_id: "key_a".into(),
-            scopes: vec![],
-        };
+        let p = Principal { account_id: "acct_a".into(), key_id: "key_a".into(), scopes: vec![] };
         let first = check_rate_limit(&store, &p, 2).await.unwrap();
         assert_eq!((first.limit, first.remaining), (2, 1));
         assert_eq!(check_rate_limit(&store, &p, 2).await.unwrap().remaining, 0);
@@ -518,10 +387,7 @@ mod tests {
             Err(Error::RateLimited(_, s)) => assert!((1..=60).contains(&s)),
             other => panic!("{other:?}"),
         }
-        let other = Principal {
-            key_id: "key_b".into(),
-            ..p
-        };
+        let other = Principal { key_id: "key_b".into(), ..p };
         assert!(check_rate_limit(&store, &other, 2).await.is_ok());
     }
 }

@@ -117,9 +117,7 @@ impl Graph {
     }
     /// The block that runs once per item of `split`, if `id` is one.
     pub fn split_of(&self, id: &str) -> Option<&Block> {
-        self.incoming(id)
-            .filter_map(|e| self.block(&e.from))
-            .find(|b| b.kind == "split")
+        self.incoming(id).filter_map(|e| self.block(&e.from)).find(|b| b.kind == "split")
     }
 }
 
@@ -214,10 +212,14 @@ pub fn build_graph(blocks: Option<&Value>, edges: Option<&Value>, steps: Option<
         } else if let Err(m) = check_config(&block) {
             details.push(Detail::new(at("config"), m));
         }
-        if let Some(r) = &block.retry && (r.max_attempts == 0 || r.max_attempts > 100) {
+        if let Some(r) = &block.retry
+            && (r.max_attempts == 0 || r.max_attempts > 100)
+        {
             details.push(Detail::new(at("retry"), "max_attempts must be 1..=100"));
         }
-        if let Some(t) = block.timeout_ms && (t == 0 || t > 15 * 60 * 1000) {
+        if let Some(t) = block.timeout_ms
+            && (t == 0 || t > 15 * 60 * 1000)
+        {
             details.push(Detail::new(at("timeout_ms"), "must be 1..=900000"));
         }
         out_blocks.push(block);
@@ -245,10 +247,14 @@ pub fn build_graph(blocks: Option<&Value>, edges: Option<&Value>, steps: Option<
                     ));
                 }
             }
-            if let Some(w) = &edge.when && let Err(e) = crate::template::check_expr(w) {
+            if let Some(w) = &edge.when
+                && let Err(e) = crate::template::check_expr(w)
+            {
                 details.push(Detail::new(path(&[json!("edges"), json!(i), json!("when")]), e.to_string()));
             }
-            if let Some(on) = &edge.on && on != "error" {
+            if let Some(on) = &edge.on
+                && on != "error"
+            {
                 details.push(Detail::new(path(&[json!("edges"), json!(i), json!("on")]), "only \"error\" is allowed"));
             }
             if edge.from == edge.to {
@@ -320,7 +326,9 @@ fn check_config(b: &Block) -> std::result::Result<(), String> {
             match d {
                 Some(Value::String(s)) if s.contains("{{") => Ok(()),
                 Some(_) => crate::blocks::delay_of(c).map(|_| ()),
-                None => Err("delay needs `duration` (\"30s\", \"5m\", \"2h\", \"1d\"), `duration_ms` or `seconds`".into()),
+                None => {
+                    Err("delay needs `duration` (\"30s\", \"5m\", \"2h\", \"1d\"), `duration_ms` or `seconds`".into())
+                }
             }
         }
         _ => Ok(()),
@@ -330,7 +338,10 @@ fn check_config(b: &Block) -> std::result::Result<(), String> {
 /// Graph-level rules: at least one entry, acyclic, split bodies well formed.
 fn check_shape(g: &Graph) -> Result<()> {
     if g.entries().is_empty() {
-        return Err(Error::validation_at(vec![json!("edges")], "the graph has no entry block (every block has an incoming edge)"));
+        return Err(Error::validation_at(
+            vec![json!("edges")],
+            "the graph has no entry block (every block has an incoming edge)",
+        ));
     }
     // Kahn's algorithm: anything left over sits on a cycle.
     let mut indeg: HashMap<&str, usize> = g.blocks.iter().map(|b| (b.id.as_str(), 0)).collect();

@@ -5,8 +5,8 @@
 use crate::error::{Error, Result};
 use crate::queue::{Message, Queue, Received};
 use crate::store::{
-    self, Cond, Item, Key, MAX_ITEM_BYTES, MAX_QUERY_LIMIT, MAX_TRANSACT_ITEMS, Page, Query,
-    SkRange, Store, Update, Write,
+    self, Cond, Item, Key, MAX_ITEM_BYTES, MAX_QUERY_LIMIT, MAX_TRANSACT_ITEMS, Page, Query, SkRange, Store, Update,
+    Write,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashSet};
@@ -29,9 +29,7 @@ fn live(item: Option<&Item>) -> Option<&Item> {
 
 fn check(cond: Option<&Cond>, item: Option<&Item>) -> Result<()> {
     match cond {
-        Some(c) if !store::eval_cond(c, live(item)) => {
-            Err(Error::Conflict("condition failed".into()))
-        }
+        Some(c) if !store::eval_cond(c, live(item)) => Err(Error::Conflict("condition failed".into())),
         _ => Ok(()),
     }
 }
@@ -52,11 +50,7 @@ impl MemStore {
     /// Every live item, for assertions.
     pub fn dump(&self) -> Vec<Item> {
         let items = self.items.lock().unwrap();
-        items
-            .values()
-            .filter(|i| live(Some(i)).is_some())
-            .cloned()
-            .collect()
+        items.values().filter(|i| live(Some(i)).is_some()).cloned().collect()
     }
 
     fn apply(map: &mut BTreeMap<Key, Item>, w: Write) -> Result<()> {
@@ -82,9 +76,7 @@ impl MemStore {
 
 fn cond_of(w: &Write) -> Option<&Cond> {
     match w {
-        Write::Put { cond, .. } | Write::Update { cond, .. } | Write::Delete { cond, .. } => {
-            cond.as_ref()
-        }
+        Write::Put { cond, .. } | Write::Update { cond, .. } | Write::Delete { cond, .. } => cond.as_ref(),
         Write::Check { cond, .. } => Some(cond),
     }
 }
@@ -104,14 +96,7 @@ impl Store for MemStore {
     async fn update(&self, key: &Key, update: Update, cond: Option<Cond>) -> Result<Item> {
         let mut map = self.items.lock().unwrap();
         check(cond.as_ref(), map.get(key))?;
-        Self::apply(
-            &mut map,
-            Write::Update {
-                key: key.clone(),
-                update,
-                cond: None,
-            },
-        )?;
+        Self::apply(&mut map, Write::Update { key: key.clone(), update, cond: None })?;
         Ok(map.get(key).cloned().expect("just written"))
     }
 
@@ -128,9 +113,7 @@ impl Store for MemStore {
         }
         let mut seen = HashSet::new();
         if !writes.iter().all(|w| seen.insert(w.key().clone())) {
-            return Err(Error::validation(
-                "two writes on the same key in one transaction",
-            ));
+            return Err(Error::validation("two writes on the same key in one transaction"));
         }
         let mut map = self.items.lock().unwrap();
         for w in &writes {
@@ -163,10 +146,8 @@ impl Store for MemStore {
             SkRange::Prefix(p) => sk.starts_with(p.as_str()),
             SkRange::Between(a, b) => sk >= a.as_str() && sk <= b.as_str(),
         };
-        let mut items: Vec<&Item> = map
-            .values()
-            .filter(|i| i.key.pk == q.pk && in_range(&i.key.sk) && live(Some(i)).is_some())
-            .collect();
+        let mut items: Vec<&Item> =
+            map.values().filter(|i| i.key.pk == q.pk && in_range(&i.key.sk) && live(Some(i)).is_some()).collect();
         if q.descending {
             items.reverse();
         }
@@ -182,11 +163,7 @@ impl Store for MemStore {
             .collect();
         let more = items.len() > q.limit;
         let items: Vec<Item> = items.into_iter().take(q.limit).collect();
-        let next_cursor = if more {
-            items.last().map(|i| hex::encode(i.key.sk.as_bytes()))
-        } else {
-            None
-        };
+        let next_cursor = if more { items.last().map(|i| hex::encode(i.key.sk.as_bytes())) } else { None };
         Ok(Page { items, next_cursor })
     }
 }
@@ -213,12 +190,7 @@ impl Queue for MemQueue {
         self.sent.fetch_add(msgs.len(), Ordering::Relaxed);
         Ok(())
     }
-    async fn receive(
-        &self,
-        _max: usize,
-        _visibility: Duration,
-        _wait: Duration,
-    ) -> Result<Vec<Received>> {
+    async fn receive(&self, _max: usize, _visibility: Duration, _wait: Duration) -> Result<Vec<Received>> {
         Ok(Vec::new())
     }
     async fn delete(&self, _receipt: &str) -> Result<()> {

@@ -51,22 +51,14 @@ const CREATE_FIELDS: &[&str] = &[
     "edges",
     "steps",
 ];
-const READ_ONLY_FIELDS: &[&str] = &[
-    "version",
-    "deploy_state",
-    "armed_until",
-    "created_at",
-    "updated_at",
-];
+const READ_ONLY_FIELDS: &[&str] = &["version", "deploy_state", "armed_until", "created_at", "updated_at"];
 const GRAPH_FIELDS: &[&str] = &["blocks", "edges", "steps"];
 
 /// `[a-z0-9_-]{1,64}`: the shape of every workflow id, caller-chosen or generated.
 pub fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 fn not_found(wf: &str) -> Error {
@@ -90,29 +82,19 @@ fn body_object<'a>(body: &'a Value, allowed: &[&str]) -> Result<&'a Map<String, 
         let m = if READ_ONLY_FIELDS.contains(&k.as_str()) || k == "id" {
             format!("`{k}` is read-only")
         } else {
-            format!(
-                "unknown field `{k}`; expected one of: {}",
-                allowed.join(", ")
-            )
+            format!("unknown field `{k}`; expected one of: {}", allowed.join(", "))
         };
         details.push(Detail::new(vec![json!(k)], m));
     }
     if details.is_empty() {
         Ok(obj)
     } else {
-        Err(Error::Validation {
-            message: format!("Invalid request body: {}", details[0].message),
-            details,
-        })
+        Err(Error::Validation { message: format!("Invalid request body: {}", details[0].message), details })
     }
 }
 
 /// A field that may be spelled two ways (`inputSchema` / `input_schema`).
-fn either<'a>(
-    obj: &'a Map<String, Value>,
-    a: &str,
-    b: &str,
-) -> Result<Option<(&'a str, &'a Value)>> {
+fn either<'a>(obj: &'a Map<String, Value>, a: &str, b: &str) -> Result<Option<(&'a str, &'a Value)>> {
     match (obj.get_key_value(a), obj.get_key_value(b)) {
         (Some(_), Some(_)) => Err(at(b, format!("give `{a}` or `{b}`, not both"))),
         (Some((k, v)), None) | (None, Some((k, v))) => Ok(Some((k.as_str(), v))),
@@ -120,12 +102,7 @@ fn either<'a>(
     }
 }
 
-fn text(
-    obj: &Map<String, Value>,
-    field: &str,
-    max: usize,
-    required: bool,
-) -> Result<Option<Option<String>>> {
+fn text(obj: &Map<String, Value>, field: &str, max: usize, required: bool) -> Result<Option<Option<String>>> {
     match obj.get(field) {
         None if required => Err(at(field, format!("`{field}` is required"))),
         None => Ok(None),
@@ -134,10 +111,7 @@ fn text(
             let s = s.trim();
             if (required && s.is_empty()) || s.chars().count() > max {
                 let min = if required { 1 } else { 0 };
-                return Err(at(
-                    field,
-                    format!("`{field}` must be {min}..={max} characters"),
-                ));
+                return Err(at(field, format!("`{field}` must be {min}..={max} characters")));
             }
             Ok(Some(Some(s.to_string())))
         }
@@ -148,10 +122,7 @@ fn text(
 fn check_status(v: &Value) -> Result<String> {
     match v.as_str() {
         Some(s) if STATUSES.contains(&s) => Ok(s.to_string()),
-        _ => Err(at(
-            "status",
-            format!("`status` must be \"draft\" or \"active\", not {v}"),
-        )),
+        _ => Err(at("status", format!("`status` must be \"draft\" or \"active\", not {v}"))),
     }
 }
 
@@ -161,15 +132,9 @@ fn check_schema(field: &str, v: &Value) -> Result<Value> {
         Value::Null => Ok(Value::Null),
         Value::Object(_) | Value::Bool(_) => match jsonschema::validator_for(v) {
             Ok(_) => Ok(v.clone()),
-            Err(e) => Err(at(
-                field,
-                format!("`{field}` is not a valid JSON Schema: {e}"),
-            )),
+            Err(e) => Err(at(field, format!("`{field}` is not a valid JSON Schema: {e}"))),
         },
-        _ => Err(at(
-            field,
-            format!("`{field}` must be a JSON Schema (an object) or null"),
-        )),
+        _ => Err(at(field, format!("`{field}` must be a JSON Schema (an object) or null"))),
     }
 }
 
@@ -185,22 +150,14 @@ fn check_callback_url(field: &str, v: &Value) -> Result<Value> {
     match v {
         Value::Null => Ok(Value::Null),
         Value::String(s) => {
-            let rest = s
-                .strip_prefix("https://")
-                .or_else(|| s.strip_prefix("http://"));
+            let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
             let host_ok = rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'));
-            if !host_ok
-                || s.len() > MAX_URL_LEN
-                || s.chars().any(|c| c.is_whitespace() || c.is_control())
-            {
+            if !host_ok || s.len() > MAX_URL_LEN || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(at(field, format!("`{field}` must be an http(s) URL")));
             }
             Ok(v.clone())
         }
-        _ => Err(at(
-            field,
-            format!("`{field}` must be an http(s) URL or null"),
-        )),
+        _ => Err(at(field, format!("`{field}` must be an http(s) URL or null"))),
     }
 }
 
@@ -220,12 +177,7 @@ fn into_map(v: Value) -> Map<String, Value> {
 }
 
 /// The version item's attributes, size-checked.
-fn version_attrs(
-    v: u64,
-    graph: &Graph,
-    input_schema: &Value,
-    variables: &Value,
-) -> Result<Map<String, Value>> {
+fn version_attrs(v: u64, graph: &Graph, input_schema: &Value, variables: &Value) -> Result<Map<String, Value>> {
     let attrs = json!({
         "version": v,
         "graph": graph,
@@ -246,29 +198,15 @@ fn version_attrs(
 /// The workflow as callers see it: head fields, then the latest version's `blocks`, `edges`.
 fn view(head: &Map<String, Value>, graph: Option<&Value>) -> Value {
     let mut out = Map::new();
-    for f in [
-        "id",
-        "name",
-        "description",
-        "status",
-        "deploy_state",
-        "armed_until",
-        "version",
-    ] {
+    for f in ["id", "name", "description", "status", "deploy_state", "armed_until", "version"] {
         out.insert(f.into(), head.get(f).cloned().unwrap_or(Value::Null));
     }
     for f in ["input_schema", "variables", "callback_url"] {
         out.insert(f.into(), head.get(f).cloned().unwrap_or(Value::Null));
     }
     if let Some(g) = graph {
-        out.insert(
-            "blocks".into(),
-            g.get("blocks").cloned().unwrap_or_else(|| json!([])),
-        );
-        out.insert(
-            "edges".into(),
-            g.get("edges").cloned().unwrap_or_else(|| json!([])),
-        );
+        out.insert("blocks".into(), g.get("blocks").cloned().unwrap_or_else(|| json!([])));
+        out.insert("edges".into(), g.get("edges").cloned().unwrap_or_else(|| json!([])));
     }
     for f in ["created_at", "updated_at"] {
         out.insert(f.into(), head.get(f).cloned().unwrap_or(Value::Null));
@@ -277,9 +215,7 @@ fn view(head: &Map<String, Value>, graph: Option<&Value>) -> Value {
 }
 
 fn head_version(head: &Map<String, Value>) -> Result<u64> {
-    head.get("version")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| Error::internal("workflow head without a version"))
+    head.get("version").and_then(Value::as_u64).ok_or_else(|| Error::internal("workflow head without a version"))
 }
 
 /// The highest version number ever written for `wf` (0 if none): a workflow created again
@@ -289,12 +225,7 @@ async fn highest_version(store: &dyn Store, acct: &str, wf: &str) -> Result<u64>
     q.limit = 1;
     q.descending = true;
     let page = store.query(q).await?;
-    Ok(page
-        .items
-        .first()
-        .and_then(|i| i.get("version"))
-        .and_then(Value::as_u64)
-        .unwrap_or(0))
+    Ok(page.items.first().and_then(|i| i.get("version")).and_then(Value::as_u64).unwrap_or(0))
 }
 
 /// `POST /workflows`: validates the body, then writes the head and its first version in one
@@ -305,21 +236,12 @@ pub async fn create(store: &dyn Store, acct: &str, body: Value) -> Result<Value>
         None | Some(Value::Null) => ids::new_id("wf"),
         Some(Value::String(s)) if valid_id(s) => s.clone(),
         Some(_) => {
-            return Err(at(
-                "id",
-                format!("`id` must be 1..={MAX_ID_LEN} characters of a-z, 0-9, '_' and '-'"),
-            ));
+            return Err(at("id", format!("`id` must be 1..={MAX_ID_LEN} characters of a-z, 0-9, '_' and '-'")));
         }
     };
-    let name = text(obj, "name", MAX_NAME_LEN, true)?
-        .flatten()
-        .unwrap_or_default();
+    let name = text(obj, "name", MAX_NAME_LEN, true)?.flatten().unwrap_or_default();
     let description = text(obj, "description", MAX_DESCRIPTION_LEN, false)?.flatten();
-    let status = obj
-        .get("status")
-        .map(check_status)
-        .transpose()?
-        .unwrap_or_else(|| "draft".into());
+    let status = obj.get("status").map(check_status).transpose()?.unwrap_or_else(|| "draft".into());
     let input_schema = match either(obj, "inputSchema", "input_schema")? {
         Some((k, v)) => check_schema(k, v)?,
         None => Value::Null,
@@ -335,9 +257,7 @@ pub async fn create(store: &dyn Store, acct: &str, body: Value) -> Result<Value>
     let graph = graph_of(obj)?;
 
     if store.get(&keys::workflow(acct, &id)).await?.is_some() {
-        return Err(Error::Conflict(format!(
-            "A workflow with id '{id}' already exists"
-        )));
+        return Err(Error::Conflict(format!("A workflow with id '{id}' already exists")));
     }
     let v = highest_version(store, acct, &id).await? + 1;
     let now = ids::now_rfc3339();
@@ -351,20 +271,12 @@ pub async fn create(store: &dyn Store, acct: &str, body: Value) -> Result<Value>
     let graph_json = version.get("graph").cloned();
     let head = into_map(head);
     let writes = vec![
-        Write::Put {
-            item: Item::new(keys::workflow(acct, &id), head.clone()),
-            cond: Some(Cond::NotExists),
-        },
-        Write::Put {
-            item: Item::new(keys::version(acct, &id, v), version),
-            cond: Some(Cond::NotExists),
-        },
+        Write::Put { item: Item::new(keys::workflow(acct, &id), head.clone()), cond: Some(Cond::NotExists) },
+        Write::Put { item: Item::new(keys::version(acct, &id, v), version), cond: Some(Cond::NotExists) },
     ];
     match store.transact(writes).await {
         Ok(()) => Ok(view(&head, graph_json.as_ref())),
-        Err(e) if e.is_conflict() => Err(Error::Conflict(format!(
-            "A workflow with id '{id}' already exists"
-        ))),
+        Err(e) if e.is_conflict() => Err(Error::Conflict(format!("A workflow with id '{id}' already exists"))),
         Err(e) => Err(e),
     }
 }
@@ -378,19 +290,11 @@ async fn load_head_attrs(store: &dyn Store, acct: &str, wf: &str) -> Result<Map<
     if !valid_id(wf) {
         return Err(not_found(wf));
     }
-    let item = store
-        .get(&keys::workflow(acct, wf))
-        .await?
-        .ok_or_else(|| not_found(wf))?;
+    let item = store.get(&keys::workflow(acct, wf)).await?.ok_or_else(|| not_found(wf))?;
     Ok(item.attrs)
 }
 
-async fn load_version_attrs(
-    store: &dyn Store,
-    acct: &str,
-    wf: &str,
-    v: u64,
-) -> Result<Map<String, Value>> {
+async fn load_version_attrs(store: &dyn Store, acct: &str, wf: &str, v: u64) -> Result<Map<String, Value>> {
     let item = store
         .get(&keys::version(acct, wf, v))
         .await?
@@ -404,21 +308,11 @@ pub async fn load_version(store: &dyn Store, acct: &str, wf: &str, v: u64) -> Re
         return Err(not_found(wf));
     }
     let attrs = load_version_attrs(store, acct, wf, v).await?;
-    let graph: Graph =
-        serde_json::from_value(attrs.get("graph").cloned().unwrap_or(Value::Null))
-            .map_err(|e| Error::internal(format!("workflow {wf} version {v}: bad graph: {e}")))?;
+    let graph: Graph = serde_json::from_value(attrs.get("graph").cloned().unwrap_or(Value::Null))
+        .map_err(|e| Error::internal(format!("workflow {wf} version {v}: bad graph: {e}")))?;
     let input_schema = attrs.get("input_schema").filter(|s| !s.is_null()).cloned();
-    let variables = attrs
-        .get("variables")
-        .filter(|s| !s.is_null())
-        .cloned()
-        .unwrap_or_else(|| json!({}));
-    Ok(Version {
-        version: v,
-        graph,
-        input_schema,
-        variables,
-    })
+    let variables = attrs.get("variables").filter(|s| !s.is_null()).cloned().unwrap_or_else(|| json!({}));
+    Ok(Version { version: v, graph, input_schema, variables })
 }
 
 /// `GET /workflows/{id}`: head plus the latest version's graph.
@@ -429,12 +323,7 @@ pub async fn get(store: &dyn Store, acct: &str, wf: &str) -> Result<Value> {
 }
 
 /// `GET /workflows`: heads only (no graphs), by id: `{"data": [...], "next_cursor"}`.
-pub async fn list(
-    store: &dyn Store,
-    acct: &str,
-    limit: usize,
-    cursor: Option<String>,
-) -> Result<Value> {
+pub async fn list(store: &dyn Store, acct: &str, limit: usize, cursor: Option<String>) -> Result<Value> {
     let mut q = Query::partition(keys::workflows_pk(acct));
     q.limit = limit.clamp(1, MAX_LIST_LIMIT);
     q.cursor = cursor;
@@ -444,24 +333,15 @@ pub async fn list(
 }
 
 /// `GET /workflows/{id}/versions`: newest first, `{"data": [{version, created_at}], "next_cursor"}`.
-pub async fn versions(
-    store: &dyn Store,
-    acct: &str,
-    wf: &str,
-    limit: usize,
-    cursor: Option<String>,
-) -> Result<Value> {
+pub async fn versions(store: &dyn Store, acct: &str, wf: &str, limit: usize, cursor: Option<String>) -> Result<Value> {
     load_head_attrs(store, acct, wf).await?;
     let mut q = Query::partition(keys::versions_pk(acct, wf));
     q.limit = limit.clamp(1, MAX_LIST_LIMIT);
     q.cursor = cursor;
     q.descending = true;
     let page = store.query(q).await?;
-    let data: Vec<Value> = page
-        .items
-        .iter()
-        .map(|i| json!({"version": i.get("version"), "created_at": i.get("created_at")}))
-        .collect();
+    let data: Vec<Value> =
+        page.items.iter().map(|i| json!({"version": i.get("version"), "created_at": i.get("created_at")})).collect();
     Ok(json!({"data": data, "next_cursor": page.next_cursor}))
 }
 
@@ -475,13 +355,7 @@ struct Change {
 
 /// Applies `change` to the head, writing a new version when the graph, schema or variables
 /// differ from the latest. Retries when another writer moved the head in between.
-async fn apply(
-    store: &dyn Store,
-    acct: &str,
-    wf: &str,
-    change: Change,
-    force_version: bool,
-) -> Result<Value> {
+async fn apply(store: &dyn Store, acct: &str, wf: &str, change: Change, force_version: bool) -> Result<Value> {
     for _ in 0..WRITE_RETRIES {
         let head = load_head_attrs(store, acct, wf).await?;
         let v = head_version(&head)?;
@@ -492,19 +366,12 @@ async fn apply(
         update = update.set("updated_at", ids::now_rfc3339());
         let cur_schema = head.get("input_schema").cloned().unwrap_or(Value::Null);
         let cur_vars = head.get("variables").cloned().unwrap_or_else(|| json!({}));
-        let schema = change
-            .input_schema
-            .clone()
-            .unwrap_or_else(|| cur_schema.clone());
+        let schema = change.input_schema.clone().unwrap_or_else(|| cur_schema.clone());
         let vars = change.variables.clone().unwrap_or_else(|| cur_vars.clone());
-        let needs_version =
-            force_version || change.graph.is_some() || schema != cur_schema || vars != cur_vars;
+        let needs_version = force_version || change.graph.is_some() || schema != cur_schema || vars != cur_vars;
         if !needs_version {
             let cond = Cond::eq("version", v);
-            match store
-                .update(&keys::workflow(acct, wf), update, Some(cond))
-                .await
-            {
+            match store.update(&keys::workflow(acct, wf), update, Some(cond)).await {
                 Ok(_) => return get(store, acct, wf).await,
                 Err(e) if e.is_conflict() => continue,
                 Err(e) => return Err(e),
@@ -516,20 +383,10 @@ async fn apply(
         };
         let next = v + 1;
         let version = version_attrs(next, &graph, &schema, &vars)?;
-        update = update
-            .set("version", next)
-            .set("input_schema", schema)
-            .set("variables", vars);
+        update = update.set("version", next).set("input_schema", schema).set("variables", vars);
         let writes = vec![
-            Write::Put {
-                item: Item::new(keys::version(acct, wf, next), version),
-                cond: Some(Cond::NotExists),
-            },
-            Write::Update {
-                key: keys::workflow(acct, wf),
-                update,
-                cond: Some(Cond::eq("version", v)),
-            },
+            Write::Put { item: Item::new(keys::version(acct, wf, next), version), cond: Some(Cond::NotExists) },
+            Write::Update { key: keys::workflow(acct, wf), update, cond: Some(Cond::eq("version", v)) },
         ];
         match store.transact(writes).await {
             Ok(()) => return get(store, acct, wf).await,
@@ -537,9 +394,7 @@ async fn apply(
             Err(e) => return Err(e),
         }
     }
-    Err(Error::Conflict(format!(
-        "Workflow '{wf}' is being changed concurrently; try again"
-    )))
+    Err(Error::Conflict(format!("Workflow '{wf}' is being changed concurrently; try again")))
 }
 
 /// `PATCH /workflows/{id}`: name, description, status, inputSchema, variables, callback_url
@@ -560,10 +415,7 @@ pub async fn patch(store: &dyn Store, acct: &str, wf: &str, body: Value) -> Resu
     let obj = body_object(&body, &allowed)?;
     let mut set = Map::new();
     if obj.contains_key("name") {
-        set.insert(
-            "name".into(),
-            json!(text(obj, "name", MAX_NAME_LEN, true)?.flatten()),
-        );
+        set.insert("name".into(), json!(text(obj, "name", MAX_NAME_LEN, true)?.flatten()));
     }
     if let Some(d) = text(obj, "description", MAX_DESCRIPTION_LEN, false)? {
         set.insert("description".into(), json!(d));
@@ -574,42 +426,17 @@ pub async fn patch(store: &dyn Store, acct: &str, wf: &str, body: Value) -> Resu
     if let Some((k, v)) = either(obj, "callback_url", "callbackUrl")? {
         set.insert("callback_url".into(), check_callback_url(k, v)?);
     }
-    let input_schema = either(obj, "inputSchema", "input_schema")?
-        .map(|(k, v)| check_schema(k, v))
-        .transpose()?;
-    let variables = either(obj, "variables", "vars")?
-        .map(|(k, v)| check_variables(k, v))
-        .transpose()?;
-    let graph = if has_graph(obj) {
-        Some(graph_of(obj)?)
-    } else {
-        None
-    };
-    apply(
-        store,
-        acct,
-        wf,
-        Change {
-            set,
-            graph,
-            input_schema,
-            variables,
-        },
-        false,
-    )
-    .await
+    let input_schema = either(obj, "inputSchema", "input_schema")?.map(|(k, v)| check_schema(k, v)).transpose()?;
+    let variables = either(obj, "variables", "vars")?.map(|(k, v)| check_variables(k, v)).transpose()?;
+    let graph = if has_graph(obj) { Some(graph_of(obj)?) } else { None };
+    apply(store, acct, wf, Change { set, graph, input_schema, variables }, false).await
 }
 
 /// `PUT /workflows/{id}/graph`: `{blocks, edges}` or `{steps}` → a new immutable version.
 pub async fn put_graph(store: &dyn Store, acct: &str, wf: &str, body: Value) -> Result<Value> {
     let obj = body_object(&body, GRAPH_FIELDS)?;
     let graph = graph_of(obj)?;
-    let change = Change {
-        set: Map::new(),
-        graph: Some(graph),
-        input_schema: None,
-        variables: None,
-    };
+    let change = Change { set: Map::new(), graph: Some(graph), input_schema: None, variables: None };
     apply(store, acct, wf, change, true).await
 }
 
@@ -617,13 +444,8 @@ async fn set_status(store: &dyn Store, acct: &str, wf: &str, status: &str) -> Re
     if !valid_id(wf) {
         return Err(not_found(wf));
     }
-    let update = Update::default()
-        .set("status", status)
-        .set("updated_at", ids::now_rfc3339());
-    match store
-        .update(&keys::workflow(acct, wf), update, Some(Cond::Exists))
-        .await
-    {
+    let update = Update::default().set("status", status).set("updated_at", ids::now_rfc3339());
+    match store.update(&keys::workflow(acct, wf), update, Some(Cond::Exists)).await {
         Ok(_) => get(store, acct, wf).await,
         Err(e) if e.is_conflict() => Err(not_found(wf)),
         Err(e) => Err(e),
@@ -645,10 +467,7 @@ pub async fn delete(store: &dyn Store, acct: &str, wf: &str) -> Result<()> {
     if !valid_id(wf) {
         return Err(not_found(wf));
     }
-    match store
-        .delete(&keys::workflow(acct, wf), Some(Cond::Exists))
-        .await
-    {
+    match store.delete(&keys::workflow(acct, wf), Some(Cond::Exists)).await {
         Ok(()) => Ok(()),
         Err(e) if e.is_conflict() => Err(not_found(wf)),
         Err(e) => Err(e),
@@ -696,24 +515,15 @@ mod tests {
     async fn schema_or_variable_changes_make_versions_and_metadata_changes_do_not() {
         let s = MemStore::new();
         create(&s, "acct_a", body()).await.unwrap();
-        let wf = patch(&s, "acct_a", "orders", json!({"name": "Renamed"}))
-            .await
-            .unwrap();
-        assert_eq!(
-            (wf["name"].clone(), wf["version"].clone()),
-            (json!("Renamed"), json!(1))
-        );
-        let wf = patch(&s, "acct_a", "orders", json!({"variables": {"k": 1}}))
-            .await
-            .unwrap();
+        let wf = patch(&s, "acct_a", "orders", json!({"name": "Renamed"})).await.unwrap();
+        assert_eq!((wf["name"].clone(), wf["version"].clone()), (json!("Renamed"), json!(1)));
+        let wf = patch(&s, "acct_a", "orders", json!({"variables": {"k": 1}})).await.unwrap();
         assert_eq!(wf["version"], json!(2));
         let v2 = load_version(&s, "acct_a", "orders", 2).await.unwrap();
         assert_eq!(v2.variables, json!({"k": 1}));
         assert_eq!(v2.graph.blocks.len(), 2);
         // Same variables again: nothing new.
-        let wf = patch(&s, "acct_a", "orders", json!({"vars": {"k": 1}}))
-            .await
-            .unwrap();
+        let wf = patch(&s, "acct_a", "orders", json!({"vars": {"k": 1}})).await.unwrap();
         assert_eq!(wf["version"], json!(2));
     }
 
@@ -721,31 +531,12 @@ mod tests {
     async fn put_graph_appends_a_version_and_keeps_old_ones() {
         let s = MemStore::new();
         create(&s, "acct_a", body()).await.unwrap();
-        let wf = put_graph(
-            &s,
-            "acct_a",
-            "orders",
-            json!({"steps": [{"id": "only", "type": "starter"}]}),
-        )
-        .await
-        .unwrap();
+        let wf =
+            put_graph(&s, "acct_a", "orders", json!({"steps": [{"id": "only", "type": "starter"}]})).await.unwrap();
         assert_eq!(wf["version"], json!(2));
-        assert_eq!(
-            load_version(&s, "acct_a", "orders", 1)
-                .await
-                .unwrap()
-                .graph
-                .blocks
-                .len(),
-            2
-        );
+        assert_eq!(load_version(&s, "acct_a", "orders", 1).await.unwrap().graph.blocks.len(), 2);
         let vs = versions(&s, "acct_a", "orders", 20, None).await.unwrap();
-        let nums: Vec<_> = vs["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v["version"].clone())
-            .collect();
+        let nums: Vec<_> = vs["data"].as_array().unwrap().iter().map(|v| v["version"].clone()).collect();
         assert_eq!(nums, vec![json!(2), json!(1)]);
     }
 
@@ -754,10 +545,7 @@ mod tests {
         let s = MemStore::new();
         create(&s, "acct_a", body()).await.unwrap();
         delete(&s, "acct_a", "orders").await.unwrap();
-        assert!(matches!(
-            get(&s, "acct_a", "orders").await,
-            Err(Error::NotFound(_))
-        ));
+        assert!(matches!(get(&s, "acct_a", "orders").await, Err(Error::NotFound(_))));
         let wf = create(&s, "acct_a", body()).await.unwrap();
         assert_eq!(wf["version"], json!(2));
         assert!(load_version(&s, "acct_a", "orders", 1).await.is_ok());
@@ -771,18 +559,9 @@ mod tests {
                 json!({"name": "x", "inputSchema": {"type": "nope"}, "steps": [{"id": "a", "type": "starter"}]}),
                 "inputSchema",
             ),
-            (
-                json!({"name": "x", "status": "live", "steps": [{"id": "a", "type": "starter"}]}),
-                "status",
-            ),
-            (
-                json!({"name": "x", "id": "Bad Id", "steps": [{"id": "a", "type": "starter"}]}),
-                "id",
-            ),
-            (
-                json!({"name": "x", "color": "red", "steps": [{"id": "a", "type": "starter"}]}),
-                "color",
-            ),
+            (json!({"name": "x", "status": "live", "steps": [{"id": "a", "type": "starter"}]}), "status"),
+            (json!({"name": "x", "id": "Bad Id", "steps": [{"id": "a", "type": "starter"}]}), "id"),
+            (json!({"name": "x", "color": "red", "steps": [{"id": "a", "type": "starter"}]}), "color"),
             (
                 json!({"name": "x", "callback_url": "ftp://x", "steps": [{"id": "a", "type": "starter"}]}),
                 "callback_url",
@@ -804,31 +583,16 @@ mod tests {
         let s = MemStore::new();
         let b = json!({"name": "x", "inputSchema": {"$ref": "http://127.0.0.1:9/schema.json"},
                        "steps": [{"id": "a", "type": "starter"}]});
-        assert!(matches!(
-            create(&s, "acct_a", b).await,
-            Err(Error::Validation { .. })
-        ));
+        assert!(matches!(create(&s, "acct_a", b).await, Err(Error::Validation { .. })));
     }
 
     #[tokio::test]
     async fn another_accounts_workflow_is_not_found() {
         let s = MemStore::new();
         create(&s, "acct_a", body()).await.unwrap();
-        assert!(matches!(
-            get(&s, "acct_b", "orders").await,
-            Err(Error::NotFound(_))
-        ));
-        assert!(matches!(
-            activate(&s, "acct_b", "orders").await,
-            Err(Error::NotFound(_))
-        ));
-        assert!(matches!(
-            delete(&s, "acct_b", "orders").await,
-            Err(Error::NotFound(_))
-        ));
-        assert!(matches!(
-            patch(&s, "acct_b", "orders", json!({"name": "y"})).await,
-            Err(Error::NotFound(_))
-        ));
+        assert!(matches!(get(&s, "acct_b", "orders").await, Err(Error::NotFound(_))));
+        assert!(matches!(activate(&s, "acct_b", "orders").await, Err(Error::NotFound(_))));
+        assert!(matches!(delete(&s, "acct_b", "orders").await, Err(Error::NotFound(_))));
+        assert!(matches!(patch(&s, "acct_b", "orders", json!({"name": "y"})).await, Err(Error::NotFound(_))));
     }
 }

@@ -76,7 +76,8 @@ async fn run(args: Args) -> Result<(), String> {
         ..AppConfig::default()
     };
     let app = App::new(store, queue, config);
-    let listener = tokio::net::TcpListener::bind(args.addr).await.map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
+    let listener =
+        tokio::net::TcpListener::bind(args.addr).await.map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let pool = tokio::spawn(baton::poller::run(app.clone(), args.workers, stop_rx.clone()));
     let purge = tokio::spawn({

@@ -19,10 +19,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/auth/register", post(register))
         .route("/api/v1/account", get(account))
-        .route(
-            "/api/v1/account/rotate-callback-secret",
-            post(rotate_callback_secret),
-        )
+        .route("/api/v1/account/rotate-callback-secret", post(rotate_callback_secret))
         .route("/api/v1/api-keys", get(list_keys).post(create_key))
         .route("/api/v1/api-keys/{id}", delete(revoke_key))
         .route("/api/v1/api-keys/{id}/rotate", post(rotate_key))
@@ -47,41 +44,25 @@ fn with_secret(issued: IssuedKey) -> Value {
 }
 
 async fn register(State(state): State<AppState>, Json(b): Json<RegisterBody>) -> Result<Response> {
-    let name = b
-        .name
-        .ok_or_else(|| Error::validation_at(vec![json!("name")], "`name` is required"))?;
-    let (account, issued) =
-        accounts::register(state.store.as_ref(), &name, b.email.as_deref()).await?;
+    let name = b.name.ok_or_else(|| Error::validation_at(vec![json!("name")], "`name` is required"))?;
+    let (account, issued) = accounts::register(state.store.as_ref(), &name, b.email.as_deref()).await?;
     let body = json!({"account": account, "api_key": issued.secret, "key": issued.key});
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 async fn account(State(state): State<AppState>, p: Principal) -> Result<Json<Value>> {
     p.require(KEYS_MANAGE)?;
-    Ok(Json(
-        accounts::get_account(state.store.as_ref(), &p.account_id).await?,
-    ))
+    Ok(Json(accounts::get_account(state.store.as_ref(), &p.account_id).await?))
 }
 
-async fn rotate_callback_secret(
-    State(state): State<AppState>,
-    p: Principal,
-) -> Result<Json<Value>> {
+async fn rotate_callback_secret(State(state): State<AppState>, p: Principal) -> Result<Json<Value>> {
     p.require(KEYS_MANAGE)?;
-    Ok(Json(
-        accounts::rotate_callback_secret(state.store.as_ref(), &p.account_id).await?,
-    ))
+    Ok(Json(accounts::rotate_callback_secret(state.store.as_ref(), &p.account_id).await?))
 }
 
-async fn list_keys(
-    State(state): State<AppState>,
-    p: Principal,
-    Query(q): Query<ListParams>,
-) -> Result<Json<Value>> {
+async fn list_keys(State(state): State<AppState>, p: Principal, Query(q): Query<ListParams>) -> Result<Json<Value>> {
     p.require(KEYS_MANAGE)?;
-    Ok(Json(
-        accounts::list_keys(state.store.as_ref(), &p.account_id, q.limit()?, q.cursor()).await?,
-    ))
+    Ok(Json(accounts::list_keys(state.store.as_ref(), &p.account_id, q.limit()?, q.cursor()).await?))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -99,29 +80,16 @@ async fn create_key(
     OptionalJson(b): OptionalJson<CreateKeyBody>,
 ) -> Result<Response> {
     p.require(KEYS_MANAGE)?;
-    let issued =
-        accounts::create_key(state.store.as_ref(), &p, b.name.as_deref(), b.scopes).await?;
+    let issued = accounts::create_key(state.store.as_ref(), &p, b.name.as_deref(), b.scopes).await?;
     Ok((StatusCode::CREATED, Json(with_secret(issued))).into_response())
 }
 
-async fn revoke_key(
-    State(state): State<AppState>,
-    p: Principal,
-    Path(id): Path<String>,
-) -> Result<Json<Value>> {
+async fn revoke_key(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<Json<Value>> {
     p.require(KEYS_MANAGE)?;
-    Ok(Json(
-        accounts::revoke_key(state.store.as_ref(), &p.account_id, &id).await?,
-    ))
+    Ok(Json(accounts::revoke_key(state.store.as_ref(), &p.account_id, &id).await?))
 }
 
-async fn rotate_key(
-    State(state): State<AppState>,
-    p: Principal,
-    Path(id): Path<String>,
-) -> Result<Json<Value>> {
+async fn rotate_key(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<Json<Value>> {
     p.require(KEYS_MANAGE)?;
-    Ok(Json(with_secret(
-        accounts::rotate_key(state.store.as_ref(), &p.account_id, &id).await?,
-    )))
+    Ok(Json(with_secret(accounts::rotate_key(state.store.as_ref(), &p.account_id, &id).await?)))
 }

@@ -27,14 +27,10 @@ pub fn api_key_of(headers: &HeaderMap) -> Result<&str, Error> {
             .map(|(_, t)| t.trim())
             .filter(|t| !t.is_empty() && !t.contains(' '));
         return token.ok_or_else(|| {
-            Error::Unauthorized(
-                "Malformed Authorization header: expected `Authorization: Bearer <key>`".into(),
-            )
+            Error::Unauthorized("Malformed Authorization header: expected `Authorization: Bearer <key>`".into())
         });
     }
-    Err(Error::Unauthorized(
-        "Missing API key: send X-API-Key or Authorization: Bearer".into(),
-    ))
+    Err(Error::Unauthorized("Missing API key: send X-API-Key or Authorization: Bearer".into()))
 }
 
 impl FromRequestParts<AppState> for Principal {
@@ -64,12 +60,8 @@ impl FromRequestParts<AppState> for RateLimited {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let principal = Principal::from_request_parts(parts, state).await?;
-        let rate = accounts::check_rate_limit(
-            state.store.as_ref(),
-            &principal,
-            state.config.rate_limit_per_minute,
-        )
-        .await?;
+        let rate =
+            accounts::check_rate_limit(state.store.as_ref(), &principal, state.config.rate_limit_per_minute).await?;
         Ok(RateLimited { principal, rate })
     }
 }
@@ -77,17 +69,8 @@ impl FromRequestParts<AppState> for RateLimited {
 /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (seconds).
 pub fn rate_limit_headers(info: &RateInfo) -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.insert(
-        HeaderName::from_static("ratelimit-limit"),
-        HeaderValue::from(info.limit),
-    );
-    h.insert(
-        HeaderName::from_static("ratelimit-remaining"),
-        HeaderValue::from(info.remaining),
-    );
-    h.insert(
-        HeaderName::from_static("ratelimit-reset"),
-        HeaderValue::from(info.reset_secs),
-    );
+    h.insert(HeaderName::from_static("ratelimit-limit"), HeaderValue::from(info.limit));
+    h.insert(HeaderName::from_static("ratelimit-remaining"), HeaderValue::from(info.remaining));
+    h.insert(HeaderName::from_static("ratelimit-reset"), HeaderValue::from(info.reset_secs));
     h
 }

@@ -23,39 +23,23 @@ impl IntoResponse for Error {
             Error::Forbidden(m) => envelope(StatusCode::FORBIDDEN, "FORBIDDEN", &m, &[]),
             Error::NotFound(m) => envelope(StatusCode::NOT_FOUND, "NOT_FOUND", &m, &[]),
             Error::Conflict(m) => envelope(StatusCode::CONFLICT, "CONFLICT", &m, &[]),
-            Error::Validation { message, details } => envelope(
-                StatusCode::BAD_REQUEST,
-                "VALIDATION_ERROR",
-                &message,
-                &details,
-            ),
-            Error::InvalidStatus(m) => envelope(StatusCode::BAD_REQUEST, "INVALID_STATUS", &m, &[]),
-            Error::PayloadTooLarge(m) => {
-                envelope(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", &m, &[])
+            Error::Validation { message, details } => {
+                envelope(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", &message, &details)
             }
-            Error::Unprocessable { message, details } => envelope(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "UNPROCESSABLE",
-                &message,
-                &details,
-            ),
+            Error::InvalidStatus(m) => envelope(StatusCode::BAD_REQUEST, "INVALID_STATUS", &m, &[]),
+            Error::PayloadTooLarge(m) => envelope(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", &m, &[]),
+            Error::Unprocessable { message, details } => {
+                envelope(StatusCode::UNPROCESSABLE_ENTITY, "UNPROCESSABLE", &message, &details)
+            }
             Error::RateLimited(m, retry_after) => {
                 let mut resp = envelope(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED", &m, &[]);
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
                 resp
             }
-            Error::NotImplemented(m) => {
-                envelope(StatusCode::NOT_IMPLEMENTED, "NOT_IMPLEMENTED", &m, &[])
-            }
+            Error::NotImplemented(m) => envelope(StatusCode::NOT_IMPLEMENTED, "NOT_IMPLEMENTED", &m, &[]),
             Error::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
-                envelope(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "INTERNAL",
-                    "Internal server error",
-                    &[],
-                )
+                envelope(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "Internal server error", &[])
             }
         }
     }

@@ -69,26 +69,15 @@ impl<T: Serialize> IntoResponse for Json<T> {
 }
 
 fn content_type_error() -> Error {
-    Error::validation_at(
-        vec![Value::from("Content-Type")],
-        "Content-Type must be application/json",
-    )
+    Error::validation_at(vec![Value::from("Content-Type")], "Content-Type must be application/json")
 }
 
 /// `application/json`, or any `application/*+json`, parameters (charset) allowed.
 pub fn is_json_content_type(headers: &HeaderMap) -> bool {
-    let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let essence = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let Some((ty, sub)) = essence.split_once('/') else {
         return false;
     };
@@ -100,10 +89,7 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Err
         BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
             Error::PayloadTooLarge("Request body is larger than the limit".into())
         }
-        other => Error::validation(format!(
-            "Could not read the request body: {}",
-            other.body_text()
-        )),
+        other => Error::validation(format!("Could not read the request body: {}", other.body_text())),
     })
 }
 
@@ -115,9 +101,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
         Err(e) => e,
     };
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(Error::validation(
-            "Request body is empty; send a JSON object",
-        ));
+        return Err(Error::validation("Request body is empty; send a JSON object"));
     }
     let plain = strip_location(&e);
     match e.classify() {
@@ -128,21 +112,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
             } else {
                 format!("Invalid request body at {}: {plain}", render_path(&path))
             };
-            Err(Error::Validation {
-                message,
-                details: vec![Detail::new(path, plain)],
-            })
+            Err(Error::Validation { message, details: vec![Detail::new(path, plain)] })
         }
         Category::Syntax | Category::Eof | Category::Io => {
-            let message = format!(
-                "Invalid JSON at line {} column {}: {plain}",
-                e.line(),
-                e.column()
-            );
-            Err(Error::Validation {
-                details: vec![Detail::new(Vec::new(), message.clone())],
-                message,
-            })
+            let message = format!("Invalid JSON at line {} column {}: {plain}", e.line(), e.column());
+            Err(Error::Validation { details: vec![Detail::new(Vec::new(), message.clone())], message })
         }
     }
 }
@@ -165,10 +139,7 @@ fn data_error_path<T: DeserializeOwned>(bytes: &[u8], e: &serde_json::Error) -> 
         deepest = s;
     }
     let text = deepest.to_string();
-    let Some(prefix) = text
-        .strip_suffix(&e.to_string())
-        .and_then(|p| p.strip_suffix(": "))
-    else {
+    let Some(prefix) = text.strip_suffix(&e.to_string()).and_then(|p| p.strip_suffix(": ")) else {
         return Vec::new();
     };
     parse_path(prefix)
@@ -214,14 +185,7 @@ fn parse_path(s: &str) -> Vec<Value> {
 }
 
 fn render_path(path: &[Value]) -> String {
-    path.iter()
-        .map(|v| {
-            v.as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| v.to_string())
-        })
-        .collect::<Vec<_>>()
-        .join(".")
+    path.iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect::<Vec<_>>().join(".")
 }
 
 /// Query string parameters; a malformed query is a 400 `VALIDATION_ERROR`.
@@ -284,10 +248,7 @@ mod tests {
 
     #[test]
     fn paths_parse_into_segments() {
-        assert_eq!(
-            parse_path("blocks[0].id"),
-            vec![json!("blocks"), json!(0), json!("id")]
-        );
+        assert_eq!(parse_path("blocks[0].id"), vec![json!("blocks"), json!(0), json!("id")]);
         assert_eq!(parse_path("name"), vec![json!("name")]);
         assert_eq!(parse_path("."), Vec::<Value>::new());
         assert_eq!(parse_path("a[1][2]"), vec![json!("a"), json!(1), json!(2)]);
@@ -307,11 +268,8 @@ mod tests {
 
     #[test]
     fn data_errors_carry_the_field_path() {
-        let e =
-            parse_json::<Body>(br#"{"name": "x", "items": [{"n": 1}, {"n": "two"}]}"#).unwrap_err();
-        let Error::Validation { details, message } = e else {
-            panic!()
-        };
+        let e = parse_json::<Body>(br#"{"name": "x", "items": [{"n": 1}, {"n": "two"}]}"#).unwrap_err();
+        let Error::Validation { details, message } = e else { panic!() };
         assert_eq!(details[0].path, vec![json!("items"), json!(1), json!("n")]);
         assert!(message.contains("items.1.n"), "{message}");
     }

@@ -24,10 +24,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/runs/{id}/events", get(events))
         .route("/api/v1/runs/{id}/tasks", get(tasks))
         .route("/api/v1/runs/{id}/redrive", post(redrive))
-        .route(
-            "/api/v1/runs/{id}/tasks/{task_id}/complete",
-            post(complete_task),
-        )
+        .route("/api/v1/runs/{id}/tasks/{task_id}/complete", post(complete_task))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -54,20 +51,15 @@ fn idempotency_key(headers: &HeaderMap, body: Option<String>) -> Result<Option<S
     let header = match headers.get("idempotency-key") {
         Some(v) => Some(
             v.to_str()
-                .map_err(|_| {
-                    Error::validation_at(
-                        vec![json!("Idempotency-Key")],
-                        "header must be visible ASCII",
-                    )
-                })?
+                .map_err(|_| Error::validation_at(vec![json!("Idempotency-Key")], "header must be visible ASCII"))?
                 .to_string(),
         ),
         None => None,
     };
     match (header, body) {
-        (Some(h), Some(b)) if h != b => Err(Error::validation(
-            "Idempotency-Key header and body idempotencyKey differ; send one",
-        )),
+        (Some(h), Some(b)) if h != b => {
+            Err(Error::validation("Idempotency-Key header and body idempotencyKey differ; send one"))
+        }
         (h, b) => Ok(h.or(b)),
     }
 }
@@ -105,18 +97,12 @@ fn check_callback_url(u: &str) -> Result<()> {
 }
 
 async fn rate_limited(state: &AppState, p: &Principal) -> Result<HeaderMap> {
-    let info =
-        crate::accounts::check_rate_limit(&*state.store, p, state.config.rate_limit_per_minute)
-            .await?;
+    let info = crate::accounts::check_rate_limit(&*state.store, p, state.config.rate_limit_per_minute).await?;
     Ok(super::auth::rate_limit_headers(&info))
 }
 
 fn started(headers: HeaderMap, s: crate::engine::Started) -> Response {
-    let code = if s.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let code = if s.created { StatusCode::CREATED } else { StatusCode::OK };
     (code, headers, axum::Json(s.run)).into_response()
 }
 
@@ -163,10 +149,7 @@ async fn trigger(
         Value::String(s) if !s.is_empty() => s.clone(),
         Value::Number(n) => n.to_string(),
         _ => {
-            return Err(Error::validation_at(
-                vec![json!("workflow_id")],
-                "`workflow_id` must be a non-empty string",
-            ));
+            return Err(Error::validation_at(vec![json!("workflow_id")], "`workflow_id` must be a non-empty string"));
         }
     };
     let rl = rate_limited(&state, &p).await?;
@@ -212,32 +195,20 @@ async fn execute(
     let mut rl = rate_limited(&state, &p).await?;
     let deadline = match body.timeout_ms {
         Some(0) => {
-            return Err(Error::validation_at(
-                vec![json!("timeout_ms")],
-                "must be at least 1",
-            ));
+            return Err(Error::validation_at(vec![json!("timeout_ms")], "must be at least 1"));
         }
         Some(ms) => Duration::from_millis(ms).min(state.config.sync_deadline),
         None => state.config.sync_deadline,
     };
     let req = start_request(&headers, body, "execute")?;
-    let r = state
-        .engine
-        .execute_sync(&p.account_id, &id, req, deadline)
-        .await?;
+    let r = state.engine.execute_sync(&p.account_id, &id, req, deadline).await?;
     if !r.finished {
         return Ok((StatusCode::ACCEPTED, rl, axum::Json(r.run)).into_response());
     }
-    let code = r
-        .response_status
-        .and_then(|s| StatusCode::from_u16(s).ok())
-        .unwrap_or(StatusCode::OK);
+    let code = r.response_status.and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::OK);
     if let Some(Value::Object(h)) = &r.response_headers {
         for (k, v) in h {
-            let val = v
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| v.to_string());
+            let val = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
             if let (Ok(k), Ok(v)) = (HeaderName::try_from(k.as_str()), HeaderValue::try_from(val)) {
                 rl.insert(k, v);
             }
@@ -262,26 +233,13 @@ struct ListParams {
     cursor: Option<String>,
 }
 
-async fn list(
-    State(state): State<AppState>,
-    p: Principal,
-    Query(q): Query<ListParams>,
-) -> Result<axum::Json<Value>> {
+async fn list(State(state): State<AppState>, p: Principal, Query(q): Query<ListParams>) -> Result<axum::Json<Value>> {
     p.require("runs:read")?;
-    let f = RunFilter {
-        status: q.status,
-        workflow_id: q.workflow_id,
-        limit: q.limit.unwrap_or(20),
-        cursor: q.cursor,
-    };
+    let f = RunFilter { status: q.status, workflow_id: q.workflow_id, limit: q.limit.unwrap_or(20), cursor: q.cursor };
     Ok(axum::Json(state.engine.list_runs(&p.account_id, f).await?))
 }
 
-async fn detail(
-    State(state): State<AppState>,
-    p: Principal,
-    Path(id): Path<String>,
-) -> Result<axum::Json<Value>> {
+async fn detail(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<axum::Json<Value>> {
     p.require("runs:read")?;
     Ok(axum::Json(state.engine.get_run(&p.account_id, &id).await?))
 }
@@ -300,45 +258,22 @@ async fn events(
     Query(q): Query<PageParams>,
 ) -> Result<axum::Json<Value>> {
     p.require("runs:read")?;
-    Ok(axum::Json(
-        state
-            .engine
-            .run_events(&p.account_id, &id, q.limit.unwrap_or(100), q.cursor)
-            .await?,
-    ))
+    Ok(axum::Json(state.engine.run_events(&p.account_id, &id, q.limit.unwrap_or(100), q.cursor).await?))
 }
 
-async fn tasks(
-    State(state): State<AppState>,
-    p: Principal,
-    Path(id): Path<String>,
-) -> Result<axum::Json<Value>> {
+async fn tasks(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<axum::Json<Value>> {
     p.require("runs:read")?;
-    Ok(axum::Json(
-        state.engine.run_tasks(&p.account_id, &id).await?,
-    ))
+    Ok(axum::Json(state.engine.run_tasks(&p.account_id, &id).await?))
 }
 
-async fn cancel(
-    State(state): State<AppState>,
-    p: Principal,
-    Path(id): Path<String>,
-) -> Result<axum::Json<Value>> {
+async fn cancel(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<axum::Json<Value>> {
     p.require("runs:write")?;
-    Ok(axum::Json(
-        state.engine.cancel_run(&p.account_id, &id).await?,
-    ))
+    Ok(axum::Json(state.engine.cancel_run(&p.account_id, &id).await?))
 }
 
-async fn redrive(
-    State(state): State<AppState>,
-    p: Principal,
-    Path(id): Path<String>,
-) -> Result<axum::Json<Value>> {
+async fn redrive(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<axum::Json<Value>> {
     p.require("runs:write")?;
-    Ok(axum::Json(
-        state.engine.redrive_run(&p.account_id, &id).await?,
-    ))
+    Ok(axum::Json(state.engine.redrive_run(&p.account_id, &id).await?))
 }
 
 async fn complete_task(
@@ -348,12 +283,7 @@ async fn complete_task(
     Json(answer): Json<Value>,
 ) -> Result<axum::Json<Value>> {
     p.require("runs:write")?;
-    Ok(axum::Json(
-        state
-            .engine
-            .complete_task(&p.account_id, &id, &task_id, answer)
-            .await?,
-    ))
+    Ok(axum::Json(state.engine.complete_task(&p.account_id, &id, &task_id, answer).await?))
 }
 
 #[cfg(test)]

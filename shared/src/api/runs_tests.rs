@@ -1,8 +1,8 @@
 //! HTTP tests of the run endpoints, on the real SQLite adapters with the queue played by
 //! the same per-message function the local poller uses.
 
-use crate::api::router;
 use crate::adapters::{Sqlite, SqliteQueue, SqliteStore};
+use crate::api::router;
 use crate::app::{App, AppConfig, AppState};
 use crate::queue::Outcome;
 use axum::Router;
@@ -40,7 +40,13 @@ impl T {
         (s, b)
     }
 
-    async fn call_with(&self, m: Method, uri: &str, body: Option<Value>, headers: &[(&str, &str)]) -> (StatusCode, http::HeaderMap, Value) {
+    async fn call_with(
+        &self,
+        m: Method,
+        uri: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, http::HeaderMap, Value) {
         let mut req = Request::builder().method(m).uri(uri);
         if !self.key.is_empty() {
             req = req.header("x-api-key", &self.key);
@@ -70,7 +76,9 @@ impl T {
             for m in msgs {
                 match self.state.engine.process(&m.body).await {
                     Outcome::Ack => self.state.queue.delete(&m.receipt).await.unwrap(),
-                    Outcome::RetryAfter(_) => self.state.queue.change_visibility(&m.receipt, Duration::ZERO).await.unwrap(),
+                    Outcome::RetryAfter(_) => {
+                        self.state.queue.change_visibility(&m.receipt, Duration::ZERO).await.unwrap()
+                    }
                 }
             }
         }
@@ -128,7 +136,9 @@ async fn start_wait_approve_and_read_the_output() {
     assert_eq!(s, StatusCode::OK);
     let (s, b) = t.call(Method::POST, &uri, Some(json!({"approved": true}))).await;
     assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("CONFLICT")));
-    let (s, _) = t.call(Method::POST, &format!("/api/v1/runs/{id}/tasks/task_nope/complete"), Some(json!({"approved": true}))).await;
+    let (s, _) = t
+        .call(Method::POST, &format!("/api/v1/runs/{id}/tasks/task_nope/complete"), Some(json!({"approved": true})))
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     t.drain().await;
     let (_, r) = t.call(Method::GET, &format!("/api/v1/runs/{id}"), None).await;
@@ -170,10 +180,17 @@ async fn idempotency_key_in_body_or_header_returns_the_same_run() {
     assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::OK));
     assert_eq!(a["run_id"], b["run_id"]);
     let (s, _, c) = t
-        .call_with(Method::POST, "/api/v1/workflows/c/run", Some(json!({"input": {"n": 1}})), &[("idempotency-key", "order-1")])
+        .call_with(
+            Method::POST,
+            "/api/v1/workflows/c/run",
+            Some(json!({"input": {"n": 1}})),
+            &[("idempotency-key", "order-1")],
+        )
         .await;
     assert_eq!((s, &c["run_id"]), (StatusCode::OK, &a["run_id"]));
-    let (s, d) = t.call(Method::POST, "/api/v1/workflows/c/run", Some(json!({"input": {"n": 2}, "idempotencyKey": "order-1"}))).await;
+    let (s, d) = t
+        .call(Method::POST, "/api/v1/workflows/c/run", Some(json!({"input": {"n": 2}, "idempotencyKey": "order-1"})))
+        .await;
     assert_eq!((s, d["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("CONFLICT")));
 }
 
@@ -181,7 +198,13 @@ async fn idempotency_key_in_body_or_header_returns_the_same_run() {
 async fn trigger_reads_a_numeric_workflow_id_and_puts_the_task_in_input() {
     let t = setup(1000).await;
     t.workflow(chain("42")).await;
-    let (s, r) = t.call(Method::POST, "/api/v1/trigger", Some(json!({"workflow_id": 42, "input": {"n": 1}, "task": "sum it", "metadata": {"from": "ci"}}))).await;
+    let (s, r) = t
+        .call(
+            Method::POST,
+            "/api/v1/trigger",
+            Some(json!({"workflow_id": 42, "input": {"n": 1}, "task": "sum it", "metadata": {"from": "ci"}})),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{r}");
     assert_eq!(r["workflow_id"], "42");
     assert_eq!(r["input"]["task"], "sum it");
@@ -196,16 +219,20 @@ async fn trigger_reads_a_numeric_workflow_id_and_puts_the_task_in_input() {
 async fn execute_answers_with_the_response_block_or_202_at_the_deadline() {
     let t = setup(1000).await;
     t.workflow(chain("c")).await;
-    let (s, h, r) = t.call_with(Method::POST, "/api/v1/workflows/c/execute", Some(json!({"input": {"n": 4}})), &[]).await;
+    let (s, h, r) =
+        t.call_with(Method::POST, "/api/v1/workflows/c/execute", Some(json!({"input": {"n": 4}})), &[]).await;
     assert_eq!(s, StatusCode::CREATED, "the response block's status: {r}");
     assert_eq!(h.get("x-baton-test").unwrap(), "yes");
     assert_eq!(r["status"], "completed");
     assert_eq!(r["output"], json!({"n": 5}));
     t.workflow(approval("orders", "active")).await;
-    let (s, r) = t.call(Method::POST, "/api/v1/workflows/orders/execute", Some(json!({"input": {"amount": 5000}}))).await;
+    let (s, r) =
+        t.call(Method::POST, "/api/v1/workflows/orders/execute", Some(json!({"input": {"amount": 5000}}))).await;
     assert_eq!(s, StatusCode::ACCEPTED);
     assert_eq!(r["status"], "waiting_human", "{r}");
-    let (s, _) = t.call(Method::POST, "/api/v1/workflows/orders/execute", Some(json!({"input": {"amount": 1}, "timeout_ms": 0}))).await;
+    let (s, _) = t
+        .call(Method::POST, "/api/v1/workflows/orders/execute", Some(json!({"input": {"amount": 1}, "timeout_ms": 0})))
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
 
@@ -222,7 +249,9 @@ async fn runs_list_pages_with_a_cursor_and_filters() {
     let (_, p1) = t.call(Method::GET, "/api/v1/runs?limit=4", None).await;
     assert_eq!(p1["data"].as_array().unwrap().len(), 4);
     assert_eq!(p1["data"][0]["workflow_id"], "orders", "newest first");
-    let (_, p2) = t.call(Method::GET, &format!("/api/v1/runs?limit=4&cursor={}", p1["next_cursor"].as_str().unwrap()), None).await;
+    let (_, p2) = t
+        .call(Method::GET, &format!("/api/v1/runs?limit=4&cursor={}", p1["next_cursor"].as_str().unwrap()), None)
+        .await;
     assert_eq!(p2["data"].as_array().unwrap().len(), 2);
     assert!(p2["next_cursor"].is_null());
     let (_, w) = t.call(Method::GET, "/api/v1/runs?status=waiting_human", None).await;
@@ -288,7 +317,8 @@ async fn run_starts_are_rate_limited_with_retry_after() {
     let t = setup(2).await;
     t.workflow(chain("c")).await;
     for _ in 0..2 {
-        let (s, h, _) = t.call_with(Method::POST, "/api/v1/workflows/c/run", Some(json!({"input": {"n": 1}})), &[]).await;
+        let (s, h, _) =
+            t.call_with(Method::POST, "/api/v1/workflows/c/run", Some(json!({"input": {"n": 1}})), &[]).await;
         assert_eq!(s, StatusCode::CREATED);
         assert!(h.contains_key("ratelimit-remaining"));
     }

@@ -19,11 +19,7 @@ const BODY_LIMIT: usize = 16 * 1024;
 const RATE_LIMIT: u64 = 2;
 
 fn state() -> AppState {
-    let config = AppConfig {
-        max_body_bytes: BODY_LIMIT,
-        rate_limit_per_minute: RATE_LIMIT,
-        ..AppConfig::default()
-    };
+    let config = AppConfig { max_body_bytes: BODY_LIMIT, rate_limit_per_minute: RATE_LIMIT, ..AppConfig::default() };
     App::new(Arc::new(MemStore::new()), Arc::new(MemQueue::new()), config)
 }
 
@@ -34,11 +30,7 @@ async fn limited(r: RateLimited) -> impl IntoResponse {
 /// The production router plus one test route that uses the run-start rate limit.
 fn app() -> Router {
     let s = state();
-    router(s.clone()).merge(
-        Router::new()
-            .route("/test/limited", post(limited))
-            .with_state(s),
-    )
+    router(s.clone()).merge(Router::new().route("/test/limited", post(limited)).with_state(s))
 }
 
 struct Resp {
@@ -61,42 +53,23 @@ async fn send(app: &Router, req: Request<Body>) -> Resp {
     let status = res.status();
     let headers = res.headers().clone();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    let body = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-    Resp {
-        status,
-        headers,
-        body,
-    }
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    Resp { status, headers, body }
 }
 
-async fn call(
-    app: &Router,
-    method: Method,
-    uri: &str,
-    key: Option<&str>,
-    body: Option<Value>,
-) -> Resp {
+async fn call(app: &Router, method: Method, uri: &str, key: Option<&str>, body: Option<Value>) -> Resp {
     let mut req = Request::builder().method(method).uri(uri);
     if let Some(k) = key {
         req = req.header("x-api-key", k);
     }
     let req = match body {
-        Some(b) => req
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(b.to_string())),
+        Some(b) => req.header(header::CONTENT_TYPE, "application/json").body(Body::from(b.to_string())),
         None => req.body(Body::empty()),
     };
     send(app, req.unwrap()).await
 }
 
-async fn raw(
-    app: &Router,
-    method: Method,
-    uri: &str,
-    headers: &[(&str, &str)],
-    body: impl Into<Body>,
-) -> Resp {
+async fn raw(app: &Router, method: Method, uri: &str, headers: &[(&str, &str)], body: impl Into<Body>) -> Resp {
     let mut req = Request::builder().method(method).uri(uri);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -106,30 +79,14 @@ async fn raw(
 
 /// Registers an account; returns (account id, api key).
 async fn register(app: &Router) -> (String, String) {
-    let r = call(
-        app,
-        Method::POST,
-        "/api/v1/auth/register",
-        None,
-        Some(json!({"name": "Acme"})),
-    )
-    .await;
+    let r = call(app, Method::POST, "/api/v1/auth/register", None, Some(json!({"name": "Acme"}))).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    (
-        r.body["account"]["id"].as_str().unwrap().into(),
-        r.body["api_key"].as_str().unwrap().into(),
-    )
+    (r.body["account"]["id"].as_str().unwrap().into(), r.body["api_key"].as_str().unwrap().into())
 }
 
 async fn key_with_scopes(app: &Router, admin: &str, scopes: Value) -> String {
-    let r = call(
-        app,
-        Method::POST,
-        "/api/v1/api-keys",
-        Some(admin),
-        Some(json!({"name": "k", "scopes": scopes})),
-    )
-    .await;
+    let r =
+        call(app, Method::POST, "/api/v1/api-keys", Some(admin), Some(json!({"name": "k", "scopes": scopes}))).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     r.body["api_key"].as_str().unwrap().into()
 }
@@ -161,84 +118,33 @@ fn assert_envelope(r: &Resp, status: StatusCode, code: &str) {
 #[tokio::test]
 async fn every_error_variant_maps_to_its_status_code_and_envelope() {
     let cases = [
+        (Error::Unauthorized("u".into()), StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+        (Error::Forbidden("f".into()), StatusCode::FORBIDDEN, "FORBIDDEN"),
+        (Error::NotFound("n".into()), StatusCode::NOT_FOUND, "NOT_FOUND"),
+        (Error::Conflict("c".into()), StatusCode::CONFLICT, "CONFLICT"),
+        (Error::validation("v"), StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
+        (Error::InvalidStatus("i".into()), StatusCode::BAD_REQUEST, "INVALID_STATUS"),
+        (Error::PayloadTooLarge("p".into()), StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
         (
-            Error::Unauthorized("u".into()),
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-        ),
-        (
-            Error::Forbidden("f".into()),
-            StatusCode::FORBIDDEN,
-            "FORBIDDEN",
-        ),
-        (
-            Error::NotFound("n".into()),
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-        ),
-        (
-            Error::Conflict("c".into()),
-            StatusCode::CONFLICT,
-            "CONFLICT",
-        ),
-        (
-            Error::validation("v"),
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-        ),
-        (
-            Error::InvalidStatus("i".into()),
-            StatusCode::BAD_REQUEST,
-            "INVALID_STATUS",
-        ),
-        (
-            Error::PayloadTooLarge("p".into()),
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
-        ),
-        (
-            Error::Unprocessable {
-                message: "x".into(),
-                details: vec![Detail::new(vec![json!("a")], "m")],
-            },
+            Error::Unprocessable { message: "x".into(), details: vec![Detail::new(vec![json!("a")], "m")] },
             StatusCode::UNPROCESSABLE_ENTITY,
             "UNPROCESSABLE",
         ),
-        (
-            Error::RateLimited("r".into(), 7),
-            StatusCode::TOO_MANY_REQUESTS,
-            "RATE_LIMITED",
-        ),
-        (
-            Error::NotImplemented("ni".into()),
-            StatusCode::NOT_IMPLEMENTED,
-            "NOT_IMPLEMENTED",
-        ),
-        (
-            Error::Internal("db password is hunter2".into()),
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-        ),
+        (Error::RateLimited("r".into(), 7), StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
+        (Error::NotImplemented("ni".into()), StatusCode::NOT_IMPLEMENTED, "NOT_IMPLEMENTED"),
+        (Error::Internal("db password is hunter2".into()), StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
     ];
     for (e, status, code) in cases {
         let res = e.into_response();
         let (status_got, headers) = (res.status(), res.headers().clone());
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        let r = Resp {
-            status: status_got,
-            headers,
-            body: serde_json::from_slice(&bytes).unwrap(),
-        };
+        let r = Resp { status: status_got, headers, body: serde_json::from_slice(&bytes).unwrap() };
         assert_envelope(&r, status, code);
         if code == "RATE_LIMITED" {
             assert_eq!(r.headers[header::RETRY_AFTER], "7");
         }
         if code == "INTERNAL" {
-            assert!(
-                !r.message().contains("hunter2"),
-                "internal detail leaked: {:?}",
-                r.body
-            );
+            assert!(!r.message().contains("hunter2"), "internal detail leaked: {:?}", r.body);
         }
         if code == "UNPROCESSABLE" {
             assert_eq!(r.body["error"]["details"][0]["path"], json!(["a"]));
@@ -250,10 +156,7 @@ async fn every_error_variant_maps_to_its_status_code_and_envelope() {
 async fn health_is_public_and_reports_the_version() {
     let r = call(&app(), Method::GET, "/api/v1/health", None, None).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(
-        r.body,
-        json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})
-    );
+    assert_eq!(r.body, json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}));
 }
 
 #[tokio::test]
@@ -277,10 +180,7 @@ async fn openapi_document_is_openapi_3_1_and_lists_the_routes() {
         "/api/v1/workflows/{id}/deactivate",
         "/api/v1/workflows/{id}/deploy",
     ] {
-        assert!(
-            r.body["paths"].get(p).is_some(),
-            "{p} missing from openapi.json"
-        );
+        assert!(r.body["paths"].get(p).is_some(), "{p} missing from openapi.json");
     }
 }
 
@@ -304,33 +204,16 @@ async fn wrong_method_is_a_405_envelope_with_allow_header() {
 async fn missing_api_key_is_401_with_a_hint() {
     let r = call(&app(), Method::GET, "/api/v1/workflows", None, None).await;
     assert_envelope(&r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
-    assert_eq!(
-        r.message(),
-        "Missing API key: send X-API-Key or Authorization: Bearer"
-    );
+    assert_eq!(r.message(), "Missing API key: send X-API-Key or Authorization: Bearer");
 }
 
 #[tokio::test]
 async fn invalid_api_key_is_401_in_both_header_forms() {
     let app = app();
-    let r = call(
-        &app,
-        Method::GET,
-        "/api/v1/workflows",
-        Some("bk_0000"),
-        None,
-    )
-    .await;
+    let r = call(&app, Method::GET, "/api/v1/workflows", Some("bk_0000"), None).await;
     assert_envelope(&r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
     assert_eq!(r.message(), "Invalid API key");
-    let r = raw(
-        &app,
-        Method::GET,
-        "/api/v1/workflows",
-        &[("authorization", "Bearer bk_0000")],
-        "",
-    )
-    .await;
+    let r = raw(&app, Method::GET, "/api/v1/workflows", &[("authorization", "Bearer bk_0000")], "").await;
     assert_envelope(&r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
     assert_eq!(r.message(), "Invalid API key");
 }
@@ -339,20 +222,9 @@ async fn invalid_api_key_is_401_in_both_header_forms() {
 async fn malformed_authorization_header_is_401() {
     let app = app();
     for v in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer    ", "bk_abc"] {
-        let r = raw(
-            &app,
-            Method::GET,
-            "/api/v1/workflows",
-            &[("authorization", v)],
-            "",
-        )
-        .await;
+        let r = raw(&app, Method::GET, "/api/v1/workflows", &[("authorization", v)], "").await;
         assert_envelope(&r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
-        assert!(
-            r.message().contains("Malformed Authorization"),
-            "{v}: {:?}",
-            r.body
-        );
+        assert!(r.message().contains("Malformed Authorization"), "{v}: {:?}", r.body);
     }
 }
 
@@ -363,14 +235,7 @@ async fn bearer_and_x_api_key_both_authenticate() {
     let r = call(&app, Method::GET, "/api/v1/workflows", Some(&key), None).await;
     assert_eq!(r.status, StatusCode::OK);
     let bearer = format!("Bearer {key}");
-    let r = raw(
-        &app,
-        Method::GET,
-        "/api/v1/workflows",
-        &[("authorization", &bearer)],
-        "",
-    )
-    .await;
+    let r = raw(&app, Method::GET, "/api/v1/workflows", &[("authorization", &bearer)], "").await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body, json!({"data": [], "next_cursor": null}));
 }
@@ -380,14 +245,7 @@ async fn a_key_without_the_scope_is_403() {
     let app = app();
     let (_, admin) = register(&app).await;
     let reader = key_with_scopes(&app, &admin, json!(["workflows:read"])).await;
-    let r = call(
-        &app,
-        Method::POST,
-        "/api/v1/workflows",
-        Some(&reader),
-        Some(workflow("wf1")),
-    )
-    .await;
+    let r = call(&app, Method::POST, "/api/v1/workflows", Some(&reader), Some(workflow("wf1"))).await;
     assert_envelope(&r, StatusCode::FORBIDDEN, "FORBIDDEN");
     assert!(r.message().contains("workflows:write"));
     let r = call(&app, Method::GET, "/api/v1/api-keys", Some(&reader), None).await;
@@ -403,23 +261,13 @@ async fn run_starts_over_the_limit_are_429_with_retry_after() {
     for remaining in (0..RATE_LIMIT).rev() {
         let r = call(&app, Method::POST, "/test/limited", Some(&key), None).await;
         assert_eq!((r.status, r.body.clone()), (StatusCode::OK, json!("ok")));
-        assert_eq!(
-            r.headers["ratelimit-limit"],
-            RATE_LIMIT.to_string().as_str()
-        );
-        assert_eq!(
-            r.headers["ratelimit-remaining"],
-            remaining.to_string().as_str()
-        );
+        assert_eq!(r.headers["ratelimit-limit"], RATE_LIMIT.to_string().as_str());
+        assert_eq!(r.headers["ratelimit-remaining"], remaining.to_string().as_str());
         assert!(r.headers.contains_key("ratelimit-reset"));
     }
     let r = call(&app, Method::POST, "/test/limited", Some(&key), None).await;
     assert_envelope(&r, StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
-    let retry: u64 = r.headers[header::RETRY_AFTER]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry: u64 = r.headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
 }
 
@@ -428,79 +276,30 @@ async fn run_starts_over_the_limit_are_429_with_retry_after() {
 #[tokio::test]
 async fn register_returns_201_with_account_secret_and_a_full_scope_key() {
     let app = app();
-    let r = call(
-        &app,
-        Method::POST,
-        "/api/v1/auth/register",
-        None,
-        Some(json!({"name": "Acme", "email": "a@b.co"})),
-    )
-    .await;
+    let r =
+        call(&app, Method::POST, "/api/v1/auth/register", None, Some(json!({"name": "Acme", "email": "a@b.co"}))).await;
     assert_eq!(r.status, StatusCode::CREATED);
-    assert!(
-        r.body["account"]["id"]
-            .as_str()
-            .unwrap()
-            .starts_with("acct_")
-    );
+    assert!(r.body["account"]["id"].as_str().unwrap().starts_with("acct_"));
     assert_eq!(r.body["account"]["email"], "a@b.co");
-    assert!(
-        r.body["account"]["callback_signing_secret"]
-            .as_str()
-            .unwrap()
-            .starts_with("whsec_")
-    );
+    assert!(r.body["account"]["callback_signing_secret"].as_str().unwrap().starts_with("whsec_"));
     let key = r.body["api_key"].as_str().unwrap();
     assert!(key.starts_with("bk_") && key.len() == 67);
     assert_eq!(r.body["key"]["scopes"], json!(["*"]));
-    assert!(
-        r.body["key"]["key_id"]
-            .as_str()
-            .unwrap()
-            .starts_with("key_")
-    );
+    assert!(r.body["key"]["key_id"].as_str().unwrap().starts_with("key_"));
 }
 
 #[tokio::test]
 async fn register_validation_errors_name_the_field() {
     let app = app();
-    let r = call(
-        &app,
-        Method::POST,
-        "/api/v1/auth/register",
-        None,
-        Some(json!({})),
-    )
-    .await;
+    let r = call(&app, Method::POST, "/api/v1/auth/register", None, Some(json!({}))).await;
     assert_envelope(&r, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
     assert_eq!(r.body["error"]["details"][0]["path"], json!(["name"]));
-    let r = call(
-        &app,
-        Method::POST,
-        "/api/v1/auth/register",
-        None,
-        Some(json!({"name": 5})),
-    )
-    .await;
+    let r = call(&app, Method::POST, "/api/v1/auth/register", None, Some(json!({"name": 5}))).await;
     assert_envelope(&r, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
     assert_eq!(r.body["error"]["details"][0]["path"], json!(["name"]));
-    let r = call(
-        &app,
-        Method::POST,
-        "/api/v1/auth/register",
-        None,
-        Some(json!({"name": "A", "email": "nope"})),
-    )
-    .await;
+    let r = call(&app, Method::POST, "/api/v1/auth/register", None, Some(json!({"name": "A", "email": "nope"}))).await;
     assert_eq!(r.body["error"]["details"][0]["path"], json!(["email"]));
-    let r = call(
-        &app,
-        Method::POST,
-        "/api/v1/auth/register",
-        None,
-        Some(json!({"name": "A", "plan": "pro"})),
-    )
-    .await;
+    let r = call(&app, Method::POST, "/api/v1/auth/register", None, Some(json!({"name": "A", "plan": "pro"}))).await;
     assert_envelope(&r, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
     assert!(r.message().contains("plan"), "{:?}", r.body);
 }
@@ -512,18 +311,8 @@ async fn account_shows_and_rotates_the_callback_signing_secret() {
     let r = call(&app, Method::GET, "/api/v1/account", Some(&key), None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["id"], acct.as_str());
-    let before = r.body["callback_signing_secret"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let r = call(
-        &app,
-        Method::POST,
-        "/api/v1/account/rotate-callback-secret",
-        Some(&key),
-        None,
-    )
-    .await;
+    let before = r.body["callback_signing_secret"].as_str().unwrap().to_string();
+    let r = call(&app, Method::POST, "/api/v1/account/rotate-callback-secret", Some(&key), None).await;
     assert_eq!(r.status, StatusCode::OK);
     let after = r.body["callback_signing_secret"].as_str().unwrap();
     assert!(after.starts_with("whsec_") && after != before);
@@ -550,39 +339,15 @@ async fn api_keys_are_created_listed_without_secrets_and_revoked() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["data"].as_array().unwrap().len(), 2);
     let text = r.body.to_string();
-    assert!(
-        !text.contains(&secret) && !text.contains("hash") && !text.contains("api_key"),
-        "{text}"
-    );
+    assert!(!text.contains(&secret) && !text.contains("hash") && !text.contains("api_key"), "{text}");
 
-    let r = call(
-        &app,
-        Method::GET,
-        "/api/v1/api-keys?limit=1",
-        Some(&admin),
-        None,
-    )
-    .await;
+    let r = call(&app, Method::GET, "/api/v1/api-keys?limit=1", Some(&admin), None).await;
     assert_eq!(r.body["data"].as_array().unwrap().len(), 1);
     let cursor = r.body["next_cursor"].as_str().unwrap().to_string();
-    let r = call(
-        &app,
-        Method::GET,
-        &format!("/api/v1/api-keys?limit=1&cursor={cursor}"),
-        Some(&admin),
-        None,
-    )
-    .await;
+    let r = call(&app, Method::GET, &format!("/api/v1/api-keys?limit=1&cursor={cursor}"), Some(&admin), None).await;
     assert_eq!(r.body["data"].as_array().unwrap().len(), 1);
 
-    let r = call(
-        &app,
-        Method::DELETE,
-        &format!("/api/v1/api-keys/{key_id}"),
-        Some(&admin),
-        None,
-    )
-    .await;
+    let r = call(&app, Method::DELETE, &format!("/api/v1/api-keys/{key_id}"), Some(&admin), None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.body["revoked_at"].is_string());
     let r = call(&app, Method::GET, "/api/v1/api-keys", Some(&secret), None).await;
@@ -593,14 +358,7 @@ async fn api_keys_are_created_listed_without_secrets_and_revoked() {
 async fn creating_a_key_with_no_body_gets_the_callers_scopes() {
     let app = app();
     let (_, admin) = register(&app).await;
-    let r = raw(
-        &app,
-        Method::POST,
-        "/api/v1/api-keys",
-        &[("x-api-key", &admin)],
-        "",
-    )
-    .await;
+    let r = raw(&app, Method::POST, "/api/v1/api-keys", &[("x-api-key", &admin)], "").await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     assert_eq!(r.body["scopes"], json!(["*"]));
 }
@@ -609,26 +367,10 @@ async fn creating_a_key_with_no_body_gets_the_callers_scopes() {
 async fn rotating_a_key_retires_the_old_secret() {
     let app = app();
     let (_, admin) = register(&app).await;
-    let r = call(
-        &app,
-        Method::POST,
-        "/api/v1/api-keys",
-        Some(&admin),
-        Some(json!({"name": "ci"})),
-    )
-    .await;
-    let (old, key_id) = (
-        r.body["api_key"].as_str().unwrap().to_string(),
-        r.body["key_id"].as_str().unwrap().to_string(),
-    );
-    let r = call(
-        &app,
-        Method::POST,
-        &format!("/api/v1/api-keys/{key_id}/rotate"),
-        Some(&admin),
-        None,
-    )
-    .await;
+    let r = call(&app, Method::POST, "/api/v1/api-keys", Some(&admin), Some(json!({"name": "ci"}))).await;
+    let (old, key_id) =
+        (r.body["api_key"].as_str().unwrap().to_string(), r.body["key_id"].as_str().unwrap().to_string());
+    let r = call(&app, Method::POST, &format!("/api/v1/api-keys/{key_id}/rotate"), Some(&admin), None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["key_id"], key_id.as_str());
     let new = r.body["api_key"].as_str().unwrap().to_string();
@@ -638,22 +380,8 @@ async fn rotating_a_key_retires_the_old_secret() {
     let r = call(&app, Method::GET, "/api/v1/workflows", Some(&new), None).await;
     assert_eq!(r.status, StatusCode::OK);
     // A revoked key cannot be rotated.
-    call(
-        &app,
-        Method::DELETE,
-        &format!("/api/v1/api-keys/{key_id}"),
-        Some(&admin),
-        None,
-    )
-    .await;
-    let r = call(
-        &app,
-        Method::POST,
-        &format!("/api/v1/api-keys/{key_id}/rotate"),
-        Some(&admin),
-        None,
-    )
-    .await;
+    call(&app, Method::DELETE, &format!("/api/v1/api-keys/{key_id}"), Some(&admin), None).await;
+    let r = call(&app, Method::POST, &format!("/api/v1/api-keys/{key_id}/rotate"), Some(&admin), None).await;
     assert_envelope(&r, StatusCode::BAD_REQUEST, "INVALID_STATUS");
 }
 
@@ -664,23 +392,9 @@ async fn another_accounts_key_cannot_be_revoked_or_rotated() {
     let (_, b) = register(&app).await;
     let r = call(&app, Method::GET, "/api/v1/api-keys", Some(&b), None).await;
     let b_key_id = r.body["data"][0]["key_id"].as_str().unwrap().to_string();
-    let r = call(
-        &app,
-        Method::DELETE,
-        &format!("/api/v1/api-keys/{b_key_id}"),
-        Some(&a),
-        None,
-    )
-    .await;
+    let r = call(&app, Method::DELETE, &format!("/api/v1/api-keys/{b_key_id}"), Some(&a), None).await;
     assert_envelope(&r, StatusCode::NOT_FOUND, "NOT_FOUND");
-    let r = call(
-        &app,
-        Method::POST,
-        &format!("/api/v1/api-keys/{b_key_id}/rotate"),
-        Some(&a),
-        None,
-    )
-    .await;
+    let r = call(&app, Method::POST, &format!("/api/v1/api-keys/{b_key_id}/rotate"), Some(&a), None).await;
     assert_envelope(&r, StatusCode::NOT_FOUND, "NOT_FOUND");
     let r = call(&app, Method::GET, "/api/v1/workflows", Some(&b), None).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -712,10 +426,7 @@ async fn json_syntax_errors_are_400_with_line_and_column() {
         &app,
         Method::POST,
         "/api/v1/workflows",
-        &[
-            ("x-api-key", &key),
-            ("content-type", "application/json; charset=utf-8"),
-        ],
+        &[("x-api-key", &key), ("content-type", "application/json; charset=utf-8")],
         "{\n  \"name\": \"x\",\n  oops\n}",
     )
     .await;
@@ -728,14 +439,9 @@ async fn bodies_over_the_limit_are_413() {
     let app = app();
     let (_, key) = register(&app).await;
     let big = json!({"name": "x", "description": "y".repeat(BODY_LIMIT + 1)}).to_string();
-    let r = raw(
-        &app,
-        Method::POST,
-        "/api/v1/workflows",
-        &[("x-api-key", &key), ("content-type", "application/json")],
-        big,
-    )
-    .await;
+    let r =
+        raw(&app, Method::POST, "/api/v1/workflows", &[("x-api-key", &key), ("content-type", "application/json")], big)
+            .await;
     assert_envelope(&r, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE");
 }
 
@@ -745,14 +451,7 @@ async fn bodies_over_the_limit_are_413() {
 async fn workflow_is_created_read_and_listed() {
     let app = app();
     let (_, key) = register(&app).await;
-    let r = call(
-        &app,
-        Method::POST,
-        "/api/v1/workflows",
-        Some(&key),
-        Some(workflow("wf_orders")),
-    )
-    .await;
+    let r = call(&app, Method::POST, "/api/v1/workflows", Some(&key), Some(workflow("wf_orders"))).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     assert_eq!(r.body["id"], "wf_orders");
     assert_eq!(r.body["status"], "draft");
@@ -763,14 +462,7 @@ async fn workflow_is_created_read_and_listed() {
     assert_eq!(r.body["blocks"].as_array().unwrap().len(), 4);
     assert_eq!(r.body["edges"].as_array().unwrap().len(), 4);
 
-    let r = call(
-        &app,
-        Method::GET,
-        "/api/v1/workflows/wf_orders",
-        Some(&key),
-        None,
-    )
-    .await;
+    let r = call(&app, Method::GET, "/api/v1/workflows/wf_orders", Some(&key), None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["name"], "Orders");
     assert_eq!(r.body["blocks"][2]["config"]["kind"], "approval");
@@ -789,26 +481,12 @@ async fn workflow_is_created_read_and_listed() {
     assert_eq!(r.body["blocks"][1]["type"], "code");
     assert_eq!(r.body["edges"], json!([{"from": "a", "to": "b"}]));
 
-    let r = call(
-        &app,
-        Method::GET,
-        "/api/v1/workflows?limit=1",
-        Some(&key),
-        None,
-    )
-    .await;
+    let r = call(&app, Method::GET, "/api/v1/workflows?limit=1", Some(&key), None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["data"].as_array().unwrap().len(), 1);
     assert!(r.body["data"][0].get("blocks").is_none());
     let cursor = r.body["next_cursor"].as_str().unwrap().to_string();
-    let r = call(
-        &app,
-        Method::GET,
-        &format!("/api/v1/workflows?limit=1&cursor={cursor}"),
-        Some(&key),
-        None,
-    )
-    .await;
+    let r = call(&app, Method::GET, &format!("/api/v1/workflows?limit=1&cursor={cursor}"), Some(&key), None).await;
     assert_eq!(r.body["data"].as_array().unwrap().len(), 1);
     assert_eq!(r.body["next_cursor"], Value::Null);
 }
@@ -818,20 +496,9 @@ async fn list_limit_out_of_range_is_400() {
     let app = app();
     let (_, key) = register(&app).await;
     for q in ["limit=0", "limit=101", "limit=abc"] {
-        let r = call(
-            &app,
-            Method::GET,
-            &format!("/api/v1/workflows?{q}"),
-            Some(&key),
-            None,
-        )
-        .await;
+        let r = call(&app, Method::GET, &format!("/api/v1/workflows?{q}"), Some(&key), None).await;
         assert_envelope(&r, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
-        assert_eq!(
-            r.body["error"]["details"][0]["path"],
-            json!(["limit"]),
-            "{q}"
-        );
+        assert_eq!(r.body["error"]["details"][0]["path"], json!(["limit"]), "{q}");
     }
 }
 
@@ -839,22 +506,8 @@ async fn list_limit_out_of_range_is_400() {
 async fn duplicate_workflow_id_is_409() {
     let app = app();
     let (_, key) = register(&app).await;
-    call(
-        &app,
-        Method::POST,
-        "/api/v1/workflows",
-        Some(&key),
-        Some(workflow("orders")),
-    )
-    .await;
-    let r = call(
-        &app,
-        Method::POST,
-        "/api/v1/workflows",
-        Some(&key),
-        Some(workflow("orders")),
-    )
-    .await;
+    call(&app, Method::POST, "/api/v1/workflows", Some(&key), Some(workflow("orders"))).await;
+    let r = call(&app, Method::POST, "/api/v1/workflows", Some(&key), Some(workflow("orders"))).await;
     assert_envelope(&r, StatusCode::CONFLICT, "CONFLICT");
     assert!(r.message().contains("orders"));
 }
@@ -864,69 +517,29 @@ async fn unknown_block_type_is_400_with_its_name() {
     let app = app();
     let (_, key) = register(&app).await;
     let body = json!({"name": "x", "blocks": [{"id": "a", "type": "teleport"}]});
-    let r = call(
-        &app,
-        Method::POST,
-        "/api/v1/workflows",
-        Some(&key),
-        Some(body),
-    )
-    .await;
+    let r = call(&app, Method::POST, "/api/v1/workflows", Some(&key), Some(body)).await;
     assert_envelope(&r, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
     assert_eq!(r.message(), "Unknown block type: teleport");
-    assert_eq!(
-        r.body["error"]["details"][0]["path"],
-        json!(["blocks", 0, "type"])
-    );
+    assert_eq!(r.body["error"]["details"][0]["path"], json!(["blocks", 0, "type"]));
 }
 
 #[tokio::test]
 async fn invalid_workflows_are_400_with_detail_paths() {
     let app = app();
     let (_, key) = register(&app).await;
-    let body = json!({"name": "x", "blocks": [{"id": "a", "type": "starter"}], "edges": [{"from": "a", "to": "ghost"}]});
-    let r = call(
-        &app,
-        Method::POST,
-        "/api/v1/workflows",
-        Some(&key),
-        Some(body),
-    )
-    .await;
+    let body =
+        json!({"name": "x", "blocks": [{"id": "a", "type": "starter"}], "edges": [{"from": "a", "to": "ghost"}]});
+    let r = call(&app, Method::POST, "/api/v1/workflows", Some(&key), Some(body)).await;
     assert_envelope(&r, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
-    assert_eq!(
-        r.body["error"]["details"][0]["path"],
-        json!(["edges", 0, "to"])
-    );
+    assert_eq!(r.body["error"]["details"][0]["path"], json!(["edges", 0, "to"]));
 
     let body = json!({"name": "x", "inputSchema": {"type": 12}, "steps": [{"id": "a", "type": "starter"}]});
-    let r = call(
-        &app,
-        Method::POST,
-        "/api/v1/workflows",
-        Some(&key),
-        Some(body),
-    )
-    .await;
+    let r = call(&app, Method::POST, "/api/v1/workflows", Some(&key), Some(body)).await;
     assert_envelope(&r, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
-    assert_eq!(
-        r.body["error"]["details"][0]["path"],
-        json!(["inputSchema"])
-    );
-    assert!(
-        r.message().contains("not a valid JSON Schema"),
-        "{:?}",
-        r.body
-    );
+    assert_eq!(r.body["error"]["details"][0]["path"], json!(["inputSchema"]));
+    assert!(r.message().contains("not a valid JSON Schema"), "{:?}", r.body);
 
-    let r = call(
-        &app,
-        Method::POST,
-        "/api/v1/workflows",
-        Some(&key),
-        Some(json!(["not", "an", "object"])),
-    )
-    .await;
+    let r = call(&app, Method::POST, "/api/v1/workflows", Some(&key), Some(json!(["not", "an", "object"]))).await;
     assert_envelope(&r, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
 }
 
@@ -934,16 +547,14 @@ async fn invalid_workflows_are_400_with_detail_paths() {
 async fn patch_changes_metadata_and_versions_schema_changes() {
     let app = app();
     let (_, key) = register(&app).await;
-    call(
+    call(&app, Method::POST, "/api/v1/workflows", Some(&key), Some(workflow("orders"))).await;
+    let r = call(
         &app,
-        Method::POST,
-        "/api/v1/workflows",
+        Method::PATCH,
+        "/api/v1/workflows/orders",
         Some(&key),
-        Some(workflow("orders")),
+        Some(json!({"name": "Orders v2", "description": null, "callback_url": "https://example.com/cb"})),
     )
-    .await;
-    let r = call(&app, Method::PATCH, "/api/v1/workflows/orders", Some(&key),
-        Some(json!({"name": "Orders v2", "description": null, "callback_url": "https://example.com/cb"})))
     .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["name"], "Orders v2");
@@ -965,24 +576,10 @@ async fn patch_changes_metadata_and_versions_schema_changes() {
     assert_eq!(r.body["variables"], json!({"region": "eu"}));
     assert_eq!(r.body["blocks"].as_array().unwrap().len(), 4);
 
-    let r = call(
-        &app,
-        Method::PATCH,
-        "/api/v1/workflows/orders",
-        Some(&key),
-        Some(json!({"status": "paused"})),
-    )
-    .await;
+    let r = call(&app, Method::PATCH, "/api/v1/workflows/orders", Some(&key), Some(json!({"status": "paused"}))).await;
     assert_envelope(&r, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
     assert_eq!(r.body["error"]["details"][0]["path"], json!(["status"]));
-    let r = call(
-        &app,
-        Method::PATCH,
-        "/api/v1/workflows/orders",
-        Some(&key),
-        Some(json!({"version": 9})),
-    )
-    .await;
+    let r = call(&app, Method::PATCH, "/api/v1/workflows/orders", Some(&key), Some(json!({"version": 9}))).await;
     assert_envelope(&r, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
     assert!(r.message().contains("read-only"), "{:?}", r.body);
 }
@@ -991,14 +588,7 @@ async fn patch_changes_metadata_and_versions_schema_changes() {
 async fn put_graph_makes_a_new_version_and_versions_lists_them() {
     let app = app();
     let (_, key) = register(&app).await;
-    call(
-        &app,
-        Method::POST,
-        "/api/v1/workflows",
-        Some(&key),
-        Some(workflow("orders")),
-    )
-    .await;
+    call(&app, Method::POST, "/api/v1/workflows", Some(&key), Some(workflow("orders"))).await;
     let r = call(
         &app,
         Method::PUT,
@@ -1021,21 +611,9 @@ async fn put_graph_makes_a_new_version_and_versions_lists_them() {
     .await;
     assert_eq!(r.message(), "Unknown block type: nope");
 
-    let r = call(
-        &app,
-        Method::GET,
-        "/api/v1/workflows/orders/versions",
-        Some(&key),
-        None,
-    )
-    .await;
+    let r = call(&app, Method::GET, "/api/v1/workflows/orders/versions", Some(&key), None).await;
     assert_eq!(r.status, StatusCode::OK);
-    let versions: Vec<_> = r.body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["version"].clone())
-        .collect();
+    let versions: Vec<_> = r.body["data"].as_array().unwrap().iter().map(|v| v["version"].clone()).collect();
     assert_eq!(versions, vec![json!(2), json!(1)]);
     assert!(r.body["data"][0]["created_at"].is_string());
 }
@@ -1044,81 +622,23 @@ async fn put_graph_makes_a_new_version_and_versions_lists_them() {
 async fn activate_and_deactivate_switch_status() {
     let app = app();
     let (_, key) = register(&app).await;
-    call(
-        &app,
-        Method::POST,
-        "/api/v1/workflows",
-        Some(&key),
-        Some(workflow("orders")),
-    )
-    .await;
-    let r = call(
-        &app,
-        Method::POST,
-        "/api/v1/workflows/orders/activate",
-        Some(&key),
-        None,
-    )
-    .await;
-    assert_eq!(
-        (r.status, r.body["status"].clone()),
-        (StatusCode::OK, json!("active"))
-    );
-    let r = call(
-        &app,
-        Method::POST,
-        "/api/v1/workflows/orders/deactivate",
-        Some(&key),
-        None,
-    )
-    .await;
-    assert_eq!(
-        (r.status, r.body["status"].clone()),
-        (StatusCode::OK, json!("draft"))
-    );
+    call(&app, Method::POST, "/api/v1/workflows", Some(&key), Some(workflow("orders"))).await;
+    let r = call(&app, Method::POST, "/api/v1/workflows/orders/activate", Some(&key), None).await;
+    assert_eq!((r.status, r.body["status"].clone()), (StatusCode::OK, json!("active")));
+    let r = call(&app, Method::POST, "/api/v1/workflows/orders/deactivate", Some(&key), None).await;
+    assert_eq!((r.status, r.body["status"].clone()), (StatusCode::OK, json!("draft")));
 }
 
 #[tokio::test]
 async fn delete_removes_the_workflow() {
     let app = app();
     let (_, key) = register(&app).await;
-    call(
-        &app,
-        Method::POST,
-        "/api/v1/workflows",
-        Some(&key),
-        Some(workflow("orders")),
-    )
-    .await;
-    let r = call(
-        &app,
-        Method::DELETE,
-        "/api/v1/workflows/orders",
-        Some(&key),
-        None,
-    )
-    .await;
-    assert_eq!(
-        (r.status, r.body.clone()),
-        (StatusCode::NO_CONTENT, json!(""))
-    );
-    let r = call(
-        &app,
-        Method::GET,
-        "/api/v1/workflows/orders",
-        Some(&key),
-        None,
-    )
-    .await;
+    call(&app, Method::POST, "/api/v1/workflows", Some(&key), Some(workflow("orders"))).await;
+    let r = call(&app, Method::DELETE, "/api/v1/workflows/orders", Some(&key), None).await;
+    assert_eq!((r.status, r.body.clone()), (StatusCode::NO_CONTENT, json!("")));
+    let r = call(&app, Method::GET, "/api/v1/workflows/orders", Some(&key), None).await;
     assert_envelope(&r, StatusCode::NOT_FOUND, "NOT_FOUND");
-    let r = call(
-        &app,
-        Method::DELETE,
-        "/api/v1/workflows/orders",
-        Some(&key),
-        None,
-    )
-    .await;
+    let r = call(&app, Method::DELETE, "/api/v1/workflows/orders", Some(&key), None).await;
     assert_envelope(&r, StatusCode::NOT_FOUND, "NOT_FOUND");
 }
 
@@ -1127,22 +647,11 @@ async fn another_accounts_workflow_is_404_on_every_route() {
     let app = app();
     let (_, a) = register(&app).await;
     let (_, b) = register(&app).await;
-    call(
-        &app,
-        Method::POST,
-        "/api/v1/workflows",
-        Some(&a),
-        Some(workflow("orders")),
-    )
-    .await;
+    call(&app, Method::POST, "/api/v1/workflows", Some(&a), Some(workflow("orders"))).await;
     let graph = json!({"steps": [{"id": "s", "type": "starter"}]});
     let cases = [
         (Method::GET, "/api/v1/workflows/orders", None),
-        (
-            Method::PATCH,
-            "/api/v1/workflows/orders",
-            Some(json!({"name": "mine"})),
-        ),
+        (Method::PATCH, "/api/v1/workflows/orders", Some(json!({"name": "mine"}))),
         (Method::DELETE, "/api/v1/workflows/orders", None),
         (Method::PUT, "/api/v1/workflows/orders/graph", Some(graph)),
         (Method::GET, "/api/v1/workflows/orders/versions", None),
@@ -1156,41 +665,17 @@ async fn another_accounts_workflow_is_404_on_every_route() {
     }
     let r = call(&app, Method::GET, "/api/v1/workflows", Some(&b), None).await;
     assert_eq!(r.body["data"], json!([]));
-    let r = call(
-        &app,
-        Method::GET,
-        "/api/v1/workflows/orders",
-        Some(&a),
-        None,
-    )
-    .await;
-    assert_eq!(
-        (r.status, r.body["name"].clone()),
-        (StatusCode::OK, json!("Orders"))
-    );
+    let r = call(&app, Method::GET, "/api/v1/workflows/orders", Some(&a), None).await;
+    assert_eq!((r.status, r.body["name"].clone()), (StatusCode::OK, json!("Orders")));
 }
 
 #[tokio::test]
 async fn deploy_undeploy_and_arm_are_501_for_now() {
     let app = app();
     let (_, key) = register(&app).await;
-    call(
-        &app,
-        Method::POST,
-        "/api/v1/workflows",
-        Some(&key),
-        Some(workflow("orders")),
-    )
-    .await;
+    call(&app, Method::POST, "/api/v1/workflows", Some(&key), Some(workflow("orders"))).await;
     for action in ["deploy", "undeploy", "arm"] {
-        let r = call(
-            &app,
-            Method::POST,
-            &format!("/api/v1/workflows/orders/{action}"),
-            Some(&key),
-            None,
-        )
-        .await;
+        let r = call(&app, Method::POST, &format!("/api/v1/workflows/orders/{action}"), Some(&key), None).await;
         assert_envelope(&r, StatusCode::NOT_IMPLEMENTED, "NOT_IMPLEMENTED");
         assert!(r.message().contains(action), "{:?}", r.body);
     }

@@ -19,10 +19,7 @@ pub const WRITE: &str = "workflows:write";
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/workflows", post(create).get(list))
-        .route(
-            "/api/v1/workflows/{id}",
-            get(read).patch(patch).delete(remove),
-        )
+        .route("/api/v1/workflows/{id}", get(read).patch(patch).delete(remove))
         .route("/api/v1/workflows/{id}/graph", put(put_graph))
         .route("/api/v1/workflows/{id}/versions", get(versions))
         .route("/api/v1/workflows/{id}/activate", post(activate))
@@ -32,36 +29,20 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/workflows/{id}/arm", post(not_built))
 }
 
-async fn create(
-    State(state): State<AppState>,
-    p: Principal,
-    Json(body): Json<Value>,
-) -> Result<Response> {
+async fn create(State(state): State<AppState>, p: Principal, Json(body): Json<Value>) -> Result<Response> {
     p.require(WRITE)?;
     let wf = workflows::create(state.store.as_ref(), &p.account_id, body).await?;
     Ok((StatusCode::CREATED, Json(wf)).into_response())
 }
 
-async fn list(
-    State(state): State<AppState>,
-    p: Principal,
-    Query(q): Query<ListParams>,
-) -> Result<Json<Value>> {
+async fn list(State(state): State<AppState>, p: Principal, Query(q): Query<ListParams>) -> Result<Json<Value>> {
     p.require(READ)?;
-    Ok(Json(
-        workflows::list(state.store.as_ref(), &p.account_id, q.limit()?, q.cursor()).await?,
-    ))
+    Ok(Json(workflows::list(state.store.as_ref(), &p.account_id, q.limit()?, q.cursor()).await?))
 }
 
-async fn read(
-    State(state): State<AppState>,
-    p: Principal,
-    Path(id): Path<String>,
-) -> Result<Json<Value>> {
+async fn read(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<Json<Value>> {
     p.require(READ)?;
-    Ok(Json(
-        workflows::get(state.store.as_ref(), &p.account_id, &id).await?,
-    ))
+    Ok(Json(workflows::get(state.store.as_ref(), &p.account_id, &id).await?))
 }
 
 async fn patch(
@@ -71,16 +52,10 @@ async fn patch(
     Json(body): Json<Value>,
 ) -> Result<Json<Value>> {
     p.require(WRITE)?;
-    Ok(Json(
-        workflows::patch(state.store.as_ref(), &p.account_id, &id, body).await?,
-    ))
+    Ok(Json(workflows::patch(state.store.as_ref(), &p.account_id, &id, body).await?))
 }
 
-async fn remove(
-    State(state): State<AppState>,
-    p: Principal,
-    Path(id): Path<String>,
-) -> Result<StatusCode> {
+async fn remove(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<StatusCode> {
     p.require(WRITE)?;
     workflows::delete(state.store.as_ref(), &p.account_id, &id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -93,9 +68,7 @@ async fn put_graph(
     Json(body): Json<Value>,
 ) -> Result<Json<Value>> {
     p.require(WRITE)?;
-    Ok(Json(
-        workflows::put_graph(state.store.as_ref(), &p.account_id, &id, body).await?,
-    ))
+    Ok(Json(workflows::put_graph(state.store.as_ref(), &p.account_id, &id, body).await?))
 }
 
 async fn versions(
@@ -105,49 +78,23 @@ async fn versions(
     Query(q): Query<ListParams>,
 ) -> Result<Json<Value>> {
     p.require(READ)?;
-    Ok(Json(
-        workflows::versions(
-            state.store.as_ref(),
-            &p.account_id,
-            &id,
-            q.limit()?,
-            q.cursor(),
-        )
-        .await?,
-    ))
+    Ok(Json(workflows::versions(state.store.as_ref(), &p.account_id, &id, q.limit()?, q.cursor()).await?))
 }
 
-async fn activate(
-    State(state): State<AppState>,
-    p: Principal,
-    Path(id): Path<String>,
-) -> Result<Json<Value>> {
+async fn activate(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<Json<Value>> {
     p.require(WRITE)?;
-    Ok(Json(
-        workflows::activate(state.store.as_ref(), &p.account_id, &id).await?,
-    ))
+    Ok(Json(workflows::activate(state.store.as_ref(), &p.account_id, &id).await?))
 }
 
-async fn deactivate(
-    State(state): State<AppState>,
-    p: Principal,
-    Path(id): Path<String>,
-) -> Result<Json<Value>> {
+async fn deactivate(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<Json<Value>> {
     p.require(WRITE)?;
-    Ok(Json(
-        workflows::deactivate(state.store.as_ref(), &p.account_id, &id).await?,
-    ))
+    Ok(Json(workflows::deactivate(state.store.as_ref(), &p.account_id, &id).await?))
 }
 
 /// `/deploy`, `/undeploy`, `/arm` belong to webhook triggers, which are not built yet.
 async fn not_built(p: Principal, uri: http::Uri) -> Result<Response> {
     p.require(WRITE)?;
-    let action = uri
-        .path()
-        .rsplit('/')
-        .next()
-        .unwrap_or("deploy")
-        .to_string();
+    let action = uri.path().rsplit('/').next().unwrap_or("deploy").to_string();
     Err(Error::NotImplemented(format!(
         "`{action}` is not implemented yet: deploying and arming workflows comes with webhook triggers"
     )))

@@ -48,7 +48,11 @@ pub struct TaskSpec {
 pub enum Outcome {
     Output(Value),
     /// Output plus what a sync caller should see as HTTP status/headers.
-    Response { body: Value, status: Option<u16>, headers: Option<Value> },
+    Response {
+        body: Value,
+        status: Option<u16>,
+        headers: Option<Value>,
+    },
     Wait(TaskSpec),
     Sleep(Duration),
     Fail(StepError),
@@ -214,14 +218,19 @@ mod tests {
     #[test]
     fn transform_renders_mapping_with_types() {
         let ctx = json!({"input": {"a": 2, "name": "x"}});
-        let out = execute_builtin(&block("transform", json!({"mapping": {"n": "{{input.a}}", "s": "hi {{input.name}}"}})), &ctx);
+        let out = execute_builtin(
+            &block("transform", json!({"mapping": {"n": "{{input.a}}", "s": "hi {{input.name}}"}})),
+            &ctx,
+        );
         assert_eq!(out, Outcome::Output(json!({"n": 2, "s": "hi x"})));
     }
 
     #[test]
     fn split_requires_an_array() {
         let ctx = json!({"input": {"xs": 3}});
-        let Outcome::Fail(e) = execute_builtin(&block("split", json!({"items": "{{input.xs}}"})), &ctx) else { panic!() };
+        let Outcome::Fail(e) = execute_builtin(&block("split", json!({"items": "{{input.xs}}"})), &ctx) else {
+            panic!()
+        };
         assert_eq!(e.code, "SPLIT_NOT_ARRAY");
     }
 

@@ -114,10 +114,9 @@ impl Engine {
             .map_err(|e| Error::Internal(format!("stored graph of {wf} v{version} unreadable: {e}")))?;
         let input_schema = item.get("input_schema").cloned().filter(|v| !v.is_null());
         let validator = match &input_schema {
-            Some(s) => Some(Arc::new(
-                jsonschema::validator_for(s)
-                    .map_err(|e| Error::Internal(format!("stored input schema of {wf} v{version} does not compile: {e}")))?,
-            )),
+            Some(s) => Some(Arc::new(jsonschema::validator_for(s).map_err(|e| {
+                Error::Internal(format!("stored input schema of {wf} v{version} does not compile: {e}"))
+            })?)),
             None => None,
         };
         let pinned = Arc::new(Pinned {

@@ -185,7 +185,14 @@ impl<'a> Plan<'a> {
         }
         let events = std::mem::take(&mut self.events);
         for (seq, (kind, step, data)) in events.into_iter().enumerate() {
-            self.writes.push(event_write(self.run_id, self.now, self.snap.event_seq() + seq, &kind, step.as_deref(), data));
+            self.writes.push(event_write(
+                self.run_id,
+                self.now,
+                self.snap.event_seq() + seq,
+                &kind,
+                step.as_deref(),
+                data,
+            ));
         }
         (self.writes, self.publish, self.active_delta)
     }

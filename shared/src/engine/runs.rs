@@ -64,7 +64,13 @@ impl Engine {
 
     /// Starts a run and drives it inline until it ends or `deadline` passes; whatever is
     /// left then continues on the queue.
-    pub async fn execute_sync(&self, acct: &str, wf_id: &str, req: StartRequest, deadline: Duration) -> Result<SyncResult> {
+    pub async fn execute_sync(
+        &self,
+        acct: &str,
+        wf_id: &str,
+        req: StartRequest,
+        deadline: Duration,
+    ) -> Result<SyncResult> {
         let t0 = Instant::now();
         let (started, msgs) = self.create_run(acct, wf_id, req, true).await?;
         let run_id = started.run["run_id"].as_str().unwrap_or_default().to_string();
@@ -96,8 +102,18 @@ impl Engine {
         })
     }
 
-    async fn create_run(&self, acct: &str, wf_id: &str, req: StartRequest, inline: bool) -> Result<(Started, Vec<Msg>)> {
-        let head = self.store.get(&keys::workflow(acct, wf_id)).await?.ok_or_else(|| Error::not_found(format!("workflow {wf_id}")))?;
+    async fn create_run(
+        &self,
+        acct: &str,
+        wf_id: &str,
+        req: StartRequest,
+        inline: bool,
+    ) -> Result<(Started, Vec<Msg>)> {
+        let head = self
+            .store
+            .get(&keys::workflow(acct, wf_id))
+            .await?
+            .ok_or_else(|| Error::not_found(format!("workflow {wf_id}")))?;
         if head.str("status") != Some("active") {
             return Err(Error::InvalidStatus(format!(
                 "workflow {wf_id} is a draft: activate it (POST /api/v1/workflows/{wf_id}/activate) before starting runs"
@@ -125,7 +141,9 @@ impl Engine {
             Some(k) => Some(keys::idempotency(acct, wf_id, k)),
             None => None,
         };
-        if let Some(ik) = &idem_key && let Some(existing) = self.store.get(ik).await? {
+        if let Some(ik) = &idem_key
+            && let Some(existing) = self.store.get(ik).await?
+        {
             return Ok((self.idempotent_replay(&existing, &fingerprint).await?, Vec::new()));
         }
 
@@ -178,13 +196,24 @@ impl Engine {
             it.expires_at = Some(now / 1000 + IDEMPOTENCY_WINDOW_SECS);
             writes.push(Write::Put { item: it, cond: Some(Cond::NotExists) });
         }
-        writes.push(event_write(&run_id, now, 0, "run.started", None, json!({"version": version, "source": req.source})));
+        writes.push(event_write(
+            &run_id,
+            now,
+            0,
+            "run.started",
+            None,
+            json!({"version": version, "source": req.source}),
+        ));
         match self.store.transact(writes).await {
             Ok(()) => {}
             Err(Error::Conflict(_)) if idem_key.is_some() => {
                 // Another request with the same key won the race.
                 let ik = idem_key.expect("checked");
-                let existing = self.store.get(&ik).await?.ok_or_else(|| Error::Conflict("idempotency key in use; retry".into()))?;
+                let existing = self
+                    .store
+                    .get(&ik)
+                    .await?
+                    .ok_or_else(|| Error::Conflict("idempotency key in use; retry".into()))?;
                 return Ok((self.idempotent_replay(&existing, &fingerprint).await?, Vec::new()));
             }
             Err(e) => return Err(e),
@@ -201,9 +230,7 @@ impl Engine {
 
     async fn idempotent_replay(&self, existing: &Item, fingerprint: &str) -> Result<Started> {
         if existing.str("fingerprint") != Some(fingerprint) {
-            return Err(Error::Conflict(
-                "this idempotency key was already used with a different payload".into(),
-            ));
+            return Err(Error::Conflict("this idempotency key was already used with a different payload".into()));
         }
         let run_id = existing.str("run_id").unwrap_or_default();
         let snap = Snapshot::require(&*self.store, run_id).await?;
@@ -224,7 +251,9 @@ impl Engine {
     }
 
     pub async fn list_runs(&self, acct: &str, f: RunFilter) -> Result<Value> {
-        if let Some(s) = &f.status && !RUN_STATUSES.contains(&s.as_str()) {
+        if let Some(s) = &f.status
+            && !RUN_STATUSES.contains(&s.as_str())
+        {
             return Err(Error::validation_at(
                 vec![json!("status")],
                 format!("unknown status '{s}'; use one of {}", RUN_STATUSES.join(", ")),
@@ -481,8 +510,11 @@ pub fn run_view(snap: &Snapshot, with_steps: bool) -> Value {
         "finished_at": ts("finished_at"),
     });
     if with_steps {
-        let mut steps: Vec<(&String, &Item)> = snap.steps.iter().filter(|(_, s)| s.str("status") != Some("joining")).collect();
-        steps.sort_by_key(|(k, s)| (s.i64("created_at").unwrap_or(0), s.i64("started_at").unwrap_or(i64::MAX), (*k).clone()));
+        let mut steps: Vec<(&String, &Item)> =
+            snap.steps.iter().filter(|(_, s)| s.str("status") != Some("joining")).collect();
+        steps.sort_by_key(|(k, s)| {
+            (s.i64("created_at").unwrap_or(0), s.i64("started_at").unwrap_or(i64::MAX), (*k).clone())
+        });
         v["steps"] = steps
             .into_iter()
             .map(|(k, s)| {
@@ -539,7 +571,9 @@ fn apply_defaults(schema: &Value, value: &mut Value, depth: usize) {
         return;
     };
     for (name, sub) in props {
-        if !obj.contains_key(name) && let Some(d) = sub.get("default") {
+        if !obj.contains_key(name)
+            && let Some(d) = sub.get("default")
+        {
             obj.insert(name.clone(), d.clone());
         }
         if let Some(child) = obj.get_mut(name) {
@@ -548,7 +582,8 @@ fn apply_defaults(schema: &Value, value: &mut Value, depth: usize) {
     }
 }
 
-fn validate_input(validator: &jsonschema::Validator, input: &Value) -> Result<()> {    let details: Vec<Detail> = validator
+fn validate_input(validator: &jsonschema::Validator, input: &Value) -> Result<()> {
+    let details: Vec<Detail> = validator
         .iter_errors(input)
         .take(20)
         .map(|e| {

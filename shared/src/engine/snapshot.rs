@@ -18,10 +18,8 @@ impl Snapshot {
     pub async fn load(store: &dyn Store, run_id: &str) -> Result<Option<Snapshot>> {
         // Sort keys: EVT#… < RUN < STEP#… < TASK#…; '$' sorts right after '#', so this range
         // takes the run, steps and tasks and leaves the (many) events out.
-        let q = Query {
-            range: SkRange::Between("RUN".into(), "TASK$".into()),
-            ..Query::partition(keys::run_pk(run_id))
-        };
+        let q =
+            Query { range: SkRange::Between("RUN".into(), "TASK$".into()), ..Query::partition(keys::run_pk(run_id)) };
         let items = query_all(store, q).await?;
         let mut run = None;
         let mut steps = HashMap::new();

@@ -74,7 +74,9 @@ async fn drain(app: &AppState, limit: Duration) {
         for m in msgs {
             match app.engine.process(&m.body).await {
                 Outcome::Ack => app.queue.delete(&m.receipt).await.unwrap(),
-                Outcome::RetryAfter(d) => app.queue.change_visibility(&m.receipt, d.min(Duration::from_secs(1))).await.unwrap(),
+                Outcome::RetryAfter(d) => {
+                    app.queue.change_visibility(&m.receipt, d.min(Duration::from_secs(1))).await.unwrap()
+                }
             }
         }
     }
@@ -478,7 +480,8 @@ async fn sync_execute_finishes_inline_or_returns_at_the_deadline() {
 async fn idempotency_key_returns_the_same_run_and_conflicts_on_other_payload() {
     let e = env();
     install(&e.app, "wf", chain5()).await;
-    let req = |n: i64| StartRequest { input: json!({"n": n}), idempotency_key: Some("k1".into()), ..Default::default() };
+    let req =
+        |n: i64| StartRequest { input: json!({"n": n}), idempotency_key: Some("k1".into()), ..Default::default() };
     let a = e.app.engine.start_run(ACCT, "wf", req(1)).await.unwrap();
     let b = e.app.engine.start_run(ACCT, "wf", req(1)).await.unwrap();
     assert!(a.created && !b.created);
@@ -493,9 +496,19 @@ async fn input_schema_applies_defaults_and_reports_paths() {
     let mut def = chain5();
     def["inputSchema"] = json!({"type": "object", "required": ["n"], "properties": {"n": {"type": "number"}, "cur": {"type": "string", "default": "EUR"}}});
     install(&e.app, "wf", def).await;
-    let s = e.app.engine.start_run(ACCT, "wf", StartRequest { input: json!({"n": 1}), ..Default::default() }).await.unwrap();
+    let s = e
+        .app
+        .engine
+        .start_run(ACCT, "wf", StartRequest { input: json!({"n": 1}), ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(s.run["input"], json!({"n": 1, "cur": "EUR"}));
-    let err = e.app.engine.start_run(ACCT, "wf", StartRequest { input: json!({"n": "x"}), ..Default::default() }).await.unwrap_err();
+    let err = e
+        .app
+        .engine
+        .start_run(ACCT, "wf", StartRequest { input: json!({"n": "x"}), ..Default::default() })
+        .await
+        .unwrap_err();
     let Error::Validation { details, .. } = err else { panic!("{err}") };
     assert_eq!(details[0].path, vec![json!("input"), json!("n")]);
 }
@@ -531,7 +544,12 @@ async fn run_output_is_the_last_block_even_when_steps_finish_in_the_same_millise
         let r = e
             .app
             .engine
-            .execute_sync(ACCT, "wf", StartRequest { input: json!({"n": n}), ..Default::default() }, Duration::from_secs(5))
+            .execute_sync(
+                ACCT,
+                "wf",
+                StartRequest { input: json!({"n": n}), ..Default::default() },
+                Duration::from_secs(5),
+            )
             .await
             .unwrap();
         assert_eq!(r.run["output"], json!({"n": n + 4}), "run {n}");

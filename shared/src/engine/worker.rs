@@ -40,7 +40,10 @@ pub(crate) enum Guard {
     Claimed(String),
     /// A step of a run driven inline (sync execute) that no message names yet: nobody else
     /// can be running it, so the claim write is folded into the commit's condition.
-    Unclaimed { attempt: i64, started_at: i64 },
+    Unclaimed {
+        attempt: i64,
+        started_at: i64,
+    },
     Waiting(String),
     Sleeping,
 }
@@ -49,9 +52,13 @@ impl Guard {
     fn cond(&self) -> Cond {
         match self {
             Guard::Claimed(token) => Cond::And(vec![Cond::eq("status", "running"), Cond::eq("claim", token.as_str())]),
-            Guard::Waiting(task) => Cond::And(vec![Cond::eq("status", "waiting_human"), Cond::eq("task_id", task.as_str())]),
+            Guard::Waiting(task) => {
+                Cond::And(vec![Cond::eq("status", "waiting_human"), Cond::eq("task_id", task.as_str())])
+            }
             Guard::Sleeping => Cond::eq("status", "sleeping"),
-            Guard::Unclaimed { attempt, .. } => Cond::And(vec![Cond::eq("status", "pending"), Cond::eq("attempt", *attempt)]),
+            Guard::Unclaimed { attempt, .. } => {
+                Cond::And(vec![Cond::eq("status", "pending"), Cond::eq("attempt", *attempt)])
+            }
         }
     }
     /// Adds what the skipped claim would have written.
@@ -173,7 +180,14 @@ impl Engine {
                 }
                 let output = json!({"waited_ms": step.i64("slept_ms").unwrap_or(0)});
                 let publish = self
-                    .finish_step(run_id, key, Guard::Sleeping, Finish::Completed { output, status: None, headers: None }, Vec::new(), None)
+                    .finish_step(
+                        run_id,
+                        key,
+                        Guard::Sleeping,
+                        Finish::Completed { output, status: None, headers: None },
+                        Vec::new(),
+                        None,
+                    )
                     .await?
                     .unwrap_or_default();
                 return Ok(Handled::ack(publish));
@@ -212,20 +226,20 @@ impl Engine {
             // Claim: only one worker runs an attempt, and a worker that died hands the step
             // over when its lease runs out.
             let token = crate::ids::new_id("clm");
-        let lease_until = now + (timeout + Duration::from_secs(5)).max(self.cfg.lease).as_millis() as i64;
-        let claim = Cond::And(vec![
-            Cond::Or(vec![
-                Cond::eq("status", "pending"),
-                Cond::And(vec![Cond::eq("status", "running"), Cond::Lt("lease_until".into(), json!(now))]),
-            ]),
-            Cond::eq("attempt", attempt),
-        ]);
-        let upd = Update::default()
-            .set("status", "running")
-            .set("claim", token.as_str())
-            .set("lease_until", lease_until)
-            .set("attempt", attempt + 1)
-            .set("started_at", now);
+            let lease_until = now + (timeout + Duration::from_secs(5)).max(self.cfg.lease).as_millis() as i64;
+            let claim = Cond::And(vec![
+                Cond::Or(vec![
+                    Cond::eq("status", "pending"),
+                    Cond::And(vec![Cond::eq("status", "running"), Cond::Lt("lease_until".into(), json!(now))]),
+                ]),
+                Cond::eq("attempt", attempt),
+            ]);
+            let upd = Update::default()
+                .set("status", "running")
+                .set("claim", token.as_str())
+                .set("lease_until", lease_until)
+                .set("attempt", attempt + 1)
+                .set("started_at", now);
             match self.store.update(&keys::step(run_id, key), upd, Some(claim)).await {
                 Ok(claimed) => {
                     // The claimed item is the step as it now is: the commit can start from
@@ -384,11 +398,20 @@ impl Engine {
                                     if k == key {
                                         outputs.push(output.clone());
                                     } else {
-                                        outputs.push(snap.steps.get(&k).and_then(|s| s.get("output")).cloned().unwrap_or(Value::Null));
+                                        outputs.push(
+                                            snap.steps
+                                                .get(&k)
+                                                .and_then(|s| s.get("output"))
+                                                .cloned()
+                                                .unwrap_or(Value::Null),
+                                        );
                                     }
                                 }
                                 let arr = Value::Array(outputs);
-                                agg_upd = agg_upd.set("status", "completed").set("output", arr.clone()).set("finished_at", now);
+                                agg_upd = agg_upd
+                                    .set("status", "completed")
+                                    .set("output", arr.clone())
+                                    .set("finished_at", now);
                                 plan.event("step.completed", Some(agg), json!({"items": expected}));
                                 let mut c2 = ctx.clone();
                                 c2["steps"][agg] = json!({"status": "completed", "output": arr});
@@ -419,7 +442,10 @@ impl Engine {
                                     agg.insert("output".into(), json!([]));
                                     agg.insert("finished_at".into(), json!(now));
                                 }
-                                writes.push(Write::Put { item: Item::new(keys::step(run_id, &body), agg), cond: Some(Cond::NotExists) });
+                                writes.push(Write::Put {
+                                    item: Item::new(keys::step(run_id, &body), agg),
+                                    cond: Some(Cond::NotExists),
+                                });
                                 for (i, it) in items.into_iter().enumerate() {
                                     let mut a = Attrs::new();
                                     a.insert("item".into(), it);
@@ -459,7 +485,10 @@ impl Engine {
                         if per_item {
                             writes.push(Write::Update {
                                 key: keys::step(run_id, &failing),
-                                update: Update::default().set("status", "failed").set("error", err.to_json()).set("finished_at", now),
+                                update: Update::default()
+                                    .set("status", "failed")
+                                    .set("error", err.to_json())
+                                    .set("finished_at", now),
                                 cond: Some(Cond::eq("status", "collecting")),
                             });
                         }
@@ -488,7 +517,11 @@ impl Engine {
                 };
                 (p, active_delta, w)
             };
-            writes.push(Write::Update { key: keys::step(run_id, key), update: guard.stamp(own), cond: Some(guard.cond()) });
+            writes.push(Write::Update {
+                key: keys::step(run_id, key),
+                update: guard.stamp(own),
+                cond: Some(guard.cond()),
+            });
             writes.extend(plan_writes);
             run_update = run_update.add("active", active_delta);
             if waiting_delta != 0 {
@@ -507,7 +540,11 @@ impl Engine {
                     writes.push(index_status(&acct_owned, run_id, "running", now));
                 }
             }
-            writes.push(Write::Update { key: keys::run(run_id), update: run_update, cond: Some(Cond::eq("status", "running")) });
+            writes.push(Write::Update {
+                key: keys::run(run_id),
+                update: run_update,
+                cond: Some(Cond::eq("status", "running")),
+            });
             match self.store.transact(writes).await {
                 Ok(()) => {
                     let run_done = run_fails.is_some();
@@ -552,7 +589,11 @@ impl Engine {
             Write::Update {
                 key: keys::step(run_id, key),
                 update: guard.stamp(
-                    Update::default().set("status", "waiting_human").set("task_id", task_id.as_str()).remove("claim").remove("lease_until"),
+                    Update::default()
+                        .set("status", "waiting_human")
+                        .set("task_id", task_id.as_str())
+                        .remove("claim")
+                        .remove("lease_until"),
                 ),
                 cond: Some(guard.cond()),
             },
@@ -585,7 +626,8 @@ impl Engine {
         let writes = vec![
             Write::Update {
                 key: keys::step(run_id, key),
-                update: guard.stamp(Update::default())
+                update: guard
+                    .stamp(Update::default())
                     .set("status", "sleeping")
                     .set("wake_at", wake)
                     .set("slept_ms", d.as_millis() as i64)
@@ -602,7 +644,15 @@ impl Engine {
         }
     }
 
-    async fn retry_step(&self, run_id: &str, key: &str, guard: Guard, block: &Block, attempt: i64, err: StepError) -> Result<()> {
+    async fn retry_step(
+        &self,
+        run_id: &str,
+        key: &str,
+        guard: Guard,
+        block: &Block,
+        attempt: i64,
+        err: StepError,
+    ) -> Result<()> {
         let policy = block.retry.clone().unwrap_or_default();
         let exp = policy.backoff_ms.saturating_mul(1u64 << (attempt - 1).clamp(0, 30) as u32);
         let cap = exp.min(policy.max_backoff_ms.max(1));
@@ -612,7 +662,8 @@ impl Engine {
         let writes = vec![
             Write::Update {
                 key: keys::step(run_id, key),
-                update: guard.stamp(Update::default())
+                update: guard
+                    .stamp(Update::default())
                     .set("status", "pending")
                     .set("error", err.to_json())
                     .set("not_before", now + delay_ms as i64)
@@ -637,7 +688,11 @@ impl Engine {
     }
 
     pub(crate) async fn cancel_step(&self, run_id: &str, key: &str, status: &str) -> Result<()> {
-        let upd = Update::default().set("status", "cancelled").set("finished_at", now_ms()).remove("claim").remove("lease_until");
+        let upd = Update::default()
+            .set("status", "cancelled")
+            .set("finished_at", now_ms())
+            .remove("claim")
+            .remove("lease_until");
         match self.store.update(&keys::step(run_id, key), upd, Some(Cond::eq("status", status))).await {
             Ok(_) | Err(Error::Conflict(_)) => Ok(()),
             Err(e) => Err(e),
@@ -736,8 +791,11 @@ impl Engine {
         let now = now_ms();
         let due = task.i64("timeout_at").unwrap_or(0);
         if now < due {
-            self.send(vec![(Msg::TaskTimeout { r: run_id.into(), k: task_id.into() }, Duration::from_millis((due - now) as u64))])
-                .await?;
+            self.send(vec![(
+                Msg::TaskTimeout { r: run_id.into(), k: task_id.into() },
+                Duration::from_millis((due - now) as u64),
+            )])
+            .await?;
             return Ok(Handled::ack(Vec::new()));
         }
         let publish = match task.get("default").cloned() {
@@ -755,7 +813,13 @@ impl Engine {
     }
 
     /// Applies a person's answer (or a timeout's default) to a waiting step.
-    pub(crate) async fn resolve_task(&self, snap: &Snapshot, task_id: &str, answer: Value, closed_as: &str) -> Result<Vec<Msg>> {
+    pub(crate) async fn resolve_task(
+        &self,
+        snap: &Snapshot,
+        task_id: &str,
+        answer: Value,
+        closed_as: &str,
+    ) -> Result<Vec<Msg>> {
         let run_id = snap.run.key.pk.trim_start_matches("RUN#").to_string();
         let task = snap.tasks.get(task_id).ok_or_else(|| Error::not_found(format!("task {task_id}")))?;
         let step_key = task.str("step_key").unwrap_or_default().to_string();
@@ -765,7 +829,12 @@ impl Engine {
             .pinned(acct, snap.run.str("workflow_id").unwrap_or_default(), snap.run.i64("version").unwrap_or(1) as u64)
             .await?;
         let block_id = snap.steps.get(&step_key).and_then(|s| s.str("block")).unwrap_or(&step_key).to_string();
-        let on_reject = pinned.graph.block(&block_id).and_then(|b| b.config.get("on_reject")).and_then(Value::as_str).unwrap_or("fail");
+        let on_reject = pinned
+            .graph
+            .block(&block_id)
+            .and_then(|b| b.config.get("on_reject"))
+            .and_then(Value::as_str)
+            .unwrap_or("fail");
         let (output, finish) = task_outcome(kind, &answer, on_reject)?;
         let extra = vec![task_close(&run_id, task_id, closed_as, output, now_ms())];
         self.finish_step(&run_id, &step_key, Guard::Waiting(task_id.into()), finish, extra, None)
@@ -802,15 +871,27 @@ fn task_outcome(kind: &str, answer: &Value, on_reject: &str) -> Result<(Value, F
         let approved = match obj.get("approved") {
             Some(Value::Bool(b)) => *b,
             Some(_) => return Err(Error::validation_at(vec![json!("approved")], "`approved` must be true or false")),
-            None => return Err(Error::validation_at(vec![json!("approved")], "`approved` (true or false) is required for an approval task")),
+            None => {
+                return Err(Error::validation_at(
+                    vec![json!("approved")],
+                    "`approved` (true or false) is required for an approval task",
+                ));
+            }
         };
-        if let Some(f) = obj.get("feedback") && !f.is_string() && !f.is_null() {
+        if let Some(f) = obj.get("feedback")
+            && !f.is_string()
+            && !f.is_null()
+        {
             return Err(Error::validation_at(vec![json!("feedback")], "`feedback` must be a string"));
         }
         let out = answer.clone();
         if !approved && on_reject != "continue" {
             let fb = obj.get("feedback").and_then(Value::as_str).unwrap_or("");
-            let msg = if fb.is_empty() { "rejected by the reviewer".to_string() } else { format!("rejected by the reviewer: {fb}") };
+            let msg = if fb.is_empty() {
+                "rejected by the reviewer".to_string()
+            } else {
+                format!("rejected by the reviewer: {fb}")
+            };
             return Ok((out, Finish::Failed(StepError::fatal("REJECTED", msg))));
         }
         return Ok((out.clone(), Finish::Completed { output: out, status: None, headers: None }));
