@@ -1314,6 +1314,9 @@ mod tests {
         async fn dead_letters(&self, max: usize) -> Result<Vec<Received>> {
             self.inner.dead_letters(max).await
         }
+        async fn send_and_delete(&self, msgs: Vec<Message>, receipt: &str) -> Result<()> {
+            self.inner.send_and_delete(msgs, receipt).await
+        }
     }
 
     mod store_conformance {
@@ -1515,6 +1518,200 @@ mod tests {
         }
         let wal = std::fs::metadata(dir.path().join("baton.db-wal")).unwrap().len();
         assert!(wal < 48 * 1024 * 1024, "WAL is {wal} bytes");
+    }
+
+    /// Makes the writer look busy, so that writes queue up until [`release_held`] hands
+    /// them, as one batch, to the writer thread.
+    fn hold_writer(db: &Sqlite) {
+        let mut st = db.group.state();
+        assert!(!st.busy);
+        st.busy = true;
+    }
+
+    async fn release_held(db: &Sqlite, queued: usize) {
+        while db.group.state().queue.len() < queued {
+            tokio::task::yield_now().await;
+        }
+        db.group.release();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_write_in_a_batch_does_not_affect_the_others() {
+        let (_dir, db) = temp_db();
+        let store = Arc::new(SqliteStore::new(db.clone()));
+        for k in 0..25 {
+            store
+                .put(Item::new(Key::new("p", format!("taken{k:02}")), attrs(json!({"v": "old"}))), None)
+                .await
+                .unwrap();
+        }
+        hold_writer(&db);
+        // 50 conditional puts: the 25 on new keys succeed, the 25 on taken keys conflict.
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let store = store.clone();
+            let sk = if i % 2 == 0 { format!("new{:02}", i / 2) } else { format!("taken{:02}", i / 2) };
+            tasks.push(tokio::spawn(async move {
+                let item = Item::new(Key::new("p", sk), attrs(json!({"v": i})));
+                store.put(item, Some(Cond::NotExists)).await
+            }));
+        }
+        // A transaction whose first write applies and whose second fails: all of it must go.
+        let tx = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .transact(vec![
+                        Write::Put { item: Item::new(Key::new("p", "tx-a"), Attrs::new()), cond: None },
+                        Write::Check { key: Key::new("p", "tx-missing"), cond: Cond::Exists },
+                    ])
+                    .await
+            })
+        };
+        // A write that panics fails alone.
+        let panicking = {
+            let db = db.clone();
+            tokio::spawn(async move { db.write(|_: &Connection| -> Result<()> { panic!("boom") }).await })
+        };
+        release_held(&db, 52).await;
+        let mut ok = 0;
+        for (i, t) in tasks.into_iter().enumerate() {
+            match t.await.unwrap() {
+                Ok(()) => {
+                    assert_eq!(i % 2, 0, "put {i} should have conflicted");
+                    ok += 1;
+                }
+                Err(e) => assert!(e.is_conflict() && i % 2 == 1, "put {i}: {e}"),
+            }
+        }
+        assert_eq!(ok, 25);
+        assert!(tx.await.unwrap().unwrap_err().is_conflict());
+        assert!(matches!(panicking.await.unwrap(), Err(Error::Internal(_))));
+        let page = store.query(Query::partition("p")).await.unwrap();
+        assert_eq!(page.items.len(), 50, "25 taken + 25 new, and nothing of the failed transaction");
+        for item in page.items {
+            let v = &item.attrs["v"];
+            if item.key.sk.starts_with("taken") { assert_eq!(v, "old") } else { assert!(v.is_i64()) }
+        }
+        // The writer is idle again and later writes run as usual.
+        assert!(!db.group.state().busy);
+        store.put(Item::new(Key::new("p", "after"), Attrs::new()), Some(Cond::NotExists)).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_conditional_writers_have_one_winner_per_round() {
+        let (_dir, db) = temp_db();
+        let store = Arc::new(SqliteStore::new(db));
+        let key = Key::new("race", "item");
+        store.put(Item::new(key.clone(), attrs(json!({"round": 0}))), None).await.unwrap();
+        const ROUNDS: i64 = 40;
+        const RACERS: usize = 16;
+        for round in 0..ROUNDS {
+            let tasks: Vec<_> = (0..RACERS)
+                .map(|w| {
+                    let (store, key) = (store.clone(), key.clone());
+                    tokio::spawn(async move {
+                        let upd = Update::default().set("round", round + 1).set("winner", w as i64);
+                        store.update(&key, upd, Some(Cond::eq("round", round))).await
+                    })
+                })
+                .collect();
+            let mut winners = Vec::new();
+            for (w, t) in tasks.into_iter().enumerate() {
+                match t.await.unwrap() {
+                    Ok(item) => {
+                        assert_eq!(item.i64("round"), Some(round + 1));
+                        winners.push(w as i64);
+                    }
+                    Err(e) => assert!(e.is_conflict(), "{e}"),
+                }
+            }
+            assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
+            assert_eq!(store.get(&key).await.unwrap().unwrap().i64("winner"), Some(winners[0]));
+        }
+        assert_eq!(store.get(&key).await.unwrap().unwrap().i64("round"), Some(ROUNDS));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_are_batched_and_none_is_lost() {
+        let (_dir, db) = temp_db();
+        let store = Arc::new(SqliteStore::new(db.clone()));
+        let queue = Arc::new(SqliteQueue::new(db.clone(), "q", 3));
+        let commits = db.group.wal.commits.load(Ordering::Relaxed);
+        let tasks: Vec<_> = (0..8)
+            .map(|w| {
+                let (store, queue) = (store.clone(), queue.clone());
+                tokio::spawn(async move {
+                    for i in 0..250 {
+                        store.update(&Key::new("count", "all"), Update::default().add("n", 1), None).await.unwrap();
+                        store
+                            .put(Item::new(Key::new(format!("w{w}"), format!("{i:03}")), Attrs::new()), None)
+                            .await
+                            .unwrap();
+                        queue.send(Message::now(format!("{w}/{i}"))).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(store.get(&Key::new("count", "all")).await.unwrap().unwrap().i64("n"), Some(2000));
+        for w in 0..8 {
+            assert_eq!(store.query(Query::partition(format!("w{w}"))).await.unwrap().items.len(), 250);
+        }
+        assert_eq!(queue.depth().unwrap().visible, 2000);
+        let commits = db.group.wal.commits.load(Ordering::Relaxed) - commits;
+        assert!(commits < 6000, "{commits} commits for 6000 writes: nothing was grouped");
+    }
+
+    #[tokio::test]
+    async fn purge_waits_for_queued_writes() {
+        let (_dir, db) = temp_db();
+        let store = Arc::new(SqliteStore::new(db.clone()));
+        let old = Item { expires_at: Some(now_secs() - 1), ..Item::new(Key::new("p", "old"), Attrs::new()) };
+        store.put(old, None).await.unwrap();
+        hold_writer(&db);
+        let put = {
+            let store = store.clone();
+            tokio::spawn(async move { store.put(Item::new(Key::new("p", "new"), Attrs::new()), None).await })
+        };
+        release_held(&db, 1).await;
+        // The purge queues behind the handed-over batch (or runs inline once it is done).
+        assert_eq!(db.purge_expired().unwrap(), 1);
+        put.await.unwrap().unwrap();
+        assert_eq!(store.query(Query::partition("p")).await.unwrap().items.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn send_and_delete_is_one_transaction() {
+        let (_dir, db) = temp_db();
+        let q = SqliteQueue::new(db.clone(), "q", 3);
+        q.send(Message::now("parent")).await.unwrap();
+        let parent = q.receive(1, Duration::from_secs(30), Duration::ZERO).await.unwrap().remove(0);
+        let commits = db.group.wal.commits.load(Ordering::Relaxed);
+        q.send_and_delete(vec![Message::now("child-1"), Message::now("child-2")], &parent.receipt).await.unwrap();
+        assert_eq!(db.group.wal.commits.load(Ordering::Relaxed) - commits, 1);
+        assert_eq!(q.depth().unwrap(), QueueDepth { visible: 2, hidden: 0, dead: 0 });
+
+        // Stale receipt: the sends still happen, the delete does nothing.
+        let child = q.receive(1, Duration::ZERO, Duration::ZERO).await.unwrap().remove(0);
+        let again = q.receive(10, Duration::from_secs(30), Duration::ZERO).await.unwrap();
+        assert_eq!(again.len(), 2, "the zero-visibility child is received again");
+        q.send_and_delete(vec![Message::now("grandchild")], &child.receipt).await.unwrap();
+        assert_eq!(q.depth().unwrap(), QueueDepth { visible: 1, hidden: 2, dead: 0 });
+
+        // No successors: a plain delete.
+        for m in &again {
+            q.send_and_delete(Vec::new(), &m.receipt).await.unwrap();
+        }
+        assert_eq!(q.depth().unwrap(), QueueDepth { visible: 1, hidden: 0, dead: 0 });
+
+        // Validation comes first: nothing is sent and nothing deleted.
+        let last = q.receive(1, Duration::from_secs(30), Duration::ZERO).await.unwrap().remove(0);
+        assert_validation(q.send_and_delete(vec![Message::now("ok"), Message::now("")], &last.receipt).await);
+        assert_validation(q.send_and_delete(vec![Message::now("ok")], "not-a-receipt").await);
+        assert_eq!(q.depth().unwrap(), QueueDepth { visible: 0, hidden: 1, dead: 0 });
     }
 
     #[test]
