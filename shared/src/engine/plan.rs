@@ -87,6 +87,21 @@ impl<'a> Plan<'a> {
         Ok(())
     }
 
+    /// Resolves the edges of another block that ended in this same commit (a split's
+    /// collection, a failed item's aggregate), with `state` as that block's step in the
+    /// context, and folds the result into this plan.
+    pub fn resolve_also(&mut self, block_id: &str, state: Value, failed: bool) -> Result<(), String> {
+        let mut ctx = self.ctx.clone();
+        ctx["steps"][block_id] = state;
+        let mut sub = Plan::new(self.run_id, self.graph, self.snap, &ctx, self.now);
+        sub.resolve_outgoing(block_id, failed)?;
+        let (writes, publish, delta) = sub.finish();
+        self.writes.extend(writes);
+        self.publish.extend(publish);
+        self.active_delta += delta;
+        Ok(())
+    }
+
     /// Marks every outgoing edge of `block_id` as not taken (the block was skipped).
     pub fn skip_outgoing(&mut self, block_id: &str) {
         let targets: Vec<String> = self.graph.outgoing(block_id).map(|e| e.to.clone()).collect();

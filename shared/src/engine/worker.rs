@@ -413,14 +413,8 @@ impl Engine {
                                     .set("output", arr.clone())
                                     .set("finished_at", now);
                                 plan.event("step.completed", Some(agg), json!({"items": expected}));
-                                let mut c2 = ctx.clone();
-                                c2["steps"][agg] = json!({"status": "completed", "output": arr});
-                                let mut p2 = Plan::new(run_id, &pinned.graph, &snap, &c2, now);
-                                p2.resolve_outgoing(agg, false).map_err(Error::Internal)?;
-                                let (w, p, d) = p2.finish();
-                                plan.writes.extend(w);
-                                plan.publish.extend(p);
-                                plan.active_delta += d;
+                                plan.resolve_also(agg, json!({"status": "completed", "output": arr}), false)
+                                    .map_err(Error::Internal)?;
                             }
                             writes.push(Write::Update {
                                 key: keys::step(run_id, agg),
@@ -453,14 +447,8 @@ impl Engine {
                                     plan.create_pending(&format!("{body}[{i}]"), a);
                                 }
                                 if n == 0 {
-                                    let mut c2 = ctx.clone();
-                                    c2["steps"][&body] = json!({"status": "completed", "output": []});
-                                    let mut p2 = Plan::new(run_id, &pinned.graph, &snap, &c2, now);
-                                    p2.resolve_outgoing(&body, false).map_err(Error::Internal)?;
-                                    let (w, p, d) = p2.finish();
-                                    plan.writes.extend(w);
-                                    plan.publish.extend(p);
-                                    plan.active_delta += d;
+                                    plan.resolve_also(&body, json!({"status": "completed", "output": []}), false)
+                                        .map_err(Error::Internal)?;
                                 }
                             }
                         } else if let Err(m) = plan.resolve_outgoing(&block_id, false) {
@@ -495,14 +483,8 @@ impl Engine {
                         let handled = pinned.graph.outgoing(&failing).any(|e| e.is_error());
                         if handled {
                             own = own.set("handled", true);
-                            let mut c2 = ctx.clone();
-                            c2["steps"][&failing] = json!({"status": "failed", "error": err.to_json()});
-                            let mut p2 = Plan::new(run_id, &pinned.graph, &snap, &c2, now);
-                            p2.resolve_outgoing(&failing, true).map_err(Error::Internal)?;
-                            let (w, p, d) = p2.finish();
-                            plan.writes.extend(w);
-                            plan.publish.extend(p);
-                            plan.active_delta += d;
+                            plan.resolve_also(&failing, json!({"status": "failed", "error": err.to_json()}), true)
+                                .map_err(Error::Internal)?;
                         } else {
                             let e = json!({"step_key": key, "code": err.code, "message": err.message});
                             plan.event("run.failed", None, e.clone());
