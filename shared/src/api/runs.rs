@@ -101,6 +101,17 @@ async fn rate_limited(state: &AppState, p: &Principal) -> Result<HeaderMap> {
     Ok(super::auth::rate_limit_headers(&info))
 }
 
+/// Runs a run-changing operation to its end even if the client goes away. These operations
+/// commit to the store and then enqueue; a request future dropped between the two (the
+/// client disconnected) would leave steps that no message names.
+async fn detached<T, F>(state: &AppState, op: impl FnOnce(AppState) -> F) -> Result<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T>> + Send + 'static,
+{
+    tokio::spawn(op(state.clone())).await.map_err(|e| Error::internal(format!("run operation task failed: {e}")))?
+}
+
 fn started(headers: HeaderMap, s: crate::engine::Started) -> Response {
     let code = if s.created { StatusCode::CREATED } else { StatusCode::OK };
     (code, headers, axum::Json(s.run)).into_response()
@@ -116,7 +127,8 @@ async fn start(
     p.require("runs:write")?;
     let rl = rate_limited(&state, &p).await?;
     let req = start_request(&headers, body, "api")?;
-    let s = state.engine.start_run(&p.account_id, &id, req).await?;
+    let acct = p.account_id.clone();
+    let s = detached(&state, |st| async move { st.engine.start_run(&acct, &id, req).await }).await?;
     Ok(started(rl, s))
 }
 
@@ -180,7 +192,8 @@ async fn trigger(
         timeout_ms: None,
     };
     let req = start_request(&headers, body, "trigger")?;
-    let s = state.engine.start_run(&p.account_id, &wf, req).await?;
+    let acct = p.account_id.clone();
+    let s = detached(&state, |st| async move { st.engine.start_run(&acct, &wf, req).await }).await?;
     Ok(started(rl, s))
 }
 
@@ -201,7 +214,8 @@ async fn execute(
         None => state.config.sync_deadline,
     };
     let req = start_request(&headers, body, "execute")?;
-    let r = state.engine.execute_sync(&p.account_id, &id, req, deadline).await?;
+    let acct = p.account_id.clone();
+    let r = detached(&state, |st| async move { st.engine.execute_sync(&acct, &id, req, deadline).await }).await?;
     if !r.finished {
         return Ok((StatusCode::ACCEPTED, rl, axum::Json(r.run)).into_response());
     }
@@ -268,12 +282,14 @@ async fn tasks(State(state): State<AppState>, p: Principal, Path(id): Path<Strin
 
 async fn cancel(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<axum::Json<Value>> {
     p.require("runs:write")?;
-    Ok(axum::Json(state.engine.cancel_run(&p.account_id, &id).await?))
+    let acct = p.account_id.clone();
+    Ok(axum::Json(detached(&state, |st| async move { st.engine.cancel_run(&acct, &id).await }).await?))
 }
 
 async fn redrive(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<axum::Json<Value>> {
     p.require("runs:write")?;
-    Ok(axum::Json(state.engine.redrive_run(&p.account_id, &id).await?))
+    let acct = p.account_id.clone();
+    Ok(axum::Json(detached(&state, |st| async move { st.engine.redrive_run(&acct, &id).await }).await?))
 }
 
 async fn complete_task(
@@ -283,7 +299,9 @@ async fn complete_task(
     Json(answer): Json<Value>,
 ) -> Result<axum::Json<Value>> {
     p.require("runs:write")?;
-    Ok(axum::Json(state.engine.complete_task(&p.account_id, &id, &task_id, answer).await?))
+    let acct = p.account_id.clone();
+    let run = detached(&state, |st| async move { st.engine.complete_task(&acct, &id, &task_id, answer).await }).await?;
+    Ok(axum::Json(run))
 }
 
 #[cfg(test)]

@@ -337,3 +337,64 @@ async fn oversized_run_input_is_413_and_planned_runs_are_501() {
     let (s, b) = t.call(Method::POST, "/api/v1/runs", Some(json!({"task": "x"}))).await;
     assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::NOT_IMPLEMENTED, Some("NOT_IMPLEMENTED")));
 }
+
+/// A store that commits, then takes its time to answer: the window in which a client that
+/// goes away used to leave a committed run with no queue message.
+struct CommitThenPause(Arc<dyn crate::store::Store>);
+
+#[async_trait::async_trait]
+impl crate::store::Store for CommitThenPause {
+    async fn get(&self, key: &crate::store::Key) -> crate::Result<Option<crate::store::Item>> {
+        self.0.get(key).await
+    }
+    async fn put(&self, item: crate::store::Item, cond: Option<crate::store::Cond>) -> crate::Result<()> {
+        self.0.put(item, cond).await
+    }
+    async fn update(
+        &self,
+        key: &crate::store::Key,
+        update: crate::store::Update,
+        cond: Option<crate::store::Cond>,
+    ) -> crate::Result<crate::store::Item> {
+        self.0.update(key, update, cond).await
+    }
+    async fn delete(&self, key: &crate::store::Key, cond: Option<crate::store::Cond>) -> crate::Result<()> {
+        self.0.delete(key, cond).await
+    }
+    async fn transact(&self, writes: Vec<crate::store::Write>) -> crate::Result<()> {
+        let r = self.0.transact(writes).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        r
+    }
+    async fn query(&self, q: crate::store::Query) -> crate::Result<crate::store::Page> {
+        self.0.query(q).await
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_start_does_not_strand_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Sqlite::open(&dir.path().join("t.db")).unwrap();
+    let store = Arc::new(CommitThenPause(Arc::new(SqliteStore::new(db.clone()))));
+    let state = App::new(store, Arc::new(SqliteQueue::new(db, "steps", 5)), AppConfig::default());
+    let mut t = T { app: router(state.clone()), state, key: String::new(), _dir: dir };
+    let (_, b) = t.call(Method::POST, "/api/v1/auth/register", Some(json!({"name": "t"}))).await;
+    t.key = b["api_key"].as_str().unwrap().to_string();
+    t.workflow(chain("c")).await;
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/api/v1/workflows/c/run")
+        .header("x-api-key", &t.key)
+        .header("content-type", "application/json")
+        .body(Body::from(json!({"input": {"n": 1}}).to_string()))
+        .unwrap();
+    // The client gives up while the run's transaction is committed but not yet answered.
+    let gone = tokio::time::timeout(Duration::from_millis(10), t.app.clone().oneshot(req)).await;
+    assert!(gone.is_err(), "the request should still have been in flight");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    t.drain().await;
+    let (_, runs) = t.call(Method::GET, "/api/v1/runs", None).await;
+    let runs = runs["data"].as_array().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["status"], "completed", "{runs:?}");
+}
