@@ -21,7 +21,6 @@ pub use worker::Handled;
 use crate::app::AppConfig;
 use crate::blocks::Executor;
 use crate::error::{Error, Result};
-use crate::keys;
 use crate::model::Graph;
 use crate::queue::{MAX_DELAY, Message, Queue};
 use crate::store::Store;
@@ -105,26 +104,15 @@ impl Engine {
         if let Some(p) = self.versions.lock().expect("cache poisoned").get(&k) {
             return Ok(p.clone());
         }
-        let item = self
-            .store
-            .get(&keys::version(acct, wf, version))
-            .await?
-            .ok_or_else(|| Error::not_found(format!("workflow {wf} version {version}")))?;
-        let graph: Graph = serde_json::from_value(item.get("graph").cloned().unwrap_or(Value::Null))
-            .map_err(|e| Error::Internal(format!("stored graph of {wf} v{version} unreadable: {e}")))?;
-        let input_schema = item.get("input_schema").cloned().filter(|v| !v.is_null());
-        let validator = match &input_schema {
+        let v = crate::workflows::load_version(&*self.store, acct, wf, version).await?;
+        let validator = match &v.input_schema {
             Some(s) => Some(Arc::new(jsonschema::validator_for(s).map_err(|e| {
                 Error::Internal(format!("stored input schema of {wf} v{version} does not compile: {e}"))
             })?)),
             None => None,
         };
-        let pinned = Arc::new(Pinned {
-            graph,
-            variables: item.get("variables").cloned().filter(|v| !v.is_null()).unwrap_or_else(|| serde_json::json!({})),
-            input_schema,
-            validator,
-        });
+        let pinned =
+            Arc::new(Pinned { graph: v.graph, variables: v.variables, input_schema: v.input_schema, validator });
         let mut cache = self.versions.lock().expect("cache poisoned");
         if cache.len() >= VERSION_CACHE_MAX {
             cache.clear();
