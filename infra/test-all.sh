@@ -14,6 +14,9 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
+# moto, cfn-lint, aws-sam-cli, cargo-lambda, standardwebhooks: pinned in infra/requirements.txt.
+bash infra/venv.sh
+export PATH="$PWD/.venv/bin:$PATH"
 
 step "format and lints"
 cargo fmt --all --check

@@ -2,6 +2,7 @@
 
 use crate::engine::Engine;
 use crate::queue::Queue;
+use crate::secrets::SecretBox;
 use crate::store::Store;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,14 +37,16 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub queue: Arc<dyn Queue>,
     pub engine: Engine,
+    /// Seals secrets that must be read back (app signing secrets, credentials).
+    pub secrets: Arc<SecretBox>,
     pub config: AppConfig,
 }
 
 pub type AppState = Arc<App>;
 
 impl App {
-    pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>, config: AppConfig) -> AppState {
+    pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>, secrets: Arc<SecretBox>, config: AppConfig) -> AppState {
         let engine = Engine::new(store.clone(), queue.clone(), config.clone());
-        Arc::new(App { store, queue, engine, config })
+        Arc::new(App { store, queue, engine, secrets, config })
     }
 }

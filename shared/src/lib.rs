@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod model;
 pub mod poller;
 pub mod queue;
+pub mod secrets;
 pub mod store;
 pub mod template;
 pub mod workflows;

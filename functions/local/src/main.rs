@@ -3,6 +3,7 @@
 
 use baton::adapters::{Sqlite, SqliteQueue, SqliteStore};
 use baton::app::{App, AppConfig};
+use baton::secrets::SecretBox;
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,6 +40,13 @@ struct Args {
     /// Public URL of this server, for URLs shown to callers.
     #[arg(long, env = "BATON_PUBLIC_URL")]
     public_url: Option<String>,
+    /// File holding the AES-256 key that seals stored secrets (created on first start);
+    /// default: the database path with the extension `.key`.
+    #[arg(long, env = "BATON_KEY_FILE")]
+    key_file: Option<PathBuf>,
+    /// The sealing key itself, 64 hex digits (instead of a key file).
+    #[arg(long, env = "BATON_SECRET_KEY", hide_env_values = true)]
+    secret_key: Option<String>,
 }
 
 #[tokio::main]
@@ -66,6 +74,13 @@ async fn run(args: Args) -> Result<(), String> {
     if args.lease_secs == 0 {
         return Err("--lease-secs must be at least 1".into());
     }
+    let secrets = match &args.secret_key {
+        Some(hex) => SecretBox::from_hex(hex).map_err(|_| "BATON_SECRET_KEY must be 64 hex digits".to_string())?,
+        None => {
+            let path = args.key_file.clone().unwrap_or_else(|| args.db.with_extension("key"));
+            SecretBox::load_or_create(&path).map_err(|e| format!("cannot use key file {}: {e}", path.display()))?
+        }
+    };
     let db = Sqlite::open(&args.db).map_err(|e| format!("cannot open database {}: {e}", args.db.display()))?;
     let store = Arc::new(SqliteStore::new(db.clone()));
     let queue = Arc::new(SqliteQueue::new(db.clone(), "steps", args.max_receives));
@@ -75,7 +90,7 @@ async fn run(args: Args) -> Result<(), String> {
         public_url: args.public_url.unwrap_or_else(|| format!("http://{}", args.addr)),
         ..AppConfig::default()
     };
-    let app = App::new(store, queue, config);
+    let app = App::new(store, queue, Arc::new(secrets), config);
     let listener =
         tokio::net::TcpListener::bind(args.addr).await.map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
     let (stop_tx, stop_rx) = watch::channel(false);

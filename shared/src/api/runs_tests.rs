@@ -25,7 +25,12 @@ async fn setup(rate_limit: u64) -> T {
     let dir = tempfile::tempdir().unwrap();
     let db = Sqlite::open(&dir.path().join("t.db")).unwrap();
     let cfg = AppConfig { rate_limit_per_minute: rate_limit, max_body_bytes: 64 * 1024, ..AppConfig::default() };
-    let state = App::new(Arc::new(SqliteStore::new(db.clone())), Arc::new(SqliteQueue::new(db, "steps", 5)), cfg);
+    let state = App::new(
+        Arc::new(SqliteStore::new(db.clone())),
+        Arc::new(SqliteQueue::new(db, "steps", 5)),
+        Arc::new(crate::secrets::SecretBox::ephemeral()),
+        cfg,
+    );
     let app = router(state.clone());
     let mut t = T { app, state, key: String::new(), _dir: dir };
     let (s, b) = t.call(Method::POST, "/api/v1/auth/register", Some(json!({"name": "t"}))).await;
@@ -376,7 +381,12 @@ async fn a_client_that_disconnects_mid_start_does_not_strand_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let db = Sqlite::open(&dir.path().join("t.db")).unwrap();
     let store = Arc::new(CommitThenPause(Arc::new(SqliteStore::new(db.clone()))));
-    let state = App::new(store, Arc::new(SqliteQueue::new(db, "steps", 5)), AppConfig::default());
+    let state = App::new(
+        store,
+        Arc::new(SqliteQueue::new(db, "steps", 5)),
+        Arc::new(crate::secrets::SecretBox::ephemeral()),
+        AppConfig::default(),
+    );
     let mut t = T { app: router(state.clone()), state, key: String::new(), _dir: dir };
     let (_, b) = t.call(Method::POST, "/api/v1/auth/register", Some(json!({"name": "t"}))).await;
     t.key = b["api_key"].as_str().unwrap().to_string();

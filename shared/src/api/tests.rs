@@ -20,7 +20,12 @@ const RATE_LIMIT: u64 = 2;
 
 fn state() -> AppState {
     let config = AppConfig { max_body_bytes: BODY_LIMIT, rate_limit_per_minute: RATE_LIMIT, ..AppConfig::default() };
-    App::new(Arc::new(MemStore::new()), Arc::new(MemQueue::new()), config)
+    App::new(
+        Arc::new(MemStore::new()),
+        Arc::new(MemQueue::new()),
+        Arc::new(crate::secrets::SecretBox::ephemeral()),
+        config,
+    )
 }
 
 async fn limited(r: RateLimited) -> impl IntoResponse {

@@ -29,7 +29,7 @@ fn env() -> Env {
     let store = Arc::new(SqliteStore::new(db.clone()));
     let queue = Arc::new(SqliteQueue::new(db, "steps", 5));
     let cfg = AppConfig { lease: Duration::from_secs(2), ..AppConfig::default() };
-    Env { app: App::new(store, queue, cfg), _dir: dir }
+    Env { app: App::new(store, queue, Arc::new(crate::secrets::SecretBox::ephemeral()), cfg), _dir: dir }
 }
 
 async fn install(app: &AppState, wf: &str, def: Value) {
