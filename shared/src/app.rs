@@ -19,6 +19,9 @@ pub struct AppConfig {
     pub max_body_bytes: usize,
     /// Public base URL, for URLs shown to callers (trigger URLs).
     pub public_url: String,
+    /// Let callbacks and HTTP blocks reach loopback and private addresses
+    /// (`BATON_ALLOW_PRIVATE_TARGETS=1`; tests and trusted networks only).
+    pub allow_private_targets: bool,
 }
 
 impl Default for AppConfig {
@@ -29,6 +32,7 @@ impl Default for AppConfig {
             sync_deadline: Duration::from_secs(25),
             max_body_bytes: 1024 * 1024,
             public_url: "http://127.0.0.1:3000".into(),
+            allow_private_targets: false,
         }
     }
 }

@@ -40,6 +40,9 @@ struct Args {
     /// Public URL of this server, for URLs shown to callers.
     #[arg(long, env = "BATON_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Allow callbacks and HTTP blocks to reach loopback and private addresses.
+    #[arg(long, env = "BATON_ALLOW_PRIVATE_TARGETS", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false", num_args = 0..=1, default_missing_value = "true")]
+    allow_private_targets: bool,
     /// File holding the AES-256 key that seals stored secrets (created on first start);
     /// default: the database path with the extension `.key`.
     #[arg(long, env = "BATON_KEY_FILE")]
@@ -88,6 +91,7 @@ async fn run(args: Args) -> Result<(), String> {
         rate_limit_per_minute: args.rate_limit,
         lease: Duration::from_secs(args.lease_secs),
         public_url: args.public_url.unwrap_or_else(|| format!("http://{}", args.addr)),
+        allow_private_targets: args.allow_private_targets,
         ..AppConfig::default()
     };
     let app = App::new(store, queue, Arc::new(secrets), config);

@@ -5,9 +5,12 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod callbacks;
 pub mod error;
 pub mod extract;
+pub mod hooks;
 pub mod runs;
+pub mod triggers;
 pub mod workflows;
 
 #[cfg(test)]
@@ -40,6 +43,9 @@ pub fn router(state: AppState) -> Router {
         .merge(accounts::routes())
         .merge(workflows::routes())
         .merge(runs::routes())
+        .merge(triggers::routes())
+        .merge(callbacks::routes())
+        .merge(hooks::routes())
         .fallback(extract::not_found)
         .method_not_allowed_fallback(extract::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
