@@ -34,6 +34,9 @@ pub enum Error {
     InvalidStatus(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// Too many request headers, or too large ones.
+    #[error("{0}")]
+    HeadersTooLarge(String),
     #[error("{message}")]
     Unprocessable { message: String, details: Vec<Detail> },
     #[error("{0}")]

@@ -14,6 +14,11 @@
 //! | run index (listing) | `ACCT#{acct}#RUNS` | `{run_id}` |
 //! | idempotency record (TTL) | `IDEM#{acct}#{wf_id}#{key}` | `IDEM` |
 //! | rate-limit window (TTL) | `RL#{key_id}#{minute}` | `RL` |
+//! | trigger (listing, per workflow) | `TRIGS#{acct}#{wf_id}` | `{trigger_id}` |
+//! | trigger lookup by token hash | `HOOK#{sha256}` | `HOOK` |
+//! | app (listing) | `ACCT#{acct}#APPS` | `{app_id}` |
+//! | app lookup by id (no account at the door) | `APP#{app_id}` | `APP` |
+//! | webhook block index (claim of a `webhook_id`) | `WEBHOOK#{uuid}` | `WEBHOOK` |
 
 use crate::store::Key;
 
@@ -65,4 +70,25 @@ pub fn idempotency(acct: &str, wf: &str, key: &str) -> Key {
 }
 pub fn rate_window(key_id: &str, minute: i64) -> Key {
     Key::new(format!("RL#{key_id}#{minute}"), "RL")
+}
+pub fn triggers_pk(acct: &str, wf: &str) -> String {
+    format!("TRIGS#{acct}#{wf}")
+}
+pub fn trigger(acct: &str, wf: &str, trigger_id: &str) -> Key {
+    Key::new(triggers_pk(acct, wf), trigger_id)
+}
+pub fn hook_lookup(token_hash: &str) -> Key {
+    Key::new(format!("HOOK#{token_hash}"), "HOOK")
+}
+pub fn apps_pk(acct: &str) -> String {
+    format!("ACCT#{acct}#APPS")
+}
+pub fn app_listing(acct: &str, app_id: &str) -> Key {
+    Key::new(apps_pk(acct), app_id)
+}
+pub fn app(app_id: &str) -> Key {
+    Key::new(format!("APP#{app_id}"), "APP")
+}
+pub fn webhook(webhook_id: &str) -> Key {
+    Key::new(format!("WEBHOOK#{webhook_id}"), "WEBHOOK")
 }

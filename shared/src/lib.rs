@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod adapters;
 pub mod api;
 pub mod app;
+pub mod apps;
 pub mod blocks;
 pub mod engine;
 pub mod error;
@@ -17,8 +18,11 @@ pub mod model;
 pub mod poller;
 pub mod queue;
 pub mod secrets;
+pub mod signature;
 pub mod store;
 pub mod template;
+pub mod triggers;
+pub mod webhooks;
 pub mod workflows;
 
 #[doc(hidden)]

@@ -28,7 +28,7 @@ pub const BLOCK_TYPES: &[&str] = &[
 ];
 
 /// Block types accepted in a graph whose execution is not built yet.
-pub const NOT_BUILT: &[&str] = &["agent", "code", "general_api", "platform_api", "orchestration", "webhook"];
+pub const NOT_BUILT: &[&str] = &["agent", "code", "general_api", "platform_api", "orchestration"];
 
 pub fn canonical_type(t: &str) -> Option<&'static str> {
     match t {
@@ -321,6 +321,7 @@ fn check_config(b: &Block) -> std::result::Result<(), String> {
             }
             Ok(())
         }
+        "webhook" => crate::webhooks::check_block_config(c),
         "delay" => {
             let d = c.get("duration").or_else(|| c.get("duration_ms")).or_else(|| c.get("seconds"));
             match d {

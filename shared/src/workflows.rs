@@ -3,18 +3,19 @@
 //! Items (layout in [`crate::keys`]; the engine reads these attribute names):
 //! - head at `keys::workflow(acct, wf)`: `{id, name, description, status ("draft" |
 //!   "active"), deploy_state ("internal" | "deployed"), armed_until, version (latest),
-//!   input_schema, variables, callback_url, created_at, updated_at}`
+//!   input_schema, variables, callback_url, webhook_ids, created_at, updated_at}`
 //! - version at `keys::version(acct, wf, v)`: `{version, graph: {blocks, edges},
 //!   input_schema, variables, created_at}`
 //!
 //! Every change to the graph, input schema or variables writes version `latest + 1`
-//! together with the head, conditional on the head still naming `latest`. Deleting a
-//! workflow removes its head only: runs pin their version, so versions stay readable.
+//! together with the head, conditional on the head still naming `latest`, and with the
+//! index items of its webhook blocks ([`crate::webhooks`]). Deleting a workflow removes its
+//! head, webhook index items and triggers: runs pin their version, so versions stay readable.
 
 use crate::error::{Detail, Error, Result};
 use crate::model::{self, Graph};
 use crate::store::{Cond, Item, Query, Store, Update, Write};
-use crate::{ids, keys};
+use crate::{ids, keys, triggers, webhooks};
 use serde_json::{Map, Value, json};
 
 pub const DEFAULT_LIST_LIMIT: usize = 20;
@@ -102,7 +103,12 @@ fn either<'a>(obj: &'a Map<String, Value>, a: &str, b: &str) -> Result<Option<(&
     }
 }
 
-fn text(obj: &Map<String, Value>, field: &str, max: usize, required: bool) -> Result<Option<Option<String>>> {
+pub(crate) fn text(
+    obj: &Map<String, Value>,
+    field: &str,
+    max: usize,
+    required: bool,
+) -> Result<Option<Option<String>>> {
     match obj.get(field) {
         None if required => Err(at(field, format!("`{field}` is required"))),
         None => Ok(None),
@@ -146,7 +152,7 @@ fn check_variables(field: &str, v: &Value) -> Result<Value> {
     }
 }
 
-fn check_callback_url(field: &str, v: &Value) -> Result<Value> {
+pub(crate) fn check_callback_url(field: &str, v: &Value) -> Result<Value> {
     match v {
         Value::Null => Ok(Value::Null),
         Value::String(s) => {
@@ -166,7 +172,10 @@ fn has_graph(obj: &Map<String, Value>) -> bool {
 }
 
 fn graph_of(obj: &Map<String, Value>) -> Result<Graph> {
-    model::build_graph(obj.get("blocks"), obj.get("edges"), obj.get("steps"))
+    let mut graph = model::build_graph(obj.get("blocks"), obj.get("edges"), obj.get("steps"))?;
+    webhooks::hash_secrets(&mut graph);
+    webhooks::claims(&graph)?;
+    Ok(graph)
 }
 
 fn into_map(v: Value) -> Map<String, Value> {
@@ -200,6 +209,10 @@ fn view(head: &Map<String, Value>, graph: Option<&Value>) -> Value {
     let mut out = Map::new();
     for f in ["id", "name", "description", "status", "deploy_state", "armed_until", "version"] {
         out.insert(f.into(), head.get(f).cloned().unwrap_or(Value::Null));
+    }
+    // An arm that has run out is no arm.
+    if out.get("armed_until").and_then(Value::as_str).is_some_and(|u| u <= ids::now_rfc3339().as_str()) {
+        out.insert("armed_until".into(), Value::Null);
     }
     for f in ["input_schema", "variables", "callback_url"] {
         out.insert(f.into(), head.get(f).cloned().unwrap_or(Value::Null));
@@ -255,6 +268,8 @@ pub async fn create(store: &dyn Store, acct: &str, body: Value) -> Result<Value>
         None => Value::Null,
     };
     let graph = graph_of(obj)?;
+    let claims = webhooks::claims(&graph)?;
+    let webhook_ids: Vec<&str> = claims.iter().map(|c| c.webhook_id.as_str()).collect();
 
     if store.get(&keys::workflow(acct, &id)).await?.is_some() {
         return Err(Error::Conflict(format!("A workflow with id '{id}' already exists")));
@@ -265,18 +280,26 @@ pub async fn create(store: &dyn Store, acct: &str, body: Value) -> Result<Value>
         "id": id, "name": name, "description": description, "status": status,
         "deploy_state": "internal", "armed_until": null, "version": v,
         "input_schema": input_schema, "variables": variables, "callback_url": callback_url,
-        "created_at": now, "updated_at": now,
+        "webhook_ids": webhook_ids, "created_at": now, "updated_at": now,
     });
     let version = version_attrs(v, &graph, &input_schema, &variables)?;
     let graph_json = version.get("graph").cloned();
     let head = into_map(head);
-    let writes = vec![
+    let mut writes = vec![
         Write::Put { item: Item::new(keys::workflow(acct, &id), head.clone()), cond: Some(Cond::NotExists) },
         Write::Put { item: Item::new(keys::version(acct, &id, v), version), cond: Some(Cond::NotExists) },
     ];
+    writes.extend(webhooks::index_writes(acct, &id, &[], &claims));
     match store.transact(writes).await {
         Ok(()) => Ok(view(&head, graph_json.as_ref())),
-        Err(e) if e.is_conflict() => Err(Error::Conflict(format!("A workflow with id '{id}' already exists"))),
+        Err(e) if e.is_conflict() => {
+            if store.get(&keys::workflow(acct, &id)).await?.is_none()
+                && let Some(taken) = webhooks::taken_conflict(store, acct, &id, &claims).await?
+            {
+                return Err(taken);
+            }
+            Err(Error::Conflict(format!("A workflow with id '{id}' already exists")))
+        }
         Err(e) => Err(e),
     }
 }
@@ -384,13 +407,31 @@ async fn apply(store: &dyn Store, acct: &str, wf: &str, change: Change, force_ve
         let next = v + 1;
         let version = version_attrs(next, &graph, &schema, &vars)?;
         update = update.set("version", next).set("input_schema", schema).set("variables", vars);
-        let writes = vec![
+        let claims = match &change.graph {
+            Some(g) => Some(webhooks::claims(g)?),
+            None => None,
+        };
+        if let Some(c) = &claims {
+            let ids: Vec<&str> = c.iter().map(|c| c.webhook_id.as_str()).collect();
+            update = update.set("webhook_ids", json!(ids));
+        }
+        let mut writes = vec![
             Write::Put { item: Item::new(keys::version(acct, wf, next), version), cond: Some(Cond::NotExists) },
             Write::Update { key: keys::workflow(acct, wf), update, cond: Some(Cond::eq("version", v)) },
         ];
+        if let Some(c) = &claims {
+            writes.extend(webhooks::index_writes(acct, wf, &webhooks::claimed_ids(&head), c));
+        }
         match store.transact(writes).await {
             Ok(()) => return get(store, acct, wf).await,
-            Err(e) if e.is_conflict() => continue,
+            Err(e) if e.is_conflict() => {
+                if let Some(c) = &claims
+                    && let Some(taken) = webhooks::taken_conflict(store, acct, wf, c).await?
+                {
+                    return Err(taken);
+                }
+                continue;
+            }
             Err(e) => return Err(e),
         }
     }
@@ -462,16 +503,53 @@ pub async fn deactivate(store: &dyn Store, acct: &str, wf: &str) -> Result<Value
     set_status(store, acct, wf, "draft").await
 }
 
-/// `DELETE /workflows/{id}`: removes the head; versions stay for the runs that pin them.
+/// `DELETE /workflows/{id}`: removes the head, its webhook index items and its triggers;
+/// versions stay for the runs that pin them.
 pub async fn delete(store: &dyn Store, acct: &str, wf: &str) -> Result<()> {
+    for _ in 0..WRITE_RETRIES {
+        let head = load_head_attrs(store, acct, wf).await?;
+        let v = head_version(&head)?;
+        let mut writes = vec![Write::Delete { key: keys::workflow(acct, wf), cond: Some(Cond::eq("version", v)) }];
+        writes.extend(webhooks::index_writes(acct, wf, &webhooks::claimed_ids(&head), &[]));
+        writes.extend(triggers::delete_writes(store, acct, wf).await?);
+        match store.transact(writes).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_conflict() => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::Conflict(format!("Workflow '{wf}' is being changed concurrently; try again")))
+}
+
+async fn set_deploy(store: &dyn Store, acct: &str, wf: &str, update: Update) -> Result<Value> {
     if !valid_id(wf) {
         return Err(not_found(wf));
     }
-    match store.delete(&keys::workflow(acct, wf), Some(Cond::Exists)).await {
-        Ok(()) => Ok(()),
+    match store
+        .update(&keys::workflow(acct, wf), update.set("updated_at", ids::now_rfc3339()), Some(Cond::Exists))
+        .await
+    {
+        Ok(_) => get(store, acct, wf).await,
         Err(e) if e.is_conflict() => Err(not_found(wf)),
         Err(e) => Err(e),
     }
+}
+
+/// `POST /workflows/{id}/deploy`: its webhook blocks take every call until undeploy.
+pub async fn deploy(store: &dyn Store, acct: &str, wf: &str) -> Result<Value> {
+    set_deploy(store, acct, wf, Update::default().set("deploy_state", "deployed").remove("armed_until")).await
+}
+
+/// `POST /workflows/{id}/undeploy`: back to `internal`; any arm is cancelled too.
+pub async fn undeploy(store: &dyn Store, acct: &str, wf: &str) -> Result<Value> {
+    set_deploy(store, acct, wf, Update::default().set("deploy_state", "internal").remove("armed_until")).await
+}
+
+/// `POST /workflows/{id}/arm`: its webhook blocks take exactly one call within the next
+/// [`webhooks::ARM_WINDOW_SECS`] (arming again restarts the window).
+pub async fn arm(store: &dyn Store, acct: &str, wf: &str) -> Result<Value> {
+    let until = ids::ms_to_rfc3339(ids::now_ms() + webhooks::ARM_WINDOW_SECS * 1000);
+    set_deploy(store, acct, wf, Update::default().set("armed_until", until)).await
 }
 
 #[cfg(test)]

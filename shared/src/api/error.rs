@@ -28,6 +28,9 @@ impl IntoResponse for Error {
             }
             Error::InvalidStatus(m) => envelope(StatusCode::BAD_REQUEST, "INVALID_STATUS", &m, &[]),
             Error::PayloadTooLarge(m) => envelope(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", &m, &[]),
+            Error::HeadersTooLarge(m) => {
+                envelope(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "HEADERS_TOO_LARGE", &m, &[])
+            }
             Error::Unprocessable { message, details } => {
                 envelope(StatusCode::UNPROCESSABLE_ENTITY, "UNPROCESSABLE", &message, &details)
             }

@@ -62,6 +62,32 @@ where
     }
 }
 
+/// The raw request body, for doors that must check a signature over the exact bytes before
+/// parsing anything. Over the body limit: 413 `PAYLOAD_TOO_LARGE` in the envelope.
+#[derive(Debug, Clone)]
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+        read_body(req, state).await.map(RawBody)
+    }
+}
+
+/// A raw body as JSON, with [`OptionalJson`]'s rules: empty (or all-whitespace) is `{}`
+/// whatever the Content-Type; otherwise the Content-Type must be JSON and the bytes valid
+/// UTF-8 JSON (400 `VALIDATION_ERROR` each, with a message saying which).
+pub fn optional_json_body<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, Error> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return parse_json(b"{}");
+    }
+    if !is_json_content_type(headers) {
+        return Err(content_type_error());
+    }
+    parse_json(bytes)
+}
+
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()
@@ -96,6 +122,10 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Err
 /// Parses a JSON body into `T`, mapping serde's errors to `VALIDATION_ERROR`s.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     use serde_json::error::Category;
+    if let Err(e) = std::str::from_utf8(bytes) {
+        let message = format!("Request body is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to());
+        return Err(Error::Validation { details: vec![Detail::new(Vec::new(), message.clone())], message });
+    }
     let e = match serde_json::from_slice::<T>(bytes) {
         Ok(v) => return Ok(v),
         Err(e) => e,
@@ -224,6 +254,39 @@ where
             .map(|p| Path(p.0))
             .map_err(|e| Error::validation(format!("Invalid path: {}", e.body_text())))
     }
+}
+
+/// Most request headers we read (hyper itself refuses more than 100 with a bare 431).
+pub const MAX_HEADERS: usize = 64;
+/// Largest sum of header name and value lengths.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Largest single header value.
+pub const MAX_HEADER_VALUE_BYTES: usize = 8 * 1024;
+
+/// Refuses requests with too many or too large headers: 431 `HEADERS_TOO_LARGE` in the
+/// envelope, before any handler (or body read) runs.
+pub async fn limit_headers(req: Request, next: axum::middleware::Next) -> Response {
+    let h = req.headers();
+    if h.len() > MAX_HEADERS {
+        return Error::HeadersTooLarge(format!("Too many request headers ({}; at most {MAX_HEADERS})", h.len()))
+            .into_response();
+    }
+    let mut total = 0;
+    for (name, value) in h {
+        if value.len() > MAX_HEADER_VALUE_BYTES {
+            return Error::HeadersTooLarge(format!(
+                "Request header {name} is {} bytes; at most {MAX_HEADER_VALUE_BYTES}",
+                value.len()
+            ))
+            .into_response();
+        }
+        total += name.as_str().len() + value.len();
+    }
+    if total > MAX_HEADER_BYTES {
+        return Error::HeadersTooLarge(format!("Request headers total {total} bytes; at most {MAX_HEADER_BYTES}"))
+            .into_response();
+    }
+    next.run(req).await
 }
 
 /// Router fallback: 404 `NOT_FOUND` for unknown routes.

@@ -34,7 +34,8 @@ pub const MAX_PAGE_LIMIT: usize = 100;
 
 /// The whole API. Paths are absolute (`/api/v1/...`); unknown paths are 404 and known paths
 /// with the wrong method 405, both in the error envelope; bodies over
-/// `config.max_body_bytes` are 413.
+/// `config.max_body_bytes` are 413; too many or too large headers are 431
+/// ([`extract::limit_headers`]).
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
     Router::new()
@@ -49,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(extract::not_found)
         .method_not_allowed_fallback(extract::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(extract::limit_headers))
         .with_state(state)
 }
 

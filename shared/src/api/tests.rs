@@ -130,6 +130,7 @@ async fn every_error_variant_maps_to_its_status_code_and_envelope() {
         (Error::validation("v"), StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
         (Error::InvalidStatus("i".into()), StatusCode::BAD_REQUEST, "INVALID_STATUS"),
         (Error::PayloadTooLarge("p".into()), StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+        (Error::HeadersTooLarge("h".into()), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "HEADERS_TOO_LARGE"),
         (
             Error::Unprocessable { message: "x".into(), details: vec![Detail::new(vec![json!("a")], "m")] },
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -184,6 +185,17 @@ async fn openapi_document_is_openapi_3_1_and_lists_the_routes() {
         "/api/v1/workflows/{id}/activate",
         "/api/v1/workflows/{id}/deactivate",
         "/api/v1/workflows/{id}/deploy",
+        "/api/v1/workflows/{id}/undeploy",
+        "/api/v1/workflows/{id}/arm",
+        "/api/v1/workflows/{id}/triggers",
+        "/api/v1/workflows/{id}/triggers/{trigger_id}",
+        "/api/v1/workflows/{id}/triggers/{trigger_id}/enable",
+        "/api/v1/workflows/{id}/triggers/{trigger_id}/disable",
+        "/api/v1/apps",
+        "/api/v1/apps/{app_id}",
+        "/api/v1/hooks/{token}",
+        "/api/v1/webhooks/{id}",
+        "/api/webhooks/{id}",
     ] {
         assert!(r.body["paths"].get(p).is_some(), "{p} missing from openapi.json");
     }
@@ -675,13 +687,18 @@ async fn another_accounts_workflow_is_404_on_every_route() {
 }
 
 #[tokio::test]
-async fn deploy_undeploy_and_arm_are_501_for_now() {
+async fn deploy_undeploy_and_arm_set_the_deploy_state() {
     let app = app();
     let (_, key) = register(&app).await;
     call(&app, Method::POST, "/api/v1/workflows", Some(&key), Some(workflow("orders"))).await;
-    for action in ["deploy", "undeploy", "arm"] {
-        let r = call(&app, Method::POST, &format!("/api/v1/workflows/orders/{action}"), Some(&key), None).await;
-        assert_envelope(&r, StatusCode::NOT_IMPLEMENTED, "NOT_IMPLEMENTED");
-        assert!(r.message().contains(action), "{:?}", r.body);
-    }
+    let r = call(&app, Method::POST, "/api/v1/workflows/orders/deploy", Some(&key), None).await;
+    assert_eq!((r.status, r.body["deploy_state"].clone()), (StatusCode::OK, json!("deployed")), "{:?}", r.body);
+    let r = call(&app, Method::POST, "/api/v1/workflows/orders/undeploy", Some(&key), None).await;
+    assert_eq!((r.body["deploy_state"].clone(), r.body["armed_until"].clone()), (json!("internal"), Value::Null));
+    let r = call(&app, Method::POST, "/api/v1/workflows/orders/arm", Some(&key), None).await;
+    let until = r.body["armed_until"].as_str().expect("armed_until").to_string();
+    let ms = chrono::DateTime::parse_from_rfc3339(&until).unwrap().timestamp_millis() - crate::ids::now_ms();
+    assert!((590_000..=600_000).contains(&ms), "armed for {ms} ms");
+    let r = call(&app, Method::POST, "/api/v1/workflows/ghost/arm", Some(&key), None).await;
+    assert_envelope(&r, StatusCode::NOT_FOUND, "NOT_FOUND");
 }

@@ -1,10 +1,10 @@
-//! Workflow endpoints: create, list, read, patch, delete, graph versions, status.
+//! Workflow endpoints: create, list, read, patch, delete, graph versions, status, deploy state.
 
 use super::ListParams;
 use super::extract::{Json, Path, Query};
 use crate::accounts::Principal;
 use crate::app::AppState;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::workflows;
 use axum::Router;
 use axum::extract::State;
@@ -24,9 +24,9 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/workflows/{id}/versions", get(versions))
         .route("/api/v1/workflows/{id}/activate", post(activate))
         .route("/api/v1/workflows/{id}/deactivate", post(deactivate))
-        .route("/api/v1/workflows/{id}/deploy", post(not_built))
-        .route("/api/v1/workflows/{id}/undeploy", post(not_built))
-        .route("/api/v1/workflows/{id}/arm", post(not_built))
+        .route("/api/v1/workflows/{id}/deploy", post(deploy))
+        .route("/api/v1/workflows/{id}/undeploy", post(undeploy))
+        .route("/api/v1/workflows/{id}/arm", post(arm))
 }
 
 async fn create(State(state): State<AppState>, p: Principal, Json(body): Json<Value>) -> Result<Response> {
@@ -91,11 +91,19 @@ async fn deactivate(State(state): State<AppState>, p: Principal, Path(id): Path<
     Ok(Json(workflows::deactivate(state.store.as_ref(), &p.account_id, &id).await?))
 }
 
-/// `/deploy`, `/undeploy`, `/arm` belong to webhook triggers, which are not built yet.
-async fn not_built(p: Principal, uri: http::Uri) -> Result<Response> {
+/// `/deploy`: the workflow's webhook blocks take every call until `/undeploy`.
+async fn deploy(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<Json<Value>> {
     p.require(WRITE)?;
-    let action = uri.path().rsplit('/').next().unwrap_or("deploy").to_string();
-    Err(Error::NotImplemented(format!(
-        "`{action}` is not implemented yet: deploying and arming workflows comes with webhook triggers"
-    )))
+    Ok(Json(workflows::deploy(state.store.as_ref(), &p.account_id, &id).await?))
+}
+
+async fn undeploy(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<Json<Value>> {
+    p.require(WRITE)?;
+    Ok(Json(workflows::undeploy(state.store.as_ref(), &p.account_id, &id).await?))
+}
+
+/// `/arm`: the workflow's webhook blocks take exactly one call within 10 minutes.
+async fn arm(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<Json<Value>> {
+    p.require(WRITE)?;
+    Ok(Json(workflows::arm(state.store.as_ref(), &p.account_id, &id).await?))
 }

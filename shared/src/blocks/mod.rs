@@ -74,7 +74,8 @@ fn render(v: &Value, ctx: &Value) -> Result<Value, StepError> {
 pub fn execute_builtin(block: &Block, ctx: &Value) -> Outcome {
     let c = &block.config;
     let res: Result<Outcome, StepError> = (|| match block.kind.as_str() {
-        "starter" => Ok(Outcome::Output(ctx.get("input").cloned().unwrap_or(Value::Null))),
+        // A webhook block is an entry point like a starter: the request body is the run input.
+        "starter" | "webhook" => Ok(Outcome::Output(ctx.get("input").cloned().unwrap_or(Value::Null))),
         "transform" => Ok(Outcome::Output(render(c.get("mapping").unwrap_or(&json!({})), ctx)?)),
         // The branch is chosen on the edges (first true `when` wins); the block passes its
         // input through so later blocks can read it.
