@@ -168,10 +168,15 @@ pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     m.finalize().into_bytes().into()
 }
 
-/// The key bytes of a `whsec_<base64>` secret.
+/// The key bytes of a `whsec_<base64>` secret (padding optional, as senders differ).
 pub fn standard_key(secret: &str) -> Result<Vec<u8>> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
     let b64 = secret.strip_prefix("whsec_").ok_or_else(|| Error::validation("secret must start with whsec_"))?;
-    let key = B64.decode(b64).map_err(|_| Error::validation("secret is not base64 after whsec_"))?;
+    let key = LENIENT.decode(b64).map_err(|_| Error::validation("secret is not base64 after whsec_"))?;
     if key.len() < 16 {
         return Err(Error::validation("secret is shorter than 16 bytes"));
     }
@@ -401,6 +406,8 @@ mod tests {
         assert_eq!(Scheme::parse(&json!({"scheme": "hmac-sha256"})).unwrap(), Scheme::default());
         assert!(Scheme::StandardWebhooks.check_secret("not-whsec-secret").is_err());
         assert!(Scheme::StandardWebhooks.check_secret(&format!("whsec_{}", B64.encode([7u8; 24]))).is_ok());
+        let unpadded = B64.encode([7u8; 32]);
+        assert!(Scheme::StandardWebhooks.check_secret(&format!("whsec_{}", unpadded.trim_end_matches('='))).is_ok());
         assert!(Scheme::Github.check_secret("short").is_err());
     }
 }
