@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Runs README.md's quickstart as written against a given baton-local binary.
+# Runs a README.md block as written against a given baton-local binary.
 #
 #   bash infra/quickstart-test.sh target/release/baton-local
+#   BLOCK=triggering bash infra/quickstart-test.sh target/release/baton-local
 #
-# The quickstart is the fenced code block between `<!-- quickstart:begin -->` and
-# `<!-- quickstart:end -->`. Its first line that starts the server
-# (`cargo run --release -p baton-local ...`) is skipped: this script starts the given binary
+# The block is the fenced code between `<!-- $BLOCK:begin -->` and `<!-- $BLOCK:end -->`
+# (BLOCK defaults to `quickstart`). Its first line that starts the server
+# (`cargo run --release -p baton-local ...`), if any, is skipped: this script starts the given binary
 # itself on a free loopback port with a temporary database, and rewrites `127.0.0.1:3000` /
 # `localhost:3000` in the other lines to that port. The lines then run, from the repository
 # root as a user would, with `bash -euo pipefail`; the output of the last command must contain
-# `"completed"`. The server is stopped (by its PID) on exit. README=path overrides the file.
+# $EXPECT (default `"completed"`). The server is stopped (by its PID) on exit. README=path
+# overrides the file.
 set -euo pipefail
 
 if [ $# -ne 1 ]; then
@@ -24,15 +26,17 @@ if [ ! -x "$bin" ]; then
   exit 2
 fi
 readme=${README:-$root/README.md}
+block=${BLOCK:-quickstart}
+expect=${EXPECT:-'"completed"'}
 if [ ! -f "$readme" ]; then
   echo "quickstart-test: $readme not found" >&2
   exit 1
 fi
-for tool in curl; do
+for tool in curl jq openssl; do
   command -v "$tool" >/dev/null 2>&1 || { echo "quickstart-test: $tool is required" >&2; exit 1; }
 done
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/baton-quickstart.XXXXXX")
+work=$(mktemp -d "${TMPDIR:-/tmp}/baton-$block.XXXXXX")
 server_pid=""
 cleanup() {
   if [ -n "$server_pid" ]; then
@@ -43,7 +47,7 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() {
-  echo "quickstart-test: $*" >&2
+  echo "quickstart-test [$block]: $*" >&2
   if [ -s "$work/server.log" ]; then
     echo "--- last lines of the server log ---" >&2
     tail -n 40 "$work/server.log" >&2
@@ -52,14 +56,14 @@ fail() {
 }
 
 # 1. The code inside the fences between the markers.
-awk '
-  /<!-- quickstart:begin -->/ { inside = 1; seen = 1; next }
-  /<!-- quickstart:end -->/   { inside = 0; ended = 1; next }
+awk -v begin="<!-- $block:begin -->" -v end="<!-- $block:end -->" '
+  index($0, begin) { inside = 1; seen = 1; next }
+  index($0, end)   { inside = 0; ended = 1; next }
   inside && /^[[:space:]]*```/ { fence = !fence; next }
   inside && fence { print }
   END { if (!seen || !ended) exit 3 }
-' "$readme" >"$work/block.sh" || fail "no <!-- quickstart:begin --> ... <!-- quickstart:end --> block in $readme"
-[ -s "$work/block.sh" ] || fail "the quickstart block in $readme has no fenced code"
+' "$readme" >"$work/block.sh" || fail "no <!-- $block:begin --> ... <!-- $block:end --> block in $readme"
+[ -s "$work/block.sh" ] || fail "the $block block in $readme has no fenced code"
 
 # 2. Start the binary on a free port.
 port=""
@@ -100,7 +104,9 @@ for line in "${raw[@]}"; do
   line=${line//localhost:3000/localhost:$port}
   lines+=("$line")
 done
-[ "$skipped" = 1 ] || echo "quickstart-test: warning: no \`cargo run --release -p baton-local\` line to skip" >&2
+if [ "$skipped" = 0 ] && [ "$block" = quickstart ]; then
+  echo "quickstart-test: warning: no \`cargo run --release -p baton-local\` line to skip" >&2
+fi
 
 # 4. Find where the last command starts: the latest line such that everything before it and
 #    everything from it on are both complete shell text (quotes, continuations, pipes closed).
@@ -124,7 +130,7 @@ for ((i = n - 1; i >= 0; i--)); do
     break
   fi
 done
-[ "$split" -ge 0 ] || fail "the quickstart block has no command to run (or does not parse)"
+[ "$split" -ge 0 ] || fail "the $block block has no command to run (or does not parse)"
 
 {
   printf '%s\n' "${lines[@]:0:split}"
@@ -139,9 +145,9 @@ sed 's/^/  | /' "$work/quickstart.sh"
 echo
 status=0
 (cd "$root" && timeout 300 bash -euo pipefail "$work/quickstart.sh") || status=$?
-[ "$status" = 0 ] || fail "the quickstart commands failed (exit $status)"
+[ "$status" = 0 ] || fail "the $block commands failed (exit $status)"
 [ -f "$work/last.out" ] || fail "the last command did not run"
-grep -q '"completed"' "$work/last.out" ||
-  fail "the last command's output does not contain \"completed\": $(head -c 2000 "$work/last.out")"
+grep -qF -- "$expect" "$work/last.out" ||
+  fail "the last command's output does not contain $expect: $(head -c 2000 "$work/last.out")"
 echo
-echo "quickstart-test: ok (the last command printed \"completed\")"
+echo "quickstart-test [$block]: ok (the last command printed $expect)"

@@ -11,6 +11,10 @@ if ! command -v jq >/dev/null 2>&1; then
   # The README's quickstart uses jq, and its test runs those lines as written.
   (apt-get update -qq && apt-get install -y -qq jq) >/dev/null 2>&1 || { echo "jq is required (apt-get install jq)"; exit 1; }
 fi
+if ! command -v openssl >/dev/null 2>&1; then
+  # The webhook tests and the README's signing example use `openssl dgst -hmac`.
+  (apt-get update -qq && apt-get install -y -qq openssl) >/dev/null 2>&1 || { echo "openssl is required (apt-get install openssl)"; exit 1; }
+fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
@@ -31,6 +35,9 @@ BATON_LOCAL_BIN="$PWD/target/release/baton-local" cargo nextest run --workspace 
 
 step "README quickstart, as written"
 bash infra/quickstart-test.sh target/release/baton-local
+
+step "README \"Triggering from outside\", as written"
+BLOCK=triggering bash infra/quickstart-test.sh target/release/baton-local
 
 step "benchmark builds (not run: figures come from infra/bench.sh)"
 cargo build --release --locked -p baton-tests --bins
