@@ -511,7 +511,14 @@ pub async fn delete(store: &dyn Store, acct: &str, wf: &str) -> Result<()> {
         let v = head_version(&head)?;
         let mut writes = vec![Write::Delete { key: keys::workflow(acct, wf), cond: Some(Cond::eq("version", v)) }];
         writes.extend(webhooks::index_writes(acct, wf, &webhooks::claimed_ids(&head), &[]));
-        writes.extend(triggers::delete_writes(store, acct, wf).await?);
+        let mut trigger_writes = triggers::delete_writes(store, acct, wf).await?;
+        // Triggers created in a race can exceed the transaction limit: those go first, in
+        // batches (a trigger of a deleted workflow only ever answers 422 meanwhile).
+        while writes.len() + trigger_writes.len() > crate::store::MAX_TRANSACT_ITEMS {
+            let n = trigger_writes.len().min(crate::store::MAX_TRANSACT_ITEMS) & !1;
+            store.transact(trigger_writes.drain(..n).collect()).await?;
+        }
+        writes.extend(trigger_writes);
         match store.transact(writes).await {
             Ok(()) => return Ok(()),
             Err(e) if e.is_conflict() => continue,

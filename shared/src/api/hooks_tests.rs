@@ -613,7 +613,7 @@ async fn standard_webhooks_redeliveries_and_replays() {
     let (t, uri) = (&t, &uri);
     let send = |hs: Vec<(String, String)>| async move {
         let refs: Vec<(&str, &str)> = hs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        t.door(&uri, &refs, body).await
+        t.door(uri, &refs, body).await
     };
     let first = send(h("msg_1", &ts, &sig)).await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
