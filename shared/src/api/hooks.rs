@@ -138,7 +138,6 @@ async fn block_webhook(
     let idempotency_key = idempotency_header(&headers)?;
     let (acct, wf) = (target.account_id.clone(), target.workflow_id.clone());
     let rl = rate_limit(&state, &acct, &id).await?;
-    let admission = webhooks::admit(&*state.store, &acct, &wf).await?;
     let req = StartRequest {
         input,
         idempotency_key,
@@ -146,11 +145,22 @@ async fn block_webhook(
         callback_url: None,
         source: "webhook".into(),
     };
-    match start(&state, &acct, &wf, req).await {
-        Ok(s) => Ok(started(rl, s)),
+    // Taking the arm and starting the run finish together even if the client goes away, so
+    // an arm is never used up by a call that started nothing.
+    let st = state.clone();
+    let s = tokio::spawn(async move { admit_and_start(&st, &acct, &wf, req).await })
+        .await
+        .map_err(|e| Error::internal(format!("webhook start task failed: {e}")))??;
+    Ok(started(rl, s))
+}
+
+async fn admit_and_start(state: &AppState, acct: &str, wf: &str, req: StartRequest) -> Result<Started> {
+    let admission = webhooks::admit(&*state.store, acct, wf).await?;
+    match state.engine.start_run(acct, wf, req).await {
+        Ok(s) => Ok(s),
         Err(e) => {
             if let Admission::Armed { until } = &admission
-                && let Err(give_back) = webhooks::give_back(&*state.store, &acct, &wf, until).await
+                && let Err(give_back) = webhooks::give_back(&*state.store, acct, wf, until).await
             {
                 tracing::warn!(error = %give_back, workflow_id = %wf, "could not give the arm back");
             }

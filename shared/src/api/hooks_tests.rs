@@ -426,13 +426,73 @@ async fn an_arm_is_given_back_when_the_run_cannot_start() {
     t.door(&uri, &[JSON], r#"{"order": 1}"#).await.expect(StatusCode::CONFLICT, "CONFLICT");
 }
 
-#[tokio::test]
+/// The SQLite store, except that the next `n` reads of a workflow head wait for each other:
+/// two racing calls both see the workflow armed before either takes the arm, the
+/// interleaving that a plain read-then-write would get wrong.
+struct RaceGate {
+    inner: SqliteStore,
+    barrier: tokio::sync::Barrier,
+    remaining: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl crate::store::Store for RaceGate {
+    async fn get(&self, key: &crate::store::Key) -> crate::Result<Option<crate::store::Item>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let item = self.inner.get(key).await?;
+        let is_head = key.pk.starts_with("ACCT#") && key.pk.ends_with("#WF");
+        if is_head && self.remaining.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok() {
+            self.barrier.wait().await;
+        }
+        Ok(item)
+    }
+    async fn put(&self, item: crate::store::Item, cond: Option<crate::store::Cond>) -> crate::Result<()> {
+        self.inner.put(item, cond).await
+    }
+    async fn update(
+        &self,
+        key: &crate::store::Key,
+        update: crate::store::Update,
+        cond: Option<crate::store::Cond>,
+    ) -> crate::Result<crate::store::Item> {
+        self.inner.update(key, update, cond).await
+    }
+    async fn delete(&self, key: &crate::store::Key, cond: Option<crate::store::Cond>) -> crate::Result<()> {
+        self.inner.delete(key, cond).await
+    }
+    async fn transact(&self, writes: Vec<crate::store::Write>) -> crate::Result<()> {
+        self.inner.transact(writes).await
+    }
+    async fn query(&self, q: crate::store::Query) -> crate::Result<crate::store::Page> {
+        self.inner.query(q).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_racing_calls_on_an_armed_webhook_start_exactly_one_run() {
-    let t = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Sqlite::open(&dir.path().join("race.db")).unwrap();
+    let gate = Arc::new(RaceGate {
+        inner: SqliteStore::new(db.clone()),
+        barrier: tokio::sync::Barrier::new(2),
+        remaining: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let state = App::new(
+        gate.clone(),
+        Arc::new(SqliteQueue::new(db, "steps", 5)),
+        Arc::new(crate::secrets::SecretBox::ephemeral()),
+        AppConfig::default(),
+    );
+    let mut t = T { app: router(state.clone()), state, key: String::new(), _dir: dir };
+    t.key = t.api(Method::POST, "/api/v1/auth/register", Some(json!({"name": "r"}))).await.body["api_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let id = uuid::Uuid::new_v4().to_string();
     t.workflow(with_webhook("w", &id, Some("s"))).await;
-    for round in 0..5 {
+    for round in 0..3 {
         t.api(Method::POST, "/api/v1/workflows/w/arm", None).await;
+        gate.remaining.store(2, std::sync::atomic::Ordering::SeqCst);
         let call = |n: u32| {
             let app = t.app.clone();
             let uri = format!("/api/webhooks/{id}?token=s");
@@ -452,7 +512,7 @@ async fn two_racing_calls_on_an_armed_webhook_start_exactly_one_run() {
         assert_eq!(codes, [StatusCode::CREATED, StatusCode::CONFLICT], "round {round}");
     }
     let runs = t.api(Method::GET, "/api/v1/runs?workflow_id=w&limit=100", None).await;
-    assert_eq!(runs.body["data"].as_array().unwrap().len(), 5, "{}", runs.body);
+    assert_eq!(runs.body["data"].as_array().unwrap().len(), 3, "{}", runs.body);
 }
 
 // ---- apps ---------------------------------------------------------------------------
