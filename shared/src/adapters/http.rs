@@ -1,0 +1,121 @@
+//! The outbound HTTP adapter of the callback [`Transport`] port: reqwest with rustls, no
+//! redirects, no proxies from the environment, a per-request timeout, and a DNS resolver
+//! that hands the connector only the addresses [`net_guard`] permits — so the connection
+//! goes to the address that was checked, whatever the name resolves to a moment later.
+
+use crate::callbacks::{MAX_RESPONSE_EXCERPT, Outgoing, Sent, Transport};
+use crate::net_guard::{self, Refused, ResolveError, Targets};
+use async_trait::async_trait;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use std::sync::Arc;
+
+/// Resolves names for the HTTP client, keeping only permitted addresses.
+struct GuardedResolver {
+    targets: Targets,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let targets = self.targets;
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            // Port 0: the connector puts in the URL's port.
+            match net_guard::resolve(&host, 0, targets).await {
+                Ok(addrs) => Ok(Box::new(addrs.into_iter()) as Addrs),
+                Err(ResolveError::Refused(r)) => Err(Box::new(r) as Box<dyn std::error::Error + Send + Sync>),
+                Err(ResolveError::Lookup(e)) => Err(Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
+            }
+        })
+    }
+}
+
+pub struct HttpTransport {
+    client: Result<reqwest::Client, String>,
+    targets: Targets,
+}
+
+impl HttpTransport {
+    pub fn new(targets: Targets) -> Self {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver { targets }))
+            .pool_max_idle_per_host(4)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"));
+        HttpTransport { client, targets }
+    }
+}
+
+/// A [`Refused`] somewhere in an error's chain (the resolver's verdict, wrapped by the
+/// connector and the client).
+fn refused_in(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(r) = err.downcast_ref::<Refused>() {
+            return Some(r.0.clone());
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// The error and its causes on one line.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        let s = err.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = err.source();
+    }
+    out
+}
+
+#[async_trait]
+impl Transport for HttpTransport {
+    async fn post(&self, req: Outgoing) -> Sent {
+        let client = match &self.client {
+            Ok(c) => c,
+            Err(e) => return Sent::Failed(e.clone()),
+        };
+        let url = match net_guard::parse_url("callback_url", &req.url) {
+            Ok(u) => u,
+            Err(e) => return Sent::Refused(e.to_string()),
+        };
+        // An IP literal never reaches the resolver.
+        if let Some(ip) = net_guard::ip_literal(&url)
+            && self.targets == Targets::PublicOnly
+            && let Some(why) = net_guard::blocked_reason(ip)
+        {
+            return Sent::Refused(format!("{ip} is a {why} address; refused (BATON_ALLOW_PRIVATE_TARGETS is not set)"));
+        }
+        let mut rb = client.post(url).timeout(req.timeout).body(req.body);
+        for (k, v) in req.headers {
+            rb = rb.header(k, v);
+        }
+        let mut resp = match rb.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return match refused_in(&e) {
+                    Some(r) => Sent::Refused(r),
+                    None if e.is_timeout() => Sent::Failed(format!("no answer within {} ms", req.timeout.as_millis())),
+                    None => Sent::Failed(chain(&e)),
+                };
+            }
+        };
+        let status = resp.status().as_u16();
+        let mut excerpt = Vec::new();
+        // Only the start of the answer is kept; the rest is not read.
+        while excerpt.len() < MAX_RESPONSE_EXCERPT {
+            match resp.chunk().await {
+                Ok(Some(c)) => excerpt.extend_from_slice(&c[..c.len().min(MAX_RESPONSE_EXCERPT - excerpt.len())]),
+                _ => break,
+            }
+        }
+        Sent::Answered { status, body: String::from_utf8_lossy(&excerpt).into_owned() }
+    }
+}
