@@ -495,3 +495,32 @@ async fn messages_for_uncommitted_or_stale_deliveries_do_nothing() {
     assert_eq!(e.app.engine.process(&early.encode()).await, Outcome::Ack);
     assert_eq!(rx.received().len(), 1);
 }
+
+#[tokio::test]
+async fn concurrent_duplicate_step_messages_still_make_one_delivery() {
+    let e = env().await;
+    let rx = listen(&[]).await;
+    install(&e.app, "wf", chain(), Some(&rx.url)).await;
+    let id = start(&e.app, "wf", None).await;
+    // Every step message is handled by four workers at once, as a redelivering queue might.
+    for _ in 0..5 {
+        // Callback messages stay hidden for a moment and are played below.
+        let msgs = e.app.queue.receive(10, Duration::from_secs(1), Duration::from_millis(200)).await.unwrap();
+        for m in msgs.into_iter().filter(|m| m.body.contains("\"step\"")) {
+            let mut tasks = Vec::new();
+            for _ in 0..4 {
+                let app = e.app.clone();
+                let body = m.body.clone();
+                tasks.push(tokio::spawn(async move { app.engine.process(&body).await }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+            e.app.queue.delete(&m.receipt).await.unwrap();
+        }
+    }
+    assert!(pump_until(&e.app, Duration::from_secs(10), || all_settled(&e.app, &id, 1)).await);
+    pump_until(&e.app, Duration::from_millis(300), || async { false }).await;
+    assert_eq!(deliveries(&e.app, &id).await.len(), 1);
+    assert_eq!(rx.events(), ["run.completed"]);
+}
