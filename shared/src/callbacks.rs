@@ -395,11 +395,15 @@ impl Engine {
             .set("window_until", now + self.cfg.callback_window.as_millis() as i64)
             .remove("delivered_at")
             .remove("failed_at")
+            // A claim whose lease ran out belongs to a worker that died mid-attempt; its
+            // late commit (conditional on the claim) then does nothing.
+            .remove("claim")
+            .remove("lease_until")
             .add("redeliveries", 1);
         let cond = Cond::And(vec![
             Cond::eq("attempts", attempts),
             Cond::eq("status", status.as_str()),
-            Cond::AttrAbsent("claim".into()),
+            Cond::Or(vec![Cond::AttrAbsent("lease_until".into()), Cond::Lt("lease_until".into(), json!(now))]),
         ]);
         let key = keys::callback(run_id, delivery_id);
         let updated = match self.store.update(&key, upd, Some(cond)).await {

@@ -524,3 +524,25 @@ async fn concurrent_duplicate_step_messages_still_make_one_delivery() {
     assert_eq!(deliveries(&e.app, &id).await.len(), 1);
     assert_eq!(rx.events(), ["run.completed"]);
 }
+
+#[tokio::test]
+async fn redeliver_waits_for_an_attempt_in_flight_and_takes_over_a_dead_ones() {
+    let e = env().await;
+    let rx = listen(&[]).await;
+    install(&e.app, "wf", chain(), Some(&rx.url)).await;
+    let id = start(&e.app, "wf", None).await;
+    assert!(pump_until(&e.app, Duration::from_secs(10), || all_settled(&e.app, &id, 1)).await);
+    let dlv = deliveries(&e.app, &id).await[0].str("delivery_id").unwrap().to_string();
+    let key = keys::callback(&id, &dlv);
+    let now = ids::now_ms();
+    let held = Update::default().set("claim", "clm_other").set("lease_until", now + 60_000);
+    e.app.store.update(&key, held, None).await.unwrap();
+    assert!(matches!(e.app.engine.redeliver_callback(ACCT, &id, &dlv).await, Err(Error::Conflict(_))));
+    let dead = Update::default().set("lease_until", now - 1);
+    e.app.store.update(&key, dead, None).await.unwrap();
+    e.app.engine.redeliver_callback(ACCT, &id, &dlv).await.unwrap();
+    let twice = || async { e.app.engine.get_callback(ACCT, &id, &dlv).await.unwrap()["attempt_count"] == 2 };
+    assert!(pump_until(&e.app, Duration::from_secs(10), twice).await);
+    assert_eq!(rx.received().len(), 2);
+    assert!(e.app.store.get(&key).await.unwrap().unwrap().get("claim").is_none());
+}

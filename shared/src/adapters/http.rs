@@ -34,15 +34,22 @@ pub struct HttpTransport {
     targets: Targets,
 }
 
+/// An HTTP client for requests on a caller's behalf (callbacks, and the HTTP blocks to
+/// come): no redirects, no proxy from the environment, and names resolved only to
+/// addresses `targets` permits. IP-literal URLs bypass the resolver: check them with
+/// [`net_guard::ip_literal`] + [`net_guard::blocked_reason`] before sending.
+pub fn guarded_client(targets: Targets) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(Arc::new(GuardedResolver { targets }))
+        .pool_max_idle_per_host(4)
+        .build()
+}
+
 impl HttpTransport {
     pub fn new(targets: Targets) -> Self {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver { targets }))
-            .pool_max_idle_per_host(4)
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"));
+        let client = guarded_client(targets).map_err(|e| format!("cannot build the HTTP client: {e}"));
         HttpTransport { client, targets }
     }
 }
