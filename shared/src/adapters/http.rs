@@ -126,3 +126,66 @@ impl Transport for HttpTransport {
         Sent::Answered { status, body: String::from_utf8_lossy(&excerpt).into_owned() }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn req(url: String) -> Outgoing {
+        Outgoing { url, headers: vec![], body: b"{}".to_vec(), timeout: Duration::from_secs(2) }
+    }
+
+    /// A loopback server that answers every connection with a redirect.
+    async fn redirecting() -> (u16, tokio::task::JoinHandle<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:9/\r\ncontent-length: 5\r\nconnection: close\r\n\r\nmoved")
+                    .await;
+            }
+        });
+        (port, task)
+    }
+
+    #[tokio::test]
+    async fn names_resolving_to_loopback_are_refused_not_retried() {
+        let (port, task) = redirecting().await;
+        let t = HttpTransport::new(Targets::PublicOnly);
+        match t.post(req(format!("http://localhost:{port}/hook"))).await {
+            Sent::Refused(why) => assert!(why.contains("loopback"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        match t.post(req(format!("http://127.0.0.1:{port}/hook"))).await {
+            Sent::Refused(why) => assert!(why.contains("loopback"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed_and_the_answer_is_kept() {
+        let (port, task) = redirecting().await;
+        let t = HttpTransport::new(Targets::AllowPrivate);
+        assert_eq!(
+            t.post(req(format!("http://localhost:{port}/hook"))).await,
+            Sent::Answered { status: 307, body: "moved".into() }
+        );
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn no_answer_is_a_retryable_failure() {
+        let t = HttpTransport::new(Targets::AllowPrivate);
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        assert!(matches!(t.post(req(format!("http://127.0.0.1:{port}/"))).await, Sent::Failed(_)));
+    }
+}
