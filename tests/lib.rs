@@ -96,6 +96,8 @@ pub struct ServerOptions {
     pub rate_limit: Option<u64>,
     /// Any further command-line arguments.
     pub args: Vec<String>,
+    /// Environment variables for the server process.
+    pub env: Vec<(String, String)>,
     /// Binary to run instead of [`server_binary`].
     pub binary: Option<PathBuf>,
 }
@@ -111,6 +113,14 @@ impl ServerOptions {
     }
     pub fn rate_limit(mut self, per_minute: u64) -> Self {
         self.rate_limit = Some(per_minute);
+        self
+    }
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_string());
         self
     }
     pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
@@ -193,10 +203,21 @@ impl Server {
             cmd.arg("--rate-limit").arg(r.to_string());
         }
         cmd.args(&options.args);
-        for var in ["BATON_ADDR", "BATON_DB", "BATON_WORKERS", "BATON_LEASE_SECS", "BATON_RATE_LIMIT", "BATON_BACKEND"]
-        {
+        for var in [
+            "BATON_ADDR",
+            "BATON_DB",
+            "BATON_WORKERS",
+            "BATON_LEASE_SECS",
+            "BATON_RATE_LIMIT",
+            "BATON_BACKEND",
+            "BATON_ALLOW_PRIVATE_TARGETS",
+            "BATON_CALLBACK_BACKOFF_MS",
+            "BATON_CALLBACK_WINDOW_SECS",
+            "BATON_CALLBACK_TIMEOUT_MS",
+        ] {
             cmd.env_remove(var);
         }
+        cmd.envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         cmd.env("NO_COLOR", "1")
             .current_dir(data.path())
             .stdin(Stdio::null())
@@ -433,6 +454,14 @@ impl Api {
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<Reply, String> {
         self.send(self.http.post(self.url(path)).json(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> Result<Reply, String> {
+        self.send(self.http.patch(self.url(path)).json(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<Reply, String> {
+        self.send(self.http.delete(self.url(path))).await
     }
 
     /// `POST /workflows`, expecting 201.

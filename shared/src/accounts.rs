@@ -1,7 +1,8 @@
 //! Accounts, API keys, scopes and per-key rate limits (DESIGN.md §5, §6).
 //!
 //! Items (layout in [`crate::keys`]):
-//! - account `ACCT#{acct}/ACCOUNT`: `{id, name, email, callback_signing_secret, created_at}`
+//! - account `ACCT#{acct}/ACCOUNT`: `{id, name, email, callback_signing_secret, created_at}`,
+//!   after a rotation also the previous secret and until when it still signs (ms)
 //! - key metadata `ACCT#{acct}/KEY#{key_id}`: `{key_id, name, prefix, scopes, created_at,
 //!   rotated_at, revoked_at, hash}` (`hash` is internal and never returned)
 //! - key lookup `APIKEY#{sha256}/APIKEY`: `{account_id, key_id, scopes}`; deleted on revoke
@@ -79,9 +80,21 @@ fn check_email(email: &str) -> Result<String> {
     Ok(email.to_string())
 }
 
+/// The previous callback signing secret, kept for a grace period after a rotation.
+pub const PREVIOUS_SECRET: &str = "callback_signing_secret_previous";
+/// Until when (epoch ms) the previous secret still signs callbacks.
+pub const PREVIOUS_SECRET_UNTIL: &str = "callback_signing_secret_previous_until";
+
 fn new_callback_secret() -> String {
-    let bytes: [u8; 32] = rand::random();
-    format!("whsec_{}", hex::encode(bytes))
+    crate::callbacks::new_signing_secret()
+}
+
+/// The account as callers see it (timestamps as RFC 3339).
+fn account_view(mut attrs: Map<String, Value>) -> Value {
+    if let Some(ms) = attrs.get(PREVIOUS_SECRET_UNTIL).and_then(Value::as_i64) {
+        attrs.insert(PREVIOUS_SECRET_UNTIL.into(), json!(ids::ms_to_rfc3339(ms)));
+    }
+    Value::Object(attrs)
 }
 
 /// The key metadata as callers see it (no hash, never the secret).
@@ -164,17 +177,29 @@ pub async fn register(store: &dyn Store, name: &str, email: Option<&str>) -> Res
 /// The account behind `acct`, including its `callback_signing_secret`.
 pub async fn get_account(store: &dyn Store, acct: &str) -> Result<Value> {
     let item = store.get(&keys::account(acct)).await?.ok_or_else(|| Error::not_found("Account"))?;
-    Ok(Value::Object(item.attrs))
+    Ok(account_view(item.attrs))
 }
 
-/// Replaces the account's callback signing secret; returns the updated account.
+/// Replaces the account's callback signing secret; returns the updated account. The old
+/// secret keeps signing (as a second `webhook-signature`) for
+/// [`crate::callbacks::PREVIOUS_SECRET_GRACE`], so receivers can switch over.
 pub async fn rotate_callback_secret(store: &dyn Store, acct: &str) -> Result<Value> {
-    let update = Update::default().set("callback_signing_secret", new_callback_secret());
-    match store.update(&keys::account(acct), update, Some(Cond::Exists)).await {
-        Ok(item) => Ok(Value::Object(item.attrs)),
-        Err(e) if e.is_conflict() => Err(Error::not_found("Account")),
-        Err(e) => Err(e),
+    for _ in 0..WRITE_RETRIES {
+        let item = store.get(&keys::account(acct)).await?.ok_or_else(|| Error::not_found("Account"))?;
+        let old = item.str("callback_signing_secret").unwrap_or_default().to_string();
+        let until = ids::now_ms() + crate::callbacks::PREVIOUS_SECRET_GRACE.as_millis() as i64;
+        let update = Update::default()
+            .set("callback_signing_secret", new_callback_secret())
+            .set(PREVIOUS_SECRET, old.as_str())
+            .set(PREVIOUS_SECRET_UNTIL, until);
+        match store.update(&keys::account(acct), update, Some(Cond::eq("callback_signing_secret", old.as_str()))).await
+        {
+            Ok(item) => return Ok(account_view(item.attrs)),
+            Err(e) if e.is_conflict() => continue,
+            Err(e) => return Err(e),
+        }
     }
+    Err(Error::Conflict("The callback signing secret changed concurrently; try again".into()))
 }
 
 /// Resolves an API key secret to its principal. Unknown or revoked keys are `Unauthorized`.
@@ -313,7 +338,9 @@ mod tests {
         let (account, issued) = register(&store, "Acme", Some("ops@acme.test")).await.unwrap();
         assert!(account["id"].as_str().unwrap().starts_with("acct_"));
         let whsec = account["callback_signing_secret"].as_str().unwrap();
-        assert!(whsec.starts_with("whsec_") && whsec.len() == 6 + 64);
+        // Standard Webhooks: `whsec_` + base64 of the key bytes (32 bytes → 44 characters).
+        assert!(whsec.starts_with("whsec_") && whsec.len() == 6 + 44, "{whsec}");
+        assert_eq!(crate::callbacks::signing_key(whsec).unwrap().len(), 32);
         assert!(issued.secret.starts_with("bk_") && issued.secret.len() == 3 + 64);
         assert_eq!(issued.key["prefix"], json!(&issued.secret[..10]));
         let p = authenticate(&store, &issued.secret).await.unwrap();

@@ -22,6 +22,13 @@ pub struct AppConfig {
     /// Let callbacks and HTTP blocks reach loopback and private addresses
     /// (`BATON_ALLOW_PRIVATE_TARGETS=1`; tests and trusted networks only).
     pub allow_private_targets: bool,
+    /// First retry delay of an outbound callback; later ones grow ×3 up to 1440× this
+    /// (`BATON_CALLBACK_BACKOFF_MS`; default 10 s, so 10 s, 30 s, 90 s, … capped at 4 h).
+    pub callback_backoff: Duration,
+    /// How long a callback keeps being retried before it is marked `failed` (24 h).
+    pub callback_window: Duration,
+    /// Time limit of one callback request.
+    pub callback_timeout: Duration,
 }
 
 impl Default for AppConfig {
@@ -33,6 +40,9 @@ impl Default for AppConfig {
             max_body_bytes: 1024 * 1024,
             public_url: "http://127.0.0.1:3000".into(),
             allow_private_targets: false,
+            callback_backoff: Duration::from_secs(10),
+            callback_window: Duration::from_secs(24 * 3600),
+            callback_timeout: Duration::from_secs(10),
         }
     }
 }

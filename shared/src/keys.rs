@@ -11,6 +11,7 @@
 //! | step | `RUN#{run_id}` | `STEP#{step_key}` |
 //! | task | `RUN#{run_id}` | `TASK#{task_id}` |
 //! | event | `RUN#{run_id}` | `EVT#{ms:013}#{seq:06}#{rand}` |
+//! | callback delivery | `RUN#{run_id}` | `CB#{delivery_id}` |
 //! | run index (listing) | `ACCT#{acct}#RUNS` | `{run_id}` |
 //! | idempotency record (TTL) | `IDEM#{acct}#{wf_id}#{key}` | `IDEM` |
 //! | rate-limit window (TTL) | `RL#{key_id}#{minute}` | `RL` |
@@ -58,6 +59,12 @@ pub fn task(run: &str, task: &str) -> Key {
 pub fn event(run: &str, ms: i64, seq: usize) -> Key {
     let r: u16 = rand::random();
     Key::new(run_pk(run), format!("EVT#{ms:013}#{seq:06}#{r:04x}"))
+}
+/// Sort-key prefix of a run's callback deliveries (`CB#` sorts before `EVT#` and `RUN`, so
+/// the run snapshot's range leaves them out).
+pub const CALLBACK_PREFIX: &str = "CB#";
+pub fn callback(run: &str, delivery: &str) -> Key {
+    Key::new(run_pk(run), format!("{CALLBACK_PREFIX}{delivery}"))
 }
 pub fn runs_index_pk(acct: &str) -> String {
     format!("ACCT#{acct}#RUNS")

@@ -11,6 +11,7 @@
 //! stored, so the door finds a trigger with one read by hash.
 
 use crate::error::{Error, Result};
+use crate::net_guard::Targets;
 use crate::store::{Cond, Item, Query, Store, Update, Write};
 use crate::workflows::{self, MAX_NAME_LEN};
 use crate::{ids, keys};
@@ -58,12 +59,12 @@ fn check_fields(body: &Value) -> Result<&Map<String, Value>> {
     Ok(o)
 }
 
-fn callback_of(o: &Map<String, Value>) -> Result<Option<Value>> {
+async fn callback_of(o: &Map<String, Value>, targets: Targets) -> Result<Option<Value>> {
     match (o.get_key_value("callback_url"), o.get_key_value("callbackUrl")) {
         (Some(_), Some(_)) => {
             Err(Error::validation_at(vec![json!("callbackUrl")], "give `callback_url` or `callbackUrl`, not both"))
         }
-        (Some((k, v)), None) | (None, Some((k, v))) => Ok(Some(workflows::check_callback_url(k, v)?)),
+        (Some((k, v)), None) | (None, Some((k, v))) => Ok(Some(workflows::check_callback_url(k, v, targets).await?)),
         (None, None) => Ok(None),
     }
 }
@@ -78,10 +79,17 @@ fn enabled_of(o: &Map<String, Value>) -> Result<Option<bool>> {
 
 /// `POST /workflows/{id}/triggers {"name"?, "callback_url"?, "enabled"?}`: the trigger with its
 /// `token` and full `url`, shown this once.
-pub async fn create(store: &dyn Store, acct: &str, wf: &str, body: &Value, public_url: &str) -> Result<Value> {
+pub async fn create(
+    store: &dyn Store,
+    acct: &str,
+    wf: &str,
+    body: &Value,
+    public_url: &str,
+    targets: Targets,
+) -> Result<Value> {
     let o = check_fields(body)?;
     let name = workflows::text(o, "name", MAX_NAME_LEN, false)?.flatten();
-    let callback_url = callback_of(o)?.unwrap_or(Value::Null);
+    let callback_url = callback_of(o, targets).await?.unwrap_or(Value::Null);
     let enabled = enabled_of(o)?.unwrap_or(true);
     workflows::load_head(store, acct, wf).await?;
     let mut q = Query::partition(keys::triggers_pk(acct, wf));
@@ -158,10 +166,11 @@ pub async fn patch(
     tid: &str,
     body: &Value,
     public_url: &str,
+    targets: Targets,
 ) -> Result<Value> {
     let o = check_fields(body)?;
     let name = workflows::text(o, "name", MAX_NAME_LEN, false)?;
-    let callback_url = callback_of(o)?;
+    let callback_url = callback_of(o, targets).await?;
     let enabled = enabled_of(o)?;
     let item = load(store, acct, wf, tid).await?;
     let hash = item.str("hash").ok_or_else(|| Error::internal(format!("trigger {tid} has no hash")))?.to_string();
@@ -272,7 +281,7 @@ mod tests {
     #[tokio::test]
     async fn the_token_is_shown_once_and_stored_hashed() {
         let s = setup().await;
-        let t = create(&s, "acct_a", "wf", &json!({}), "http://h").await.unwrap();
+        let t = create(&s, "acct_a", "wf", &json!({}), "http://h", Targets::PublicOnly).await.unwrap();
         let token = t["token"].as_str().unwrap();
         assert!(token.starts_with("tk_"));
         assert_eq!(t["url"], json!(format!("http://h/api/v1/hooks/{token}")));
@@ -287,11 +296,11 @@ mod tests {
     #[tokio::test]
     async fn disabled_is_conflict_unknown_is_not_found_and_delete_forgets() {
         let s = setup().await;
-        let t = create(&s, "acct_a", "wf", &json!({}), "http://h").await.unwrap();
+        let t = create(&s, "acct_a", "wf", &json!({}), "http://h", Targets::PublicOnly).await.unwrap();
         let (token, tid) = (t["token"].as_str().unwrap(), t["trigger_id"].as_str().unwrap());
-        patch(&s, "acct_a", "wf", tid, &json!({"enabled": false}), "http://h").await.unwrap();
+        patch(&s, "acct_a", "wf", tid, &json!({"enabled": false}), "http://h", Targets::PublicOnly).await.unwrap();
         assert!(matches!(lookup(&s, token).await, Err(Error::Conflict(_))));
-        patch(&s, "acct_a", "wf", tid, &json!({"enabled": true}), "http://h").await.unwrap();
+        patch(&s, "acct_a", "wf", tid, &json!({"enabled": true}), "http://h", Targets::PublicOnly).await.unwrap();
         assert!(lookup(&s, token).await.is_ok());
         assert!(matches!(lookup(&s, "tk_nope").await, Err(Error::NotFound(_))));
         delete(&s, "acct_a", "wf", tid).await.unwrap();
@@ -302,7 +311,7 @@ mod tests {
     #[tokio::test]
     async fn deleting_the_workflow_deletes_its_triggers() {
         let s = setup().await;
-        let t = create(&s, "acct_a", "wf", &json!({}), "http://h").await.unwrap();
+        let t = create(&s, "acct_a", "wf", &json!({}), "http://h", Targets::PublicOnly).await.unwrap();
         workflows::delete(&s, "acct_a", "wf").await.unwrap();
         assert!(matches!(lookup(&s, t["token"].as_str().unwrap()).await, Err(Error::NotFound(_))));
     }
@@ -310,9 +319,18 @@ mod tests {
     #[tokio::test]
     async fn bad_bodies_and_other_accounts_are_refused() {
         let s = setup().await;
-        assert!(matches!(create(&s, "acct_a", "wf", &json!({"color": 1}), "h").await, Err(Error::Validation { .. })));
+        assert!(matches!(
+            create(&s, "acct_a", "wf", &json!({"color": 1}), "h", Targets::PublicOnly).await,
+            Err(Error::Validation { .. })
+        ));
         let bad_url = json!({"callback_url": "ftp://x"});
-        assert!(matches!(create(&s, "acct_a", "wf", &bad_url, "h").await, Err(Error::Validation { .. })));
-        assert!(matches!(create(&s, "acct_b", "wf", &json!({}), "h").await, Err(Error::NotFound(_))));
+        assert!(matches!(
+            create(&s, "acct_a", "wf", &bad_url, "h", Targets::PublicOnly).await,
+            Err(Error::Validation { .. })
+        ));
+        assert!(matches!(
+            create(&s, "acct_b", "wf", &json!({}), "h", Targets::PublicOnly).await,
+            Err(Error::NotFound(_))
+        ));
     }
 }

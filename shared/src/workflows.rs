@@ -14,6 +14,7 @@
 
 use crate::error::{Detail, Error, Result};
 use crate::model::{self, Graph};
+use crate::net_guard::{self, Targets};
 use crate::store::{Cond, Item, Query, Store, Update, Write};
 use crate::{ids, keys, triggers, webhooks};
 use serde_json::{Map, Value, json};
@@ -23,7 +24,7 @@ pub const MAX_LIST_LIMIT: usize = 100;
 pub const MAX_ID_LEN: usize = 64;
 pub const MAX_NAME_LEN: usize = 200;
 pub const MAX_DESCRIPTION_LEN: usize = 4000;
-pub const MAX_URL_LEN: usize = 2048;
+pub const MAX_URL_LEN: usize = net_guard::MAX_URL_LEN;
 pub const STATUSES: &[&str] = &["draft", "active"];
 const WRITE_RETRIES: usize = 5;
 
@@ -152,17 +153,11 @@ fn check_variables(field: &str, v: &Value) -> Result<Value> {
     }
 }
 
-pub(crate) fn check_callback_url(field: &str, v: &Value) -> Result<Value> {
+/// `null`, or a callback target [`net_guard::check_url`] accepts (stored normalized).
+pub(crate) async fn check_callback_url(field: &str, v: &Value, targets: Targets) -> Result<Value> {
     match v {
         Value::Null => Ok(Value::Null),
-        Value::String(s) => {
-            let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
-            let host_ok = rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'));
-            if !host_ok || s.len() > MAX_URL_LEN || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(at(field, format!("`{field}` must be an http(s) URL")));
-            }
-            Ok(v.clone())
-        }
+        Value::String(s) => Ok(json!(net_guard::check_url(field, s, targets).await?.as_str())),
         _ => Err(at(field, format!("`{field}` must be an http(s) URL or null"))),
     }
 }
@@ -241,9 +236,14 @@ async fn highest_version(store: &dyn Store, acct: &str, wf: &str) -> Result<u64>
     Ok(page.items.first().and_then(|i| i.get("version")).and_then(Value::as_u64).unwrap_or(0))
 }
 
-/// `POST /workflows`: validates the body, then writes the head and its first version in one
-/// transaction. An existing id is `Conflict`.
+/// [`create_with`] refusing private callback targets.
 pub async fn create(store: &dyn Store, acct: &str, body: Value) -> Result<Value> {
+    create_with(store, acct, body, Targets::PublicOnly).await
+}
+
+/// `POST /workflows`: validates the body, then writes the head and its first version in one
+/// transaction. An existing id is `Conflict`. `targets` says which `callback_url`s pass.
+pub async fn create_with(store: &dyn Store, acct: &str, body: Value, targets: Targets) -> Result<Value> {
     let obj = body_object(&body, CREATE_FIELDS)?;
     let id = match obj.get("id") {
         None | Some(Value::Null) => ids::new_id("wf"),
@@ -264,7 +264,7 @@ pub async fn create(store: &dyn Store, acct: &str, body: Value) -> Result<Value>
         None => json!({}),
     };
     let callback_url = match either(obj, "callback_url", "callbackUrl")? {
-        Some((k, v)) => check_callback_url(k, v)?,
+        Some((k, v)) => check_callback_url(k, v, targets).await?,
         None => Value::Null,
     };
     let graph = graph_of(obj)?;
@@ -442,6 +442,11 @@ async fn apply(store: &dyn Store, acct: &str, wf: &str, change: Change, force_ve
 /// (and optionally blocks+edges or steps). A change to the graph, schema or variables
 /// makes a new version.
 pub async fn patch(store: &dyn Store, acct: &str, wf: &str, body: Value) -> Result<Value> {
+    patch_with(store, acct, wf, body, Targets::PublicOnly).await
+}
+
+/// [`patch`], with `targets` saying which `callback_url`s pass.
+pub async fn patch_with(store: &dyn Store, acct: &str, wf: &str, body: Value, targets: Targets) -> Result<Value> {
     let mut allowed: Vec<&str> = CREATE_FIELDS.to_vec();
     allowed.retain(|f| *f != "id");
     let Value::Object(raw) = &body else {
@@ -465,7 +470,7 @@ pub async fn patch(store: &dyn Store, acct: &str, wf: &str, body: Value) -> Resu
         set.insert("status".into(), json!(check_status(s)?));
     }
     if let Some((k, v)) = either(obj, "callback_url", "callbackUrl")? {
-        set.insert("callback_url".into(), check_callback_url(k, v)?);
+        set.insert("callback_url".into(), check_callback_url(k, v, targets).await?);
     }
     let input_schema = either(obj, "inputSchema", "input_schema")?.map(|(k, v)| check_schema(k, v)).transpose()?;
     let variables = either(obj, "variables", "vars")?.map(|(k, v)| check_variables(k, v)).transpose()?;

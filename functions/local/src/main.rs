@@ -43,6 +43,16 @@ struct Args {
     /// Allow callbacks and HTTP blocks to reach loopback and private addresses.
     #[arg(long, env = "BATON_ALLOW_PRIVATE_TARGETS", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false", num_args = 0..=1, default_missing_value = "true")]
     allow_private_targets: bool,
+    /// First retry delay of an outbound callback, in ms; later ones grow ×3 (capped at
+    /// 1440× this) until the retry window ends.
+    #[arg(long, env = "BATON_CALLBACK_BACKOFF_MS", default_value_t = 10_000)]
+    callback_backoff_ms: u64,
+    /// How long a callback is retried before it is marked failed, in seconds.
+    #[arg(long, env = "BATON_CALLBACK_WINDOW_SECS", default_value_t = 24 * 3600)]
+    callback_window_secs: u64,
+    /// Time limit of one callback request, in ms.
+    #[arg(long, env = "BATON_CALLBACK_TIMEOUT_MS", default_value_t = 10_000)]
+    callback_timeout_ms: u64,
     /// File holding the AES-256 key that seals stored secrets (created on first start);
     /// default: the database path with the extension `.key`.
     #[arg(long, env = "BATON_KEY_FILE")]
@@ -92,6 +102,9 @@ async fn run(args: Args) -> Result<(), String> {
         lease: Duration::from_secs(args.lease_secs),
         public_url: args.public_url.unwrap_or_else(|| format!("http://{}", args.addr)),
         allow_private_targets: args.allow_private_targets,
+        callback_backoff: Duration::from_millis(args.callback_backoff_ms.max(1)),
+        callback_window: Duration::from_secs(args.callback_window_secs),
+        callback_timeout: Duration::from_millis(args.callback_timeout_ms.max(1)),
         ..AppConfig::default()
     };
     let app = App::new(store, queue, Arc::new(secrets), config);

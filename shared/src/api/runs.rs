@@ -74,9 +74,6 @@ fn start_request(headers: &HeaderMap, b: StartBody, source: &str) -> Result<Star
             m.insert("connection_id".into(), json!(c));
         }
     }
-    if let Some(u) = &b.callback_url {
-        check_callback_url(u)?;
-    }
     Ok(StartRequest {
         input: b.input,
         idempotency_key: idempotency_key(headers, b.idempotency_key)?,
@@ -84,16 +81,6 @@ fn start_request(headers: &HeaderMap, b: StartBody, source: &str) -> Result<Star
         callback_url: b.callback_url,
         source: source.to_string(),
     })
-}
-
-fn check_callback_url(u: &str) -> Result<()> {
-    if !(u.starts_with("https://") || u.starts_with("http://")) || u.len() > 2048 {
-        return Err(Error::validation_at(
-            vec![json!("callback_url")],
-            "must be an http(s) URL of at most 2048 characters",
-        ));
-    }
-    Ok(())
 }
 
 async fn rate_limited(state: &AppState, p: &Principal) -> Result<HeaderMap> {

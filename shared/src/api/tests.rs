@@ -196,6 +196,9 @@ async fn openapi_document_is_openapi_3_1_and_lists_the_routes() {
         "/api/v1/hooks/{token}",
         "/api/v1/webhooks/{id}",
         "/api/webhooks/{id}",
+        "/api/v1/runs/{id}/callbacks",
+        "/api/v1/runs/{id}/callbacks/{delivery_id}",
+        "/api/v1/runs/{id}/callbacks/{delivery_id}/redeliver",
     ] {
         assert!(r.body["paths"].get(p).is_some(), "{p} missing from openapi.json");
     }
@@ -333,6 +336,9 @@ async fn account_shows_and_rotates_the_callback_signing_secret() {
     assert_eq!(r.status, StatusCode::OK);
     let after = r.body["callback_signing_secret"].as_str().unwrap();
     assert!(after.starts_with("whsec_") && after != before);
+    // The old secret keeps signing for a grace period, and the account says until when.
+    assert_eq!(r.body["callback_signing_secret_previous"], before.as_str());
+    assert!(r.body["callback_signing_secret_previous_until"].as_str().is_some_and(|t| t.ends_with('Z')));
 }
 
 #[tokio::test]

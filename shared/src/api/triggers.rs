@@ -35,7 +35,8 @@ async fn create_trigger(
     OptionalJson(body): OptionalJson<Value>,
 ) -> Result<Response> {
     p.require(WRITE)?;
-    let t = triggers::create(&*state.store, &p.account_id, &wf, &body, &state.config.public_url).await?;
+    let t =
+        triggers::create(&*state.store, &p.account_id, &wf, &body, &state.config.public_url, targets(&state)).await?;
     Ok((StatusCode::CREATED, Json(t)).into_response())
 }
 
@@ -66,13 +67,18 @@ async fn patch_trigger(
     Json(body): Json<Value>,
 ) -> Result<Json<Value>> {
     p.require(WRITE)?;
-    Ok(Json(triggers::patch(&*state.store, &p.account_id, &wf, &tid, &body, &state.config.public_url).await?))
+    Ok(Json(
+        triggers::patch(&*state.store, &p.account_id, &wf, &tid, &body, &state.config.public_url, targets(&state))
+            .await?,
+    ))
 }
 
 async fn set_enabled(state: &AppState, p: &Principal, wf: &str, tid: &str, enabled: bool) -> Result<Json<Value>> {
     p.require(WRITE)?;
     let body = json!({"enabled": enabled});
-    Ok(Json(triggers::patch(&*state.store, &p.account_id, wf, tid, &body, &state.config.public_url).await?))
+    Ok(Json(
+        triggers::patch(&*state.store, &p.account_id, wf, tid, &body, &state.config.public_url, targets(state)).await?,
+    ))
 }
 
 async fn enable_trigger(
@@ -132,4 +138,8 @@ async fn delete_app(State(state): State<AppState>, p: Principal, Path(id): Path<
     p.require(WRITE)?;
     apps::delete(&*state.store, &p.account_id, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn targets(state: &AppState) -> crate::net_guard::Targets {
+    crate::net_guard::Targets::from_allow_private(state.config.allow_private_targets)
 }

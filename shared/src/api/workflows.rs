@@ -5,6 +5,7 @@ use super::extract::{Json, Path, Query};
 use crate::accounts::Principal;
 use crate::app::AppState;
 use crate::error::Result;
+use crate::net_guard::Targets;
 use crate::workflows;
 use axum::Router;
 use axum::extract::State;
@@ -31,7 +32,8 @@ pub fn routes() -> Router<AppState> {
 
 async fn create(State(state): State<AppState>, p: Principal, Json(body): Json<Value>) -> Result<Response> {
     p.require(WRITE)?;
-    let wf = workflows::create(state.store.as_ref(), &p.account_id, body).await?;
+    let targets = Targets::from_allow_private(state.config.allow_private_targets);
+    let wf = workflows::create_with(state.store.as_ref(), &p.account_id, body, targets).await?;
     Ok((StatusCode::CREATED, Json(wf)).into_response())
 }
 
@@ -52,7 +54,8 @@ async fn patch(
     Json(body): Json<Value>,
 ) -> Result<Json<Value>> {
     p.require(WRITE)?;
-    Ok(Json(workflows::patch(state.store.as_ref(), &p.account_id, &id, body).await?))
+    let targets = Targets::from_allow_private(state.config.allow_private_targets);
+    Ok(Json(workflows::patch_with(state.store.as_ref(), &p.account_id, &id, body, targets).await?))
 }
 
 async fn remove(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<StatusCode> {

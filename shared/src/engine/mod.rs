@@ -18,10 +18,13 @@ pub use runs::{RunFilter, StartRequest, Started, SyncResult};
 pub use snapshot::{Snapshot, is_terminal_run, is_terminal_step};
 pub use worker::Handled;
 
+use crate::adapters::http::HttpTransport;
 use crate::app::AppConfig;
 use crate::blocks::Executor;
+use crate::callbacks::Transport;
 use crate::error::{Error, Result};
 use crate::model::Graph;
+use crate::net_guard::Targets;
 use crate::queue::{MAX_DELAY, Message, Queue};
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
@@ -43,6 +46,9 @@ pub enum Msg {
     /// Safety net for runs driven inline (sync execute): re-publish whatever is left.
     #[serde(rename = "sweep")]
     Sweep { r: String },
+    /// Attempt `n` (0-based) of callback delivery `d` of run `r` (see `crate::callbacks`).
+    #[serde(rename = "cb")]
+    Callback { r: String, d: String, n: u32 },
 }
 
 impl Msg {
@@ -54,7 +60,7 @@ impl Msg {
     }
     pub fn run_id(&self) -> &str {
         match self {
-            Msg::Step { r, .. } | Msg::TaskTimeout { r, .. } | Msg::Sweep { r } => r,
+            Msg::Step { r, .. } | Msg::TaskTimeout { r, .. } | Msg::Sweep { r } | Msg::Callback { r, .. } => r,
         }
     }
 }
@@ -75,13 +81,23 @@ pub struct Engine {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) queue: Arc<dyn Queue>,
     pub(crate) cfg: AppConfig,
+    /// Where outbound callbacks go out.
+    pub(crate) transport: Arc<dyn Transport>,
     versions: Mutex<HashMap<(String, String, u64), Arc<Pinned>>>,
     executors: RwLock<HashMap<String, Arc<dyn Executor>>>,
 }
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>, cfg: AppConfig) -> Self {
-        Engine { store, queue, cfg, versions: Mutex::new(HashMap::new()), executors: RwLock::new(HashMap::new()) }
+        let transport = Arc::new(HttpTransport::new(Targets::from_allow_private(cfg.allow_private_targets)));
+        Engine {
+            store,
+            queue,
+            cfg,
+            transport,
+            versions: Mutex::new(HashMap::new()),
+            executors: RwLock::new(HashMap::new()),
+        }
     }
 
     /// Lets a block type be run by `exec` instead of the built-ins (used for blocks that

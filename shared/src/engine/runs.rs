@@ -129,6 +129,12 @@ impl Engine {
             apply_defaults(schema, &mut input, 0);
             validate_input(validator, &input)?;
         }
+        // The run's own callback URL (from the start request or its trigger) wins over the
+        // workflow's; the workflow's was checked when it was set.
+        if let Some(u) = &req.callback_url {
+            let targets = crate::net_guard::Targets::from_allow_private(self.cfg.allow_private_targets);
+            crate::net_guard::check_url("callback_url", u, targets).await?;
+        }
         let metadata = if req.metadata.is_null() { json!({}) } else { req.metadata };
         if !metadata.is_object() {
             return Err(Error::validation_at(vec![json!("metadata")], "`metadata` must be an object"));
@@ -241,6 +247,11 @@ impl Engine {
     pub async fn get_run(&self, acct: &str, run_id: &str) -> Result<Value> {
         let snap = self.owned(acct, run_id).await?;
         Ok(run_view(&snap, true))
+    }
+
+    /// The run's snapshot if the run belongs to `acct`, else `NotFound`.
+    pub(crate) async fn owned_run(&self, acct: &str, run_id: &str) -> Result<Snapshot> {
+        self.owned(acct, run_id).await
     }
 
     async fn owned(&self, acct: &str, run_id: &str) -> Result<Snapshot> {
@@ -376,7 +387,7 @@ impl Engine {
         // Steps that wait on the outside world are closed now; pending ones are dropped by
         // the worker when their message arrives.
         for (k, t) in snap.tasks.iter().filter(|(_, t)| t.str("status") == Some("open")) {
-            if writes.len() >= crate::store::MAX_TRANSACT_ITEMS - 2 {
+            if writes.len() >= crate::store::MAX_TRANSACT_ITEMS - 3 {
                 break;
             }
             writes.push(Write::Update {
@@ -392,8 +403,13 @@ impl Engine {
                 });
             }
         }
+        let summary = crate::callbacks::run_summary(&snap.run, "cancelled", None, None, now);
+        let outbox = self.callback_outbox(&snap.run, crate::callbacks::RUN_CANCELLED, summary, now).await?;
+        if let Some(o) = &outbox {
+            writes.insert(1, o.write.clone());
+        }
         match self.store.transact(writes).await {
-            Ok(()) => {}
+            Ok(()) => self.flush_outbox(outbox.into_iter().collect()).await,
             Err(Error::Conflict(_)) => return Err(Error::Conflict(format!("run {run_id} changed meanwhile; retry"))),
             Err(e) => return Err(e),
         }

@@ -5,6 +5,7 @@ use super::plan::{Plan, event_write, run_write};
 use super::snapshot::{Snapshot, is_terminal_step};
 use super::{Engine, Msg, now_ms};
 use crate::blocks::{self, Outcome as BlockOutcome, StepError, TaskSpec};
+use crate::callbacks;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::model::Block;
@@ -29,7 +30,11 @@ impl Handled {
     fn ack(publish: Vec<Msg>) -> Self {
         Handled { outcome: Some(Outcome::Ack), publish }
     }
-    fn retry(after: Duration) -> Self {
+    /// Acknowledge, nothing to publish.
+    pub(crate) fn done() -> Self {
+        Self::ack(Vec::new())
+    }
+    pub(crate) fn retry(after: Duration) -> Self {
         Handled { outcome: Some(Outcome::RetryAfter(after)), publish: Vec::new() }
     }
 }
@@ -126,12 +131,14 @@ impl Engine {
             Msg::Step { r, s } => info_span!("step", run_id = %r, step_key = %s),
             Msg::TaskTimeout { r, k } => info_span!("task_timeout", run_id = %r, task_id = %k),
             Msg::Sweep { r } => info_span!("sweep", run_id = %r),
+            Msg::Callback { r, d, n } => info_span!("callback", run_id = %r, delivery_id = %d, attempt = n + 1),
         };
         let res = async {
             match &msg {
                 Msg::Step { r, s } => self.handle_step(r, s, inline).await,
                 Msg::TaskTimeout { r, k } => self.handle_task_timeout(r, k).await,
                 Msg::Sweep { r } => self.handle_sweep(r).await,
+                Msg::Callback { r, d, n } => self.handle_callback(r, d, *n).await,
             }
         }
         .instrument(span)
@@ -510,9 +517,15 @@ impl Engine {
                 run_update = run_update.add("waiting", waiting_delta);
             }
             let acct_owned = acct.to_string();
+            let mut outbox = Vec::new();
             if let Some(e) = &run_fails {
                 run_update = run_update.set("status", "failed").set("error", e.clone()).set("finished_at", now);
                 writes.push(index_status(&acct_owned, run_id, "failed", now));
+                let summary = callbacks::run_summary(&snap.run, "failed", None, Some(e), now);
+                if let Some(o) = self.callback_outbox(&snap.run, callbacks::RUN_FAILED, summary, now).await? {
+                    writes.push(o.write.clone());
+                    outbox.push(o);
+                }
             } else if waiting_delta != 0 {
                 let other_open = snap
                     .tasks
@@ -529,6 +542,7 @@ impl Engine {
             });
             match self.store.transact(writes).await {
                 Ok(()) => {
+                    self.flush_outbox(outbox).await;
                     let run_done = run_fails.is_some();
                     if !run_done && active_delta < 0 {
                         self.finalize(run_id).await?;
@@ -567,7 +581,18 @@ impl Engine {
         if let Value::Object(extra) = spec.extra {
             task.extend(extra);
         }
-        let writes = vec![
+        let mut task_ids: Vec<String> =
+            snap.tasks.iter().filter(|(_, t)| t.str("status") == Some("open")).map(|(k, _)| k.clone()).collect();
+        task_ids.push(task_id.clone());
+        task_ids.sort();
+        let mut summary = callbacks::run_summary(&snap.run, "waiting_human", None, None, now);
+        summary["task_ids"] = json!(task_ids);
+        summary["task"] = json!({
+            "task_id": task_id, "step_key": key, "kind": task.get("kind"), "prompt": task.get("prompt"),
+            "timeout_at": timeout_at.map(crate::ids::ms_to_rfc3339),
+        });
+        let outbox = self.callback_outbox(&snap.run, callbacks::RUN_WAITING_HUMAN, summary, now).await?;
+        let mut writes = vec![
             Write::Update {
                 key: keys::step(run_id, key),
                 update: guard.stamp(
@@ -584,8 +609,11 @@ impl Engine {
             index_status(&acct, run_id, "waiting_human", now),
             event_write(run_id, now, snap.event_seq(), "step.waiting", Some(key), json!({"task_id": task_id})),
         ];
+        if let Some(o) = &outbox {
+            writes.push(o.write.clone());
+        }
         match self.store.transact(writes).await {
-            Ok(()) => {}
+            Ok(()) => self.flush_outbox(outbox.into_iter().collect()).await,
             Err(Error::Conflict(_)) => {
                 // Cancelled meanwhile, or the lease was lost: the new owner decides.
                 let snap = Snapshot::require(&*self.store, run_id).await?;
@@ -737,9 +765,10 @@ impl Engine {
             .await?;
         let last = output_step(&snap, &pinned.graph);
         let now = now_ms();
+        let output = last.and_then(|s| s.get("output")).cloned().unwrap_or(Value::Null);
         let mut upd = Update::default()
             .set("status", "completed")
-            .set("output", last.and_then(|s| s.get("output")).cloned().unwrap_or(Value::Null))
+            .set("output", output.clone())
             .set("finished_at", now)
             .set("updated_at", now);
         if let Some(s) = last.and_then(|s| s.get("response_status")) {
@@ -748,7 +777,7 @@ impl Engine {
         if let Some(h) = last.and_then(|s| s.get("response_headers")) {
             upd = upd.set("response_headers", h.clone());
         }
-        let writes = vec![
+        let mut writes = vec![
             Write::Update {
                 key: keys::run(run_id),
                 update: upd,
@@ -758,8 +787,17 @@ impl Engine {
             // Sorts after the step events of the same millisecond.
             event_write(run_id, now, 999_999, "run.completed", None, Value::Null),
         ];
+        let summary = callbacks::run_summary(&snap.run, "completed", Some(&output), Some(&Value::Null), now);
+        let outbox = self.callback_outbox(&snap.run, callbacks::RUN_COMPLETED, summary, now).await?;
+        if let Some(o) = &outbox {
+            writes.push(o.write.clone());
+        }
         match self.store.transact(writes).await {
-            Ok(()) | Err(Error::Conflict(_)) => Ok(()),
+            Ok(()) => {
+                self.flush_outbox(outbox.into_iter().collect()).await;
+                Ok(())
+            }
+            Err(Error::Conflict(_)) => Ok(()),
             Err(e) => Err(e),
         }
     }
