@@ -291,3 +291,34 @@ async fn private_and_loopback_targets_are_refused_without_the_flag() {
     // Nothing was started by the refused request.
     assert!(api.list_runs(None).await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_callback_url_hears_the_run_its_hook_started() {
+    let server = start_server(true);
+    let mut api = Api::for_server(&server);
+    api.register("callbacks-trigger").await.unwrap();
+    let secret = api.get("/account").await.unwrap().1["callback_signing_secret"].as_str().unwrap().to_string();
+    let hook = listen(&secret, &[]).await;
+    let wf = json!({"id": "cb-trigger", "name": "t", "status": "active",
+        "steps": [{"id": "start", "type": "starter"},
+                  {"id": "echo", "type": "transform", "config": {"mapping": {"got": "{{input.n}}"}}}]});
+    api.create_workflow(&wf).await.unwrap();
+    let (code, trigger) = api.post("/workflows/cb-trigger/triggers", &json!({"callback_url": hook.url})).await.unwrap();
+    assert_eq!(code, 201, "{trigger}");
+    let url = trigger["url"].as_str().unwrap().to_string();
+
+    // The hook door takes no API key: the token in the URL is the credential.
+    let keyless = Api::new(server.base_url());
+    let path = url.strip_prefix(&format!("{}/api/v1", server.base_url())).expect("trigger URL on this server");
+    let (code, run) = keyless.post(path, &json!({"n": 7})).await.unwrap();
+    assert_eq!(code, 201, "{run}");
+    let run_id = run["run_id"].as_str().unwrap().to_string();
+    let log = wait_for(&api, &format!("/runs/{run_id}/callbacks"), |b| b["data"][0]["status"] == "delivered").await;
+    assert_eq!(log["data"][0]["event"], "run.completed");
+    assert_eq!(log["data"][0]["url"], json!(hook.url));
+    let seen = hook.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body["data"]["run_id"], json!(run_id));
+    assert_eq!(seen[0].body["data"]["output"], json!({"got": 7}));
+    assert_eq!(seen[0].verified_by, [0]);
+}
