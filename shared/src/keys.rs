@@ -14,6 +14,7 @@
 //! | run index (listing) | `ACCT#{acct}#RUNS` | `{run_id}` |
 //! | idempotency record (TTL) | `IDEM#{acct}#{wf_id}#{key}` | `IDEM` |
 //! | rate-limit window (TTL) | `RL#{key_id}#{minute}` | `RL` |
+//! | secrets data key (AWS: KMS-encrypted blob) | `CONFIG` | `SECRETS#DATAKEY` |
 
 use crate::store::Key;
 
@@ -65,4 +66,7 @@ pub fn idempotency(acct: &str, wf: &str, key: &str) -> Key {
 }
 pub fn rate_window(key_id: &str, minute: i64) -> Key {
     Key::new(format!("RL#{key_id}#{minute}"), "RL")
+}
+pub fn secrets_data_key() -> Key {
+    Key::new("CONFIG", "SECRETS#DATAKEY")
 }

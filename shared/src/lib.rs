@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod adapters;
 pub mod api;
 pub mod app;
+pub mod aws;
 pub mod blocks;
 pub mod engine;
 pub mod error;
