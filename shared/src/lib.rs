@@ -9,6 +9,7 @@ pub mod api;
 pub mod app;
 pub mod aws;
 pub mod blocks;
+pub mod config;
 pub mod engine;
 pub mod error;
 pub mod ids;

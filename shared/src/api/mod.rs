@@ -92,7 +92,8 @@ pub const ROUTES: &[(Option<&str>, &str, Part)] = &[
 ];
 
 impl Part {
-    pub const ALL: [Part; 6] = [Part::Register, Part::Trigger, Part::Hook, Part::Execute, Part::TaskComplete, Part::Api];
+    pub const ALL: [Part; 6] =
+        [Part::Register, Part::Trigger, Part::Hook, Part::Execute, Part::TaskComplete, Part::Api];
 
     /// The function's name: `functions/<name>`, the binary `cargo lambda build` packages.
     pub fn name(self) -> &'static str {
