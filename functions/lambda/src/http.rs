@@ -39,25 +39,36 @@ pub struct HttpFunction {
     part: Part,
     config: Config,
     ports: Ports,
-    router: OnceLock<axum::Router>,
+    built: OnceLock<Built>,
+}
+
+struct Built {
+    public_url: String,
+    router: axum::Router,
 }
 
 impl HttpFunction {
     pub fn new(part: Part, config: Config, ports: Ports) -> Self {
-        let f = HttpFunction { part, config, ports, router: OnceLock::new() };
+        let f = HttpFunction { part, config, ports, built: OnceLock::new() };
         if let Some(url) = f.config.public_url.clone() {
-            let _ = f.router.set(f.build(url));
+            let _ = f.built.set(f.build(url));
         }
         f
     }
 
+    /// The router, built now if this is the first request.
     pub fn router<B>(&self, req: &http::Request<B>) -> axum::Router {
-        self.router.get_or_init(|| self.build(origin(req).unwrap_or_default())).clone()
+        self.built.get_or_init(|| self.build(origin(req).unwrap_or_default())).router.clone()
     }
 
-    fn build(&self, public_url: String) -> axum::Router {
-        let app = self.ports.app(baton::app::AppConfig { public_url, ..self.config.app.clone() });
-        router_for(self.part, app)
+    /// The public URL in use, once known.
+    pub fn public_url(&self) -> Option<&str> {
+        self.built.get().map(|b| b.public_url.as_str())
+    }
+
+    fn build(&self, public_url: String) -> Built {
+        let app = self.ports.app(baton::app::AppConfig { public_url: public_url.clone(), ..self.config.app.clone() });
+        Built { public_url, router: router_for(self.part, app) }
     }
 }
 
@@ -66,3 +77,6 @@ pub fn origin<B>(req: &http::Request<B>) -> Option<String> {
     let uri = req.uri();
     Some(format!("{}://{}", uri.scheme_str()?, uri.authority()?))
 }
+
+#[cfg(test)]
+mod tests;
