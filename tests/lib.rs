@@ -5,6 +5,8 @@
 //! `<target>/debug/baton-local` (`<target>` is `CARGO_TARGET_DIR` or the workspace's
 //! `target/`). When none exists it is built once with `cargo build -p baton-local`.
 
+pub mod moto;
+
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -98,6 +100,8 @@ pub struct ServerOptions {
     pub args: Vec<String>,
     /// Binary to run instead of [`server_binary`].
     pub binary: Option<PathBuf>,
+    /// Environment variables set for the server (after the `BATON_*` ones are cleared).
+    pub env: Vec<(String, String)>,
 }
 
 impl ServerOptions {
@@ -115,6 +119,10 @@ impl ServerOptions {
     }
     pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
         self.binary = Some(path.into());
+        self
+    }
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((name.into(), value.into()));
         self
     }
 }
@@ -197,6 +205,7 @@ impl Server {
         {
             cmd.env_remove(var);
         }
+        cmd.envs(options.env.iter().map(|(k, v)| (k, v)));
         cmd.env("NO_COLOR", "1")
             .current_dir(data.path())
             .stdin(Stdio::null())

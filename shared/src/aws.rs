@@ -160,6 +160,18 @@ pub async fn sdk_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest()).http_client(https_client()).load().await
 }
 
+/// SDK configuration for a local emulator (moto) at `endpoint`, with dummy credentials.
+pub async fn local_sdk_config(endpoint: &str, region: &str) -> SdkConfig {
+    let creds = aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "baton-local");
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(https_client())
+        .region(aws_config::Region::new(region.to_string()))
+        .endpoint_url(endpoint)
+        .credentials_provider(creds)
+        .load()
+        .await
+}
+
 /// Connects to the table, the queue and the secret key that `settings` name, creating them
 /// first with `create_resources`.
 pub async fn connect(settings: &AwsSettings) -> Result<AwsBackend> {

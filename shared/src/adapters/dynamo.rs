@@ -359,12 +359,14 @@ impl Expr {
                 // The port orders only numbers and strings; DynamoDB would reject the operand.
                 self.always(false)
             }
-            Cond::Lt(n, v) => self.compare(n, "<", v),
-            Cond::Le(n, v) => self.compare(n, "<=", v),
-            Cond::Gt(n, v) => self.compare(n, ">", v),
-            Cond::Ge(n, v) => self.compare(n, ">=", v),
+            Cond::Lt(n, v) => self.order(n, "<", v),
+            Cond::Le(n, v) => self.order(n, "<=", v),
+            Cond::Gt(n, v) => self.order(n, ">", v),
+            Cond::Ge(n, v) => self.order(n, ">=", v),
             Cond::And(cs) if cs.is_empty() => self.always(true),
             Cond::Or(cs) if cs.is_empty() => self.always(false),
+            // DynamoDB rejects redundant parentheses, so a group of one is just its member.
+            Cond::And(cs) | Cond::Or(cs) if cs.len() == 1 => self.cond(&cs[0]),
             Cond::And(cs) => {
                 let parts: Vec<String> = cs.iter().map(|c| self.cond(c)).collect();
                 format!("({})", parts.join(" AND "))
@@ -384,6 +386,16 @@ impl Expr {
         let (n, v) = (self.attr(name), self.value(to_av(v)));
         let live = self.live();
         format!("({n} {op} {v} AND {live})")
+    }
+
+    /// An ordering comparison, only between values of the same type (a number is never less
+    /// than a string). DynamoDB already evaluates mixed types as false; the explicit type
+    /// test keeps emulators that fail on them (moto) on the same semantics.
+    fn order(&mut self, name: &str, op: &str, v: &Value) -> String {
+        let kind = if v.is_number() { "N" } else { "S" };
+        let (n, t, v) = (self.attr(name), self.value(AttributeValue::S(kind.into())), self.value(to_av(v)));
+        let live = self.live();
+        format!("(attribute_type({n}, {t}) AND {n} {op} {v} AND {live})")
     }
 
     /// `cond`, and the item is live or absent (so an update never merges into an expired item).
@@ -985,6 +997,13 @@ mod tests {
         let v = json!({"s": "x", "n": 42, "neg": -7, "f": 1.5, "big": 9_007_199_254_740_993_i64,
             "u": u64::MAX, "b": false, "nul": null, "list": [1, "two", {"three": 3}], "map": {"a": {}}});
         assert_eq!(from_av(&to_av(&v)).unwrap(), v);
+    }
+
+    #[test]
+    fn single_member_groups_add_no_parentheses() {
+        let mut e = Expr::new();
+        let c = e.cond(&Cond::Not(Box::new(Cond::Or(vec![Cond::And(vec![Cond::eq("s", "x")])]))));
+        assert!(!c.contains("(("), "{c}");
     }
 
     #[test]
