@@ -5,6 +5,7 @@
 //! `<target>/debug/baton-local` (`<target>` is `CARGO_TARGET_DIR` or the workspace's
 //! `target/`). When none exists it is built once with `cargo build -p baton-local`.
 
+pub mod cost;
 pub mod moto;
 
 use serde_json::{Value, json};

@@ -44,6 +44,8 @@ ops! {
     DdbDeleteItem => "ddb.DeleteItem",
     DdbTransactWriteItems => "ddb.TransactWriteItems",
     DdbQuery => "ddb.Query",
+    /// Items written or checked by TransactWriteItems calls.
+    DdbTransactItems => "ddb.transact_items",
     DdbOther => "ddb.other",
     /// Write request units (on-demand billing unit): 1 per started KB per item written,
     /// doubled inside a transaction.
@@ -56,6 +58,7 @@ ops! {
     SqsSendMessageBatch => "sqs.SendMessageBatch",
     SqsReceiveMessage => "sqs.ReceiveMessage",
     SqsDeleteMessage => "sqs.DeleteMessage",
+    SqsDeleteMessageBatch => "sqs.DeleteMessageBatch",
     SqsChangeMessageVisibility => "sqs.ChangeMessageVisibility",
     SqsOther => "sqs.other",
     /// Billed SQS requests: every request counts once per started 64 KB of payload.

@@ -587,6 +587,8 @@ impl DynamoStore {
                     TransactWriteItem::builder().put(put).build()
                 }
                 Write::Update { key, update, cond } => {
+                    // DynamoDB bills the larger of the item before and after; without reading it,
+                    // the written attributes are the estimate (exact for items under 1 KB).
                     units += 2 * write_units(size_of(key, &update.set)?);
                     let c = e.update_cond(cond.as_ref());
                     let u = e.update(update);
@@ -634,6 +636,7 @@ impl DynamoStore {
             items.push(item);
         }
         metrics::count(Op::DdbTransactWriteItems);
+        metrics::add(Op::DdbTransactItems, writes.len() as u64);
         metrics::add(Op::DdbWriteUnits, units);
         let r = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
         let err = match r {

@@ -92,6 +92,42 @@ impl SqsQueue {
             .cloned()
     }
 
+    /// Deletes up to [`MAX_BATCH`] messages per request, as the Lambda event source mapping
+    /// does after a batch; stale receipts are skipped like in [`Queue::delete`].
+    pub async fn delete_batch(&self, receipts: &[String]) -> Result<()> {
+        for chunk in receipts.chunks(MAX_BATCH) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(r)
+                        .build()
+                        .map_err(|e| Error::Internal(format!("sqs DeleteMessageBatch entry: {e}")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            metrics::count(Op::SqsDeleteMessageBatch);
+            metrics::count(Op::SqsBilledRequests);
+            let out = self
+                .client
+                .delete_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| sdk_error("DeleteMessageBatch", e))?;
+            if let Some(f) = out.failed().iter().find(|f| !f.code().contains("ReceiptHandleIsInvalid")) {
+                return Err(Error::Internal(format!(
+                    "sqs DeleteMessageBatch: {}: {}",
+                    f.code(),
+                    f.message().unwrap_or("")
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// One `ReceiveMessage` call; `wait` is at most [`MAX_WAIT`].
     async fn receive_once(&self, url: &str, max: usize, visibility: i32, wait: i32) -> Result<Vec<Received>> {
         metrics::count(Op::SqsReceiveMessage);
