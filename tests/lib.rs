@@ -5,6 +5,9 @@
 //! `<target>/debug/baton-local` (`<target>` is `CARGO_TARGET_DIR` or the workspace's
 //! `target/`). When none exists it is built once with `cargo build -p baton-local`.
 
+pub mod cost;
+pub mod moto;
+
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -96,10 +99,10 @@ pub struct ServerOptions {
     pub rate_limit: Option<u64>,
     /// Any further command-line arguments.
     pub args: Vec<String>,
-    /// Environment variables for the server process.
-    pub env: Vec<(String, String)>,
     /// Binary to run instead of [`server_binary`].
     pub binary: Option<PathBuf>,
+    /// Environment variables set for the server (after the `BATON_*` ones are cleared).
+    pub env: Vec<(String, String)>,
 }
 
 impl ServerOptions {
@@ -115,16 +118,16 @@ impl ServerOptions {
         self.rate_limit = Some(per_minute);
         self
     }
-    pub fn env(mut self, name: &str, value: &str) -> Self {
-        self.env.push((name.to_string(), value.to_string()));
-        self
-    }
     pub fn arg(mut self, a: &str) -> Self {
         self.args.push(a.to_string());
         self
     }
     pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
         self.binary = Some(path.into());
+        self
+    }
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((name.into(), value.into()));
         self
     }
 }

@@ -20,6 +20,7 @@
 //! | app (listing) | `ACCT#{acct}#APPS` | `{app_id}` |
 //! | app lookup by id (no account at the door) | `APP#{app_id}` | `APP` |
 //! | webhook block index (claim of a `webhook_id`) | `WEBHOOK#{uuid}` | `WEBHOOK` |
+//! | secrets data key (AWS: KMS-encrypted blob) | `CONFIG` | `SECRETS#DATAKEY` |
 
 use crate::store::Key;
 
@@ -98,4 +99,7 @@ pub fn app(app_id: &str) -> Key {
 }
 pub fn webhook(webhook_id: &str) -> Key {
     Key::new(format!("WEBHOOK#{webhook_id}"), "WEBHOOK")
+}
+pub fn secrets_data_key() -> Key {
+    Key::new("CONFIG", "SECRETS#DATAKEY")
 }

@@ -1,8 +1,10 @@
 //! Baton on one machine: the HTTP API, a worker pool and the embedded SQLite store and queue
-//! in one process.
+//! in one process; or, with `BATON_BACKEND=aws`, the same process on DynamoDB + SQS (the
+//! variables of `baton::aws`, e.g. against moto started by `infra/moto.sh`).
 
 use baton::adapters::{Sqlite, SqliteQueue, SqliteStore};
-use baton::app::{App, AppConfig};
+use baton::app::{App, AppConfig, AppState};
+use baton::aws::AwsSettings;
 use baton::secrets::SecretBox;
 use clap::Parser;
 use std::net::SocketAddr;
@@ -21,8 +23,9 @@ struct Args {
     /// SQLite database file (created on first start).
     #[arg(long, env = "BATON_DB", default_value = "./baton.db")]
     db: PathBuf,
-    /// Store and queue backend: `sqlite` (the only one built so far).
-    #[arg(long, env = "BATON_BACKEND", default_value = "sqlite")]
+    /// Store and queue backend: `sqlite`, or `aws` (DynamoDB + SQS, configured by
+    /// BATON_TABLE, BATON_QUEUE_URL, BATON_CREATE_RESOURCES, … and the standard AWS variables).
+    #[arg(long, env = "BATON_BACKEND", default_value = "sqlite", value_parser = ["sqlite", "aws"])]
     backend: String,
     /// Concurrent queue workers.
     #[arg(long, env = "BATON_WORKERS", default_value_t = 8)]
@@ -35,7 +38,7 @@ struct Args {
     #[arg(long, env = "BATON_RATE_LIMIT", default_value_t = 500)]
     rate_limit: u64,
     /// Receives after which a message goes to the dead-letter queue.
-    #[arg(long, env = "BATON_MAX_RECEIVES", default_value_t = 10)]
+    #[arg(long, env = "BATON_MAX_RECEIVES", default_value_t = baton::aws::DEFAULT_MAX_RECEIVES)]
     max_receives: u32,
     /// Public URL of this server, for URLs shown to callers.
     #[arg(long, env = "BATON_PUBLIC_URL")]
@@ -78,44 +81,35 @@ async fn main() {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    if args.backend != "sqlite" {
-        return Err(format!(
-            "BATON_BACKEND={} is not available in this build: only `sqlite` is built so far (the AWS adapters are planned)",
-            args.backend
-        ));
-    }
     if args.lease_secs == 0 {
         return Err("--lease-secs must be at least 1".into());
     }
-    let secrets = match &args.secret_key {
-        Some(hex) => SecretBox::from_hex(hex).map_err(|_| "BATON_SECRET_KEY must be 64 hex digits".to_string())?,
-        None => {
-            let path = args.key_file.clone().unwrap_or_else(|| args.db.with_extension("key"));
-            SecretBox::load_or_create(&path).map_err(|e| format!("cannot use key file {}: {e}", path.display()))?
-        }
-    };
-    let db = Sqlite::open(&args.db).map_err(|e| format!("cannot open database {}: {e}", args.db.display()))?;
-    let store = Arc::new(SqliteStore::new(db.clone()));
-    let queue = Arc::new(SqliteQueue::new(db.clone(), "steps", args.max_receives));
     let config = AppConfig {
         rate_limit_per_minute: args.rate_limit,
         lease: Duration::from_secs(args.lease_secs),
-        public_url: args.public_url.unwrap_or_else(|| format!("http://{}", args.addr)),
+        public_url: args.public_url.clone().unwrap_or_else(|| format!("http://{}", args.addr)),
         allow_private_targets: args.allow_private_targets,
         callback_backoff: Duration::from_millis(args.callback_backoff_ms.max(1)),
         callback_window: Duration::from_secs(args.callback_window_secs),
         callback_timeout: Duration::from_millis(args.callback_timeout_ms.max(1)),
         ..AppConfig::default()
     };
-    let app = App::new(store, queue, Arc::new(secrets), config);
+    let (app, db) = match args.backend.as_str() {
+        "aws" => (aws_app(&args, config).await?, None),
+        _ => {
+            let (app, db) = sqlite_app(&args, config)?;
+            (app, Some(db))
+        }
+    };
     let listener =
         tokio::net::TcpListener::bind(args.addr).await.map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let pool = tokio::spawn(baton::poller::run(app.clone(), args.workers, stop_rx.clone()));
+    // DynamoDB deletes expired items itself; SQLite needs a sweep.
     let purge = tokio::spawn({
-        let db = db.clone();
         let mut stop = stop_rx.clone();
         async move {
+            let Some(db) = db else { return };
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(300)) => {}
@@ -127,7 +121,7 @@ async fn run(args: Args) -> Result<(), String> {
             }
         }
     });
-    info!(addr = %args.addr, db = %args.db.display(), workers = args.workers, "baton listening");
+    info!(addr = %args.addr, backend = %args.backend, workers = args.workers, "baton listening");
     let mut http_stop = stop_rx.clone();
     let server = axum::serve(listener, baton::api::router(app.clone())).with_graceful_shutdown(async move {
         let _ = http_stop.wait_for(|s| *s).await;
@@ -146,6 +140,40 @@ async fn run(args: Args) -> Result<(), String> {
     signals.abort();
     info!("stopped");
     Ok(())
+}
+
+fn sqlite_app(args: &Args, config: AppConfig) -> Result<(AppState, Arc<Sqlite>), String> {
+    let secrets = match &args.secret_key {
+        Some(hex) => SecretBox::from_hex(hex).map_err(|_| "BATON_SECRET_KEY must be 64 hex digits".to_string())?,
+        None => {
+            let path = args.key_file.clone().unwrap_or_else(|| args.db.with_extension("key"));
+            SecretBox::load_or_create(&path).map_err(|e| format!("cannot use key file {}: {e}", path.display()))?
+        }
+    };
+    let db = Sqlite::open(&args.db).map_err(|e| format!("cannot open database {}: {e}", args.db.display()))?;
+    let store = Arc::new(SqliteStore::new(db.clone()));
+    let queue = Arc::new(SqliteQueue::new(db.clone(), "steps", args.max_receives));
+    info!(db = %args.db.display(), "store: sqlite");
+    Ok((App::new(store, queue, Arc::new(secrets), config), db))
+}
+
+/// The AWS adapters, configured like the Lambda functions (`baton::aws`); the command-line
+/// flags that have an AWS meaning (`--max-receives`, `--secret-key`) override the variables.
+async fn aws_app(args: &Args, config: AppConfig) -> Result<AppState, String> {
+    let mut settings = AwsSettings::from_env().map_err(|e| match e {
+        baton::Error::Validation { message, details } => {
+            let lines: Vec<String> = details.iter().map(|d| format!("  - {}", d.message)).collect();
+            format!("{message}\n{}", lines.join("\n"))
+        }
+        other => other.to_string(),
+    })?;
+    settings.max_receives = args.max_receives;
+    if let Some(hex) = &args.secret_key {
+        settings.secret_key = Some(hex.clone());
+    }
+    let backend = baton::aws::connect(&settings).await.map_err(|e| format!("cannot connect to AWS: {e}"))?;
+    info!(table = %settings.table, queue = %backend.queue.url(), "store: dynamodb, queue: sqs");
+    Ok(App::new(backend.store, backend.queue, backend.secrets, config))
 }
 
 async fn shutdown_signal() {

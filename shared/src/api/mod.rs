@@ -14,15 +14,18 @@ pub mod triggers;
 pub mod workflows;
 
 #[cfg(test)]
+mod parts_tests;
+#[cfg(test)]
 mod tests;
 
 use crate::app::AppState;
 use crate::error::{Error, Result};
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use http::header;
+use http::{Method, header};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -52,6 +55,102 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn(extract::limit_headers))
         .with_state(state)
+}
+
+/// One Lambda function's share of the API (DESIGN.md §1: one function per
+/// `functions/<name>`). API Gateway routes each request to one function by method and path
+/// (`template.yaml`); [`Part::of`] is the same table, so a function answers only its own
+/// routes and the envelope 404 for the rest, whoever calls it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Part {
+    /// `POST /auth/register`: the only door without a key that creates something.
+    Register,
+    /// Run starts with an API key: `POST /workflows/{id}/run`, `POST /trigger`, `POST /runs`.
+    Trigger,
+    /// Doors without an API key: trigger URLs, webhooks, inbound callbacks.
+    Hook,
+    /// Sync execute: held open up to the sync deadline, so it gets its own timeout and concurrency.
+    Execute,
+    /// `POST /runs/{id}/tasks/{task_id}/complete`: a person answering.
+    TaskComplete,
+    /// Everything else (reads, management, meta): API Gateway's catch-all route.
+    Api,
+}
+
+/// Method (`None`: any), path pattern (`{x}` is one segment, a trailing `{x+}` one or more),
+/// and the part serving it. Anything not listed is [`Part::Api`]. Keep in step with the
+/// `HttpApi` events in `template.yaml` (a test in `tests/` compares them).
+pub const ROUTES: &[(Option<&str>, &str, Part)] = &[
+    (Some("POST"), "/api/v1/auth/register", Part::Register),
+    (Some("POST"), "/api/v1/workflows/{id}/run", Part::Trigger),
+    (Some("POST"), "/api/v1/trigger", Part::Trigger),
+    (Some("POST"), "/api/v1/runs", Part::Trigger),
+    (Some("POST"), "/api/v1/workflows/{id}/execute", Part::Execute),
+    (Some("POST"), "/api/v1/runs/{id}/tasks/{task_id}/complete", Part::TaskComplete),
+    (None, "/api/v1/hooks/{proxy+}", Part::Hook),
+    (None, "/api/v1/webhooks/{proxy+}", Part::Hook),
+    (None, "/api/webhooks/{proxy+}", Part::Hook),
+    (Some("POST"), "/api/v1/callback", Part::Hook),
+];
+
+impl Part {
+    pub const ALL: [Part; 6] =
+        [Part::Register, Part::Trigger, Part::Hook, Part::Execute, Part::TaskComplete, Part::Api];
+
+    /// The function's name: `functions/<name>`, the binary `cargo lambda build` packages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Register => "register",
+            Part::Trigger => "trigger",
+            Part::Hook => "hook",
+            Part::Execute => "execute",
+            Part::TaskComplete => "task-complete",
+            Part::Api => "api",
+        }
+    }
+
+    /// The part that serves `method` on `path`.
+    pub fn of(method: &Method, path: &str) -> Part {
+        ROUTES
+            .iter()
+            .find(|(m, pattern, _)| m.is_none_or(|m| m == method.as_str()) && path_matches(pattern, path))
+            .map_or(Part::Api, |r| r.2)
+    }
+}
+
+/// API Gateway's path matching: `{x}` matches one non-empty segment, a final `{x+}` the
+/// non-empty rest.
+fn path_matches(pattern: &str, path: &str) -> bool {
+    let mut want = pattern.split('/');
+    let mut got = path.split('/');
+    loop {
+        match (want.next(), got.next()) {
+            (None, None) => return true,
+            (Some(w), Some(g)) if w.starts_with('{') && w.ends_with("+}") => {
+                return !g.is_empty() || got.any(|s| !s.is_empty());
+            }
+            (Some(w), Some(g)) if w.starts_with('{') => {
+                if g.is_empty() {
+                    return false;
+                }
+            }
+            (Some(w), Some(g)) if w == g => {}
+            _ => return false,
+        }
+    }
+}
+
+/// The routes of one part; other paths are the envelope 404 (and never reach a handler).
+pub fn router_for(part: Part, state: AppState) -> Router {
+    router(state).layer(middleware::from_fn_with_state(part, only_part))
+}
+
+async fn only_part(State(part): State<Part>, req: Request, next: Next) -> Response {
+    if Part::of(req.method(), req.uri().path()) == part {
+        next.run(req).await
+    } else {
+        extract::not_found(req.method().clone(), req.uri().clone()).await.into_response()
+    }
 }
 
 async fn health() -> impl IntoResponse {

@@ -1,0 +1,82 @@
+//! The HTTP functions: API Gateway HTTP API (payload 2.0) events → one part of the axum
+//! router ([`baton::api::router_for`]).
+
+use crate::{Ports, boot, init_logs};
+use baton::api::{Part, router_for};
+use baton::config::Config;
+use lambda_http::Request;
+use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
+use tower::ServiceExt;
+use tracing::error;
+
+/// `main` of an HTTP function: boots, then serves `part` until the runtime stops.
+pub async fn serve(part: Part) -> ExitCode {
+    init_logs();
+    let (config, ports) = match boot(part.name()).await {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    let function = Arc::new(HttpFunction::new(part, config, ports));
+    let service = tower::service_fn(move |req: Request| {
+        let router = function.router(&req);
+        async move { router.oneshot(req).await }
+    });
+    match lambda_http::run(service).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "lambda runtime stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One function's router, built once. Without `BATON_PUBLIC_URL` it is built at the first
+/// request, with that request's origin as the public URL: API Gateway forwards the `Host`
+/// the caller used (the API's domain, or its custom domain) and `lambda_http` puts it and
+/// `X-Forwarded-Proto` into the URI.
+pub struct HttpFunction {
+    part: Part,
+    config: Config,
+    ports: Ports,
+    built: OnceLock<Built>,
+}
+
+struct Built {
+    public_url: String,
+    router: axum::Router,
+}
+
+impl HttpFunction {
+    pub fn new(part: Part, config: Config, ports: Ports) -> Self {
+        let f = HttpFunction { part, config, ports, built: OnceLock::new() };
+        if let Some(url) = f.config.public_url.clone() {
+            let _ = f.built.set(f.build(url));
+        }
+        f
+    }
+
+    /// The router, built now if this is the first request.
+    pub fn router<B>(&self, req: &http::Request<B>) -> axum::Router {
+        self.built.get_or_init(|| self.build(origin(req).unwrap_or_default())).router.clone()
+    }
+
+    /// The public URL in use, once known.
+    pub fn public_url(&self) -> Option<&str> {
+        self.built.get().map(|b| b.public_url.as_str())
+    }
+
+    fn build(&self, public_url: String) -> Built {
+        let app = self.ports.app(baton::app::AppConfig { public_url: public_url.clone(), ..self.config.app.clone() });
+        Built { public_url, router: router_for(self.part, app) }
+    }
+}
+
+/// `scheme://host` of a request as `lambda_http` built its URI.
+pub fn origin<B>(req: &http::Request<B>) -> Option<String> {
+    let uri = req.uri();
+    Some(format!("{}://{}", uri.scheme_str()?, uri.authority()?))
+}
+
+#[cfg(test)]
+mod tests;

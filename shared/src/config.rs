@@ -1,0 +1,195 @@
+//! The Lambda functions' configuration: every environment variable read once, at cold start,
+//! into one typed value. `template.yaml` sets exactly these names.
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `BATON_RATE_LIMIT` | run starts per API key per minute | 500 |
+//! | `BATON_LEASE_SECS` | step lease: longer than the worker's timeout, shorter than the queue's visibility timeout | 60 |
+//! | `BATON_PUBLIC_URL` | base URL shown to callers (trigger URLs) | taken from the first request's host |
+//! | `BATON_ALLOW_PRIVATE_TARGETS` | `1`: callbacks and HTTP blocks may reach private addresses | `0` |
+//! | `BATON_TABLE`, `BATON_QUEUE_URL`, … | the AWS backend: see [`crate::aws`] | |
+
+use crate::app::AppConfig;
+use crate::aws::AwsSettings;
+use crate::error::Error;
+use serde_json::Value;
+use std::time::Duration;
+
+/// Everything a function needs to start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The application settings. `app.public_url` is empty when [`Config::public_url`] is
+    /// `None`: the HTTP functions then fill it in from the first request they serve (the
+    /// template cannot pass the API's own URL to its functions without a circular reference).
+    pub app: AppConfig,
+    /// `BATON_PUBLIC_URL`, without a trailing slash.
+    pub public_url: Option<String>,
+    pub aws: AwsSettings,
+}
+
+/// Which variables are missing or malformed: all of them, not just the first.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration: {}", .problems.join("; "))]
+pub struct ConfigError {
+    /// One line per variable, each starting with its name.
+    pub problems: Vec<String>,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`from_env`](Self::from_env), reading variables through `var` (for tests).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| var(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let mut problems = Vec::new();
+        let defaults = AppConfig::default();
+
+        let mut number = |name: &str, default: u64, max: u64| match get(name) {
+            None => default,
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if (1..=max).contains(&n) => n,
+                _ => {
+                    problems.push(format!("{name} must be a whole number from 1 to {max}, not `{v}`"));
+                    default
+                }
+            },
+        };
+        let rate_limit_per_minute = number("BATON_RATE_LIMIT", defaults.rate_limit_per_minute, 1_000_000);
+        // SQS's longest visibility timeout is 12 hours; a lease never needs to outlive it.
+        let lease = Duration::from_secs(number("BATON_LEASE_SECS", defaults.lease.as_secs(), 43_200));
+
+        let public_url = get("BATON_PUBLIC_URL").map(|u| u.trim_end_matches('/').to_string());
+        if let Some(u) = &public_url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            problems.push(format!("BATON_PUBLIC_URL must start with https:// or http://, not `{u}`"));
+        }
+        let allow_private_targets = match get("BATON_ALLOW_PRIVATE_TARGETS").as_deref() {
+            None | Some("0" | "false" | "no") => false,
+            Some("1" | "true" | "yes") => true,
+            Some(v) => {
+                problems.push(format!("BATON_ALLOW_PRIVATE_TARGETS must be 1 or 0, not `{v}`"));
+                false
+            }
+        };
+
+        let aws = match AwsSettings::from_vars(&var) {
+            Ok(s) => Some(s),
+            Err(Error::Validation { details, .. }) if !details.is_empty() => {
+                problems.extend(details.into_iter().map(|d| d.message));
+                None
+            }
+            Err(e) => {
+                problems.push(e.to_string());
+                None
+            }
+        };
+        match aws {
+            Some(aws) if problems.is_empty() => Ok(Config {
+                app: AppConfig {
+                    rate_limit_per_minute,
+                    lease,
+                    public_url: public_url.clone().unwrap_or_default(),
+                    allow_private_targets,
+                    ..defaults
+                },
+                public_url,
+                aws,
+            }),
+            _ => Err(ConfigError { problems }),
+        }
+    }
+
+    /// The names of the variables a problem list mentions (for logs).
+    pub fn named(problems: &[String]) -> Vec<Value> {
+        problems.iter().filter_map(|p| p.split_whitespace().next()).map(Value::from).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_vars(|k| map.get(k).cloned())
+    }
+
+    const AWS: [(&str, &str); 3] = [
+        ("BATON_TABLE", "baton-prod"),
+        ("BATON_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/baton-steps"),
+        ("BATON_KMS_KEY_ID", "alias/baton-prod"),
+    ];
+
+    #[test]
+    fn an_empty_environment_names_every_required_variable() {
+        let err = config(&[]).unwrap_err();
+        let text = err.to_string();
+        for name in ["BATON_TABLE", "BATON_QUEUE_URL", "BATON_KMS_KEY_ID"] {
+            assert!(text.contains(name), "`{text}` names {name}");
+        }
+        assert_eq!(Config::named(&err.problems), ["BATON_TABLE", "BATON_QUEUE_URL", "BATON_KMS_KEY_ID"]);
+    }
+
+    #[test]
+    fn bad_app_settings_are_reported_together_with_missing_aws_ones() {
+        let err = config(&[
+            ("BATON_RATE_LIMIT", "lots"),
+            ("BATON_LEASE_SECS", "0"),
+            ("BATON_PUBLIC_URL", "api.example.com"),
+            ("BATON_ALLOW_PRIVATE_TARGETS", "maybe"),
+            ("BATON_TABLE", "t"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            Config::named(&err.problems),
+            [
+                "BATON_RATE_LIMIT",
+                "BATON_LEASE_SECS",
+                "BATON_PUBLIC_URL",
+                "BATON_ALLOW_PRIVATE_TARGETS",
+                "BATON_QUEUE_URL",
+                "BATON_KMS_KEY_ID"
+            ]
+        );
+        assert!(err.to_string().contains("not `lots`"));
+    }
+
+    #[test]
+    fn the_minimal_environment_takes_the_defaults() {
+        let c = config(&AWS).unwrap();
+        let d = AppConfig::default();
+        assert_eq!(c.app.rate_limit_per_minute, d.rate_limit_per_minute);
+        assert_eq!(c.app.lease, d.lease);
+        assert!(!c.app.allow_private_targets);
+        assert_eq!(c.public_url, None);
+        assert_eq!(c.app.public_url, "", "filled in from the first request");
+        assert_eq!(c.aws.table, "baton-prod");
+        assert_eq!(c.aws.kms_key_id.as_deref(), Some("alias/baton-prod"));
+    }
+
+    #[test]
+    fn every_setting_is_read() {
+        let mut vars = AWS.to_vec();
+        vars.extend([
+            ("BATON_RATE_LIMIT", "42"),
+            ("BATON_LEASE_SECS", "90"),
+            ("BATON_PUBLIC_URL", "https://baton.example.com/"),
+            ("BATON_ALLOW_PRIVATE_TARGETS", "1"),
+            ("BATON_MAX_RECEIVES", "3"),
+            ("BATON_DLQ_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/baton-dlq"),
+        ]);
+        let c = config(&vars).unwrap();
+        assert_eq!(c.app.rate_limit_per_minute, 42);
+        assert_eq!(c.app.lease, Duration::from_secs(90));
+        assert_eq!(c.public_url.as_deref(), Some("https://baton.example.com"));
+        assert_eq!(c.app.public_url, "https://baton.example.com");
+        assert!(c.app.allow_private_targets);
+        assert_eq!(c.aws.max_receives, 3);
+        assert!(c.aws.dlq_url.is_some());
+    }
+}

@@ -1,0 +1,63 @@
+//! Keeps the AWS requests of a step from growing: the 5-block transform chain of DESIGN.md §8
+//! runs through the engine on DynamoDB + SQS (moto), and every count per step and per run
+//! start must stay within what `bash infra/aws-cost.sh` measured. A change that adds a
+//! request to the step path fails here; lower the bounds when the engine gets cheaper.
+
+use baton::metrics::Op;
+use baton_tests::cost::{self, STEP_FUNCTIONS_PER_MILLION};
+use baton_tests::moto::moto;
+
+const RUNS: usize = 10;
+const BLOCKS: usize = 5;
+
+/// Per step (worker side), measured: claim, commit, snapshot query; the run's last step also
+/// finalizes the run (one more query and transaction), hence the fifths.
+const STEP_BOUNDS: &[(Op, f64)] = &[
+    (Op::DdbGetItem, 0.0),
+    (Op::DdbPutItem, 0.0),
+    (Op::DdbUpdateItem, 1.0),
+    (Op::DdbDeleteItem, 0.0),
+    (Op::DdbTransactWriteItems, 1.2),
+    (Op::DdbTransactItems, 4.4),
+    (Op::DdbQuery, 1.2),
+    (Op::DdbWriteUnits, 9.8),
+    (Op::DdbReadUnits, 1.2),
+    (Op::SqsSendMessage, 0.0),
+    (Op::SqsSendMessageBatch, 0.8),
+    (Op::SqsDeleteMessage, 0.0),
+    (Op::SqsChangeMessageVisibility, 0.0),
+];
+
+/// Per run start (API side: key lookup, rate-limit counter, run creation, first message).
+const START_BOUNDS: &[(Op, f64)] = &[
+    (Op::DdbGetItem, 2.0),
+    (Op::DdbUpdateItem, 1.0),
+    (Op::DdbTransactWriteItems, 1.0),
+    (Op::DdbQuery, 0.0),
+    (Op::DdbWriteUnits, 9.0),
+    (Op::DdbReadUnits, 2.0),
+    (Op::SqsSendMessage, 1.0),
+    (Op::SqsSendMessageBatch, 0.0),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_per_step_stay_within_the_measured_numbers() {
+    let m = cost::measure(moto(), RUNS, BLOCKS).await.unwrap();
+    let report = m.report();
+    println!("{report}");
+    for &(op, bound) in STEP_BOUNDS {
+        let got = m.per_step(op);
+        assert!(got <= bound + 1e-9, "{} per step: {got:.3} > {bound} (measured bound)\n{report}", op.name());
+    }
+    for &(op, bound) in START_BOUNDS {
+        let got = m.per_start(op);
+        assert!(got <= bound + 1e-9, "{} per run start: {got:.3} > {bound} (measured bound)\n{report}", op.name());
+    }
+    // Receives and batch deletes depend on how messages share batches, not on the engine:
+    // at worst one of each per step, plus the final empty poll.
+    let polls = m.per_step(Op::SqsReceiveMessage);
+    assert!(polls <= 1.0 + 2.0 / m.steps_total() as f64, "receives per step: {polls:.3}\n{report}");
+    assert!(m.per_step(Op::SqsDeleteMessageBatch) <= 1.0);
+    assert_eq!(m.invocations as f64, m.per_step(Op::SqsDeleteMessageBatch) * m.steps_total() as f64);
+    assert!(m.all_in_cost().total() < STEP_FUNCTIONS_PER_MILLION, "{report}");
+}
