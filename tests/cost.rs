@@ -243,7 +243,9 @@ pub async fn measure(moto: &Moto, runs: usize, blocks: usize) -> Result<Measured
     let ids = start_runs(runs).await.map_err(|e| e.to_string())?;
     let start = delta(&before);
     let before = metrics::snapshot();
-    let invocations = drive(&app, queue.as_ref(), runs * blocks, Duration::from_secs(300)).await?;
+    // moto answers a few hundred requests per second at best: a second per step is ample.
+    let bound = Duration::from_secs(120 + (runs * blocks) as u64);
+    let invocations = drive(&app, queue.as_ref(), runs * blocks, bound).await?;
     let steps = delta(&before);
     let elapsed = t0.elapsed();
 

@@ -107,3 +107,15 @@ async fn cost_counters_count_requests_and_transaction_units() {
     assert!(d[&Op::DdbWriteUnits] >= 10, "a transaction of 5 small items costs 10 write units");
     assert!(d[&Op::DdbGetItem] >= 1 && d[&Op::DdbReadUnits] >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_without_changes_creates_or_keeps_the_item() {
+    use baton::store::Update;
+    let store = dynamo_store().await;
+    let key = Key::new(unique_name("empty-update"), "item");
+    let created = store.update(&key, Update::default(), None).await.unwrap();
+    assert!(created.attrs.is_empty());
+    store.put(Item::new(key.clone(), serde_json::json!({"a": 1}).as_object().unwrap().clone()), None).await.unwrap();
+    let kept = store.update(&key, Update::default(), None).await.unwrap();
+    assert_eq!(kept.i64("a"), Some(1));
+}

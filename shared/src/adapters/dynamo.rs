@@ -43,6 +43,8 @@ pub const TTL: &str = "ttl";
 pub const MAX_PK_BYTES: usize = 2048;
 /// Longest sort key DynamoDB accepts, in bytes.
 pub const MAX_SK_BYTES: usize = 1024;
+/// An attribute name [`escape`] never produces.
+const NEVER_STORED: &str = "_";
 /// Retries of a write that met an expired item or a transaction conflict before giving up.
 const MAX_ATTEMPTS: usize = 4;
 
@@ -704,11 +706,12 @@ impl DynamoStore {
         Ok(Err(TxFailure::Expired(stale)))
     }
 
-    /// An update expression that changes nothing visible, for an [`Update`] with no changes
-    /// (DynamoDB requires a non-empty expression): it sets the key's own value back.
+    /// An update expression that changes nothing, for an [`Update`] with no changes (DynamoDB
+    /// requires a non-empty expression and refuses to touch key attributes): it removes `_`,
+    /// a name no stored attribute has ([`escape`] never produces it).
     fn noop_update(&self, e: &mut Expr) -> String {
-        let pk = e.name(PK);
-        format!("SET {pk} = {pk}")
+        let n = e.name(NEVER_STORED);
+        format!("REMOVE {n}")
     }
 }
 
@@ -993,6 +996,9 @@ mod tests {
             assert_eq!(unescape(&stored), Some(name));
         }
         assert_eq!(unescape("pk"), None);
+        for name in ["", "_", "x", "__"] {
+            assert_ne!(escape(name), NEVER_STORED);
+        }
     }
 
     #[test]
