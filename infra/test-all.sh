@@ -38,26 +38,29 @@ step "build"
 # `cargo build --release` would compile every dependency a second time; in one invocation
 # they compile once. Thin LTO is off here only to spare CI seven whole-program link steps
 # (`sam build` deploys the release profile as it is; its sizes are in the notes).
-lambda_pkgs=()
-for f in register trigger hook execute task-complete worker api; do lambda_pkgs+=(-p "baton-$f"); done
-CARGO_PROFILE_RELEASE_LTO=off cargo lambda build --release --x86-64 --skip-target-check --locked \
-  "${lambda_pkgs[@]}" -p baton-local -p baton-tests
-release=target/x86_64-unknown-linux-gnu/release
-CARGO_PROFILE_RELEASE_LTO=off cargo lambda build --release --x86-64 --skip-target-check --locked \
-  --output-format zip --lambda-dir target/lambda-zip "${lambda_pkgs[@]}"
+# The zip run repeats the same packages (the same feature set), so it only packages.
+release_pkgs=(-p baton-local -p baton-tests)
+for f in register trigger hook execute task-complete worker api; do release_pkgs+=(-p "baton-$f"); done
+export CARGO_PROFILE_RELEASE_LTO=off
+cargo lambda build --release --x86-64 --skip-target-check --locked "${release_pkgs[@]}"
+cargo lambda build --release --x86-64 --skip-target-check --locked "${release_pkgs[@]}" \
+  --output-format zip --lambda-dir target/lambda-zip
+unset CARGO_PROFILE_RELEASE_LTO
+# cargo-lambda moves every binary it builds to target/lambda/<name>/bootstrap.
+local_bin=target/lambda/baton-local/bootstrap
 echo "Lambda zips (this CI build, LTO off; DESIGN.md §8 target: <= 5 MB):"
 for f in register trigger hook execute task-complete worker api; do
   printf '  %-14s %s bytes\n' "$f" "$(stat -c %s "target/lambda-zip/$f/bootstrap.zip")"
 done
 
 step "unit, conformance, engine, HTTP and end-to-end tests"
-BATON_LOCAL_BIN="$PWD/$release/baton-local" BATON_LAMBDA_DIR="$PWD/target/lambda" cargo nextest run --workspace --locked --no-fail-fast
+BATON_LOCAL_BIN="$PWD/$local_bin" BATON_LAMBDA_DIR="$PWD/target/lambda" cargo nextest run --workspace --locked --no-fail-fast
 
 step "README quickstart, as written"
-bash infra/quickstart-test.sh "$release/baton-local"
+bash infra/quickstart-test.sh "$local_bin"
 
 step "README \"Triggering from outside\", as written"
-BLOCK=triggering bash infra/quickstart-test.sh "$release/baton-local"
+BLOCK=triggering bash infra/quickstart-test.sh "$local_bin"
 
 # The benchmark binaries were built in the release step above (not run: figures come from
 # infra/bench.sh and infra/aws-cost.sh).
