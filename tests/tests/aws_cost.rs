@@ -10,23 +10,27 @@ use baton_tests::moto::moto;
 const RUNS: usize = 10;
 const BLOCKS: usize = 5;
 
-/// Per step (worker side), measured: claim, commit, snapshot query; the run's last step also
-/// finalizes the run (one more query and transaction), hence the fifths.
+/// Per step (worker side), measured: claim and commit (one UpdateItem each for a linear
+/// hand-over), one snapshot query; the run's last step commits and completes the run in one
+/// transaction (run item, step, index, event), hence the fifths.
 const STEP_BOUNDS: &[(Op, f64)] = &[
     (Op::DdbGetItem, 0.0),
     (Op::DdbPutItem, 0.0),
-    (Op::DdbUpdateItem, 1.0),
+    (Op::DdbUpdateItem, 1.8),
     (Op::DdbDeleteItem, 0.0),
-    (Op::DdbTransactWriteItems, 1.2),
-    (Op::DdbTransactItems, 4.4),
-    (Op::DdbQuery, 1.2),
-    (Op::DdbWriteUnits, 9.8),
-    (Op::DdbReadUnits, 1.2),
+    (Op::DdbTransactWriteItems, 0.2),
+    (Op::DdbTransactItems, 0.8),
+    (Op::DdbQuery, 1.0),
+    (Op::DdbWriteUnits, 3.4),
+    (Op::DdbReadUnits, 1.0),
     (Op::SqsSendMessage, 0.0),
     (Op::SqsSendMessageBatch, 0.8),
     (Op::SqsDeleteMessage, 0.0),
     (Op::SqsChangeMessageVisibility, 0.0),
 ];
+
+/// DESIGN.md §8: AWS cost per million steps.
+const TARGET_PER_MILLION_STEPS: f64 = 3.0;
 
 /// Per run start (API side: key lookup, rate-limit counter, run creation, first message).
 const START_BOUNDS: &[(Op, f64)] = &[
@@ -60,4 +64,9 @@ async fn requests_per_step_stay_within_the_measured_numbers() {
     assert!(m.per_step(Op::SqsDeleteMessageBatch) <= 1.0);
     assert_eq!(m.invocations as f64, m.per_step(Op::SqsDeleteMessageBatch) * m.steps_total() as f64);
     assert!(m.all_in_cost().total() < STEP_FUNCTIONS_PER_MILLION, "{report}");
+    assert!(m.step_cost().total() <= TARGET_PER_MILLION_STEPS, "{report}");
+    // DESIGN.md §8: at most two DynamoDB writes and one read per step.
+    let writes = m.per_step(Op::DdbUpdateItem) + m.per_step(Op::DdbPutItem) + m.per_step(Op::DdbTransactWriteItems);
+    assert!(writes <= 2.0 + 1e-9, "DynamoDB writes per step: {writes:.3}\n{report}");
+    assert!(m.per_step(Op::DdbQuery) + m.per_step(Op::DdbGetItem) <= 1.0 + 1e-9, "{report}");
 }

@@ -2,9 +2,10 @@
 //!
 //! A step message names `(run_id, step_key)` and nothing else. Per message the worker loads
 //! the run snapshot, claims the step with a conditional write, runs the block, and commits
-//! the result together with its successors in one conditional transaction; only then are
-//! the successors enqueued and the message acknowledged. Any crash in between ends in a
-//! redelivery that reaches the same state: at-least-once delivery, exactly-once commit.
+//! the result together with its successors in one conditional write (a linear hand-over) or
+//! transaction (anything else); only then are the successors enqueued and the message
+//! acknowledged. Any crash in between ends in a redelivery that reaches the same state:
+//! at-least-once delivery, exactly-once commit.
 
 mod plan;
 mod runs;
@@ -15,7 +16,7 @@ mod worker;
 mod tests;
 
 pub use runs::{RunFilter, StartRequest, Started, SyncResult};
-pub use snapshot::{Snapshot, is_terminal_run, is_terminal_step};
+pub use snapshot::{LAZY, Snapshot, is_terminal_run, is_terminal_step};
 pub use worker::Handled;
 
 use crate::adapters::http::HttpTransport;

@@ -203,7 +203,8 @@ impl<'a> Plan<'a> {
             self.writes.push(event_write(
                 self.run_id,
                 self.now,
-                self.snap.event_seq() + seq,
+                // After the `step.completed` of this commit's step (+0) and collection (+1).
+                self.snap.event_seq() + 2 + seq,
                 &kind,
                 step.as_deref(),
                 data,

@@ -8,7 +8,7 @@ use super::{Engine, Msg, now_ms};
 use crate::error::{Detail, Error, Result};
 use crate::ids;
 use crate::keys;
-use crate::store::{Attrs, Cond, Item, Query, SkRange, Update, Write};
+use crate::store::{Attrs, Cond, Item, Query, SkRange, Update, Write, query_all};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -311,36 +311,46 @@ impl Engine {
         Ok(json!({"data": data, "next_cursor": cursor}))
     }
 
+    /// The run's timeline: stored events, and a `step.completed` for every completed step,
+    /// read from the step itself (a chain commit writes no event item). Ordered as the
+    /// events' sort keys order them; the cursor is the last sort key of the page.
     pub async fn run_events(&self, acct: &str, run_id: &str, limit: usize, cursor: Option<String>) -> Result<Value> {
-        self.owned(acct, run_id).await?;
-        let page = self
-            .store
-            .query(Query {
-                pk: keys::run_pk(run_id),
-                range: SkRange::Prefix("EVT#".into()),
-                limit: limit.clamp(1, 1000),
-                cursor,
-                descending: false,
-            })
-            .await?;
-        let data: Vec<Value> = page
-            .items
+        let snap = self.owned(acct, run_id).await?;
+        let after = match cursor {
+            Some(c) => Some(
+                hex::decode(&c)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| Error::validation("invalid cursor"))?,
+            ),
+            None => None,
+        };
+        let stored = query_all(&*self.store, Query::prefix(keys::run_pk(run_id), "EVT#")).await?;
+        let mut all: Vec<(String, Value)> = stored
             .iter()
-            .map(|e| {
-                let mut o = json!({
-                    "type": e.get("type"),
-                    "at": ids::ms_to_rfc3339(e.i64("at").unwrap_or(0)),
-                });
-                if let Some(s) = e.get("step_key") {
-                    o["step_key"] = s.clone();
-                }
-                if let Some(d) = e.get("data") {
-                    o["data"] = d.clone();
-                }
-                o
-            })
+            .map(|e| (e.key.sk.clone(), event_view(e.get("type"), e.i64("at"), e.get("step_key"), e.get("data"))))
             .collect();
-        Ok(json!({"data": data, "next_cursor": page.next_cursor}))
+        for (k, s) in &snap.steps {
+            if s.str("status") != Some("completed") {
+                continue;
+            }
+            let at = s.i64("finished_at").unwrap_or(0);
+            let data = match s.i64("expected") {
+                Some(n) => json!({"items": n}),
+                None => json!({"attempt": s.i64("attempt")}),
+            };
+            // '!' sorts before the suffix of stored events: a step's completion comes before
+            // what its commit wrote in the same millisecond.
+            let sk = format!("EVT#{at:013}#{:06}#!{k}", s.i64("ev_seq").unwrap_or(0));
+            all.push((sk, event_view(Some(&json!("step.completed")), Some(at), Some(&json!(k)), Some(&data))));
+        }
+        all.sort_by(|x, y| x.0.cmp(&y.0));
+        let start = after.map(|c| all.partition_point(|(sk, _)| *sk <= c)).unwrap_or(0);
+        let limit = limit.clamp(1, 1000);
+        let page: Vec<(String, Value)> = all.into_iter().skip(start).take(limit + 1).collect();
+        let next = (page.len() > limit).then(|| hex::encode(page[limit - 1].0.as_bytes()));
+        let data: Vec<Value> = page.into_iter().take(limit).map(|(_, v)| v).collect();
+        Ok(json!({"data": data, "next_cursor": next}))
     }
 
     pub async fn run_tasks(&self, acct: &str, run_id: &str) -> Result<Value> {
@@ -496,6 +506,12 @@ impl Engine {
     }
 }
 
+/// The last change to the run: chain commits write only their step, not the run item.
+fn updated_at(snap: &Snapshot) -> i64 {
+    let steps = snap.steps.values().flat_map(|s| [s.i64("started_at"), s.i64("finished_at")]).flatten();
+    steps.chain(snap.run.i64("updated_at")).max().unwrap_or(0)
+}
+
 /// The API shape of a run. Status is derived: a run that is not finished is
 /// `waiting_human` while a task is open, `running` once a step has started, else `pending`.
 pub fn run_view(snap: &Snapshot, with_steps: bool) -> Value {
@@ -522,7 +538,7 @@ pub fn run_view(snap: &Snapshot, with_steps: bool) -> Value {
         "metadata": r.get("metadata").cloned().unwrap_or(json!({})),
         "idempotency_key": r.get("idempotency_key").cloned().unwrap_or(Value::Null),
         "created_at": ts("created_at"),
-        "updated_at": ts("updated_at"),
+        "updated_at": ids::ms_to_rfc3339(updated_at(snap)),
         "finished_at": ts("finished_at"),
     });
     if with_steps {
@@ -554,6 +570,17 @@ pub fn run_view(snap: &Snapshot, with_steps: bool) -> Value {
         v["tasks"] = Value::Array(tasks);
     }
     v
+}
+
+fn event_view(kind: Option<&Value>, at: Option<i64>, step: Option<&Value>, data: Option<&Value>) -> Value {
+    let mut o = json!({"type": kind, "at": ids::ms_to_rfc3339(at.unwrap_or(0))});
+    if let Some(s) = step {
+        o["step_key"] = s.clone();
+    }
+    if let Some(d) = data.filter(|d| !d.is_null()) {
+        o["data"] = d.clone();
+    }
+    o
 }
 
 fn task_view(run_id: &str, t: &Item) -> Value {

@@ -1,13 +1,22 @@
 //! One read of a run: the run item, its steps and its tasks (events excluded), in a single
 //! partition query. Everything the worker decides is decided on a snapshot, and every write
 //! it makes is conditional on the snapshot still being true.
+//!
+//! A step that a chain commit named in its predecessor's `next` (see `worker::finish_step`)
+//! has no item until its first claim; the snapshot shows it as `pending` with
+//! [`LAZY`] set, and writes about it are conditional on the item not existing yet.
 
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::store::{Item, Query, SkRange, Store, query_all};
-use serde_json::Value;
+use crate::store::{Attrs, Cond, Item, Query, SkRange, Store, Write, apply_update, query_all};
+use serde_json::{Value, json};
 use std::collections::HashMap;
 
+/// Attribute of a snapshot-only step item: pending, named by a predecessor's `next`, not
+/// written yet. Never stored.
+pub const LAZY: &str = "lazy";
+
+#[derive(Clone)]
 pub struct Snapshot {
     pub run: Item,
     pub steps: HashMap<String, Item>,
@@ -33,6 +42,26 @@ impl Snapshot {
                 tasks.insert(k.to_string(), it);
             }
         }
+        let mut lazy = Vec::new();
+        for s in steps.values() {
+            if s.str("status") != Some("completed") {
+                continue;
+            }
+            for n in s.get("next").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+                if !steps.contains_key(n) {
+                    lazy.push((n.to_string(), s.i64("finished_at").unwrap_or(0)));
+                }
+            }
+        }
+        for (n, at) in lazy {
+            let mut a = Attrs::new();
+            a.insert("block".into(), json!(n.split('[').next().unwrap_or(&n)));
+            a.insert("status".into(), json!("pending"));
+            a.insert("attempt".into(), json!(0));
+            a.insert("created_at".into(), json!(at));
+            a.insert(LAZY.into(), json!(true));
+            steps.insert(n.clone(), Item::new(keys::step(run_id, &n), a));
+        }
         Ok(run.map(|run| Snapshot { run, steps, tasks }))
     }
 
@@ -44,6 +73,38 @@ impl Snapshot {
     /// follows another causally sees more finished steps in its snapshot.
     pub fn event_seq(&self) -> usize {
         100 + 16 * self.steps.values().filter(|s| is_terminal_step(s.str("status").unwrap_or(""))).count()
+    }
+
+    /// The steps as they will be once `writes` (a commit of this run) have landed.
+    pub fn after(&self, writes: &[Write]) -> Snapshot {
+        let mut next = self.clone();
+        for w in writes {
+            let Some(k) = w.key().sk.strip_prefix("STEP#") else { continue };
+            match w {
+                Write::Put { item, .. } => {
+                    next.steps.insert(k.to_string(), item.clone());
+                }
+                Write::Update { key, update, .. } => {
+                    let cur = next.steps.remove(k);
+                    next.steps.insert(k.to_string(), apply_update(key, cur, update));
+                }
+                Write::Delete { .. } => {
+                    next.steps.remove(k);
+                }
+                Write::Check { .. } => {}
+            }
+        }
+        next
+    }
+
+    /// The condition under which a step is still as this snapshot shows it, as far as its
+    /// status goes.
+    pub fn status_cond(&self, key: &str) -> Cond {
+        match self.steps.get(key) {
+            Some(s) if is_lazy(s) => Cond::NotExists,
+            Some(s) => Cond::eq("status", s.str("status").unwrap_or("pending")),
+            None => Cond::NotExists,
+        }
     }
 
     pub fn run_status(&self) -> &str {
@@ -76,6 +137,10 @@ impl Snapshot {
             "run": {"id": self.run.key.pk.trim_start_matches("RUN#"), "metadata": self.run.get("metadata").cloned().unwrap_or(Value::Null)},
         })
     }
+}
+
+pub fn is_lazy(step: &Item) -> bool {
+    step.get(LAZY).and_then(Value::as_bool).unwrap_or(false)
 }
 
 pub fn is_terminal_step(status: &str) -> bool {

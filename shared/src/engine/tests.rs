@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::keys;
 use crate::model::{Block, build_graph};
 use crate::queue::Outcome;
-use crate::store::{Attrs, Item, Query, query_all};
+use crate::store::{Attrs, Item};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -94,8 +94,9 @@ async fn run(app: &AppState, run_id: &str) -> Value {
 }
 
 async fn events(app: &AppState, run_id: &str) -> Vec<Value> {
-    let items = query_all(&*app.store, Query::prefix(keys::run_pk(run_id), "EVT#")).await.unwrap();
-    items.into_iter().map(|i| Value::Object(i.attrs)).collect()
+    let page = app.engine.run_events(ACCT, run_id, 1000, None).await.unwrap();
+    assert!(page["next_cursor"].is_null(), "one page holds a test run's timeline");
+    page["data"].as_array().unwrap().clone()
 }
 
 async fn completions_of(app: &AppState, run_id: &str, step: &str) -> usize {
@@ -149,6 +150,101 @@ async fn redelivery_after_commit_republishes_successors_and_commits_once() {
     drain(&e.app, Duration::from_secs(10)).await;
     assert_eq!(run(&e.app, &id).await["status"], "completed");
     assert_eq!(completions_of(&e.app, &id, "start").await, 1);
+}
+
+/// Takes the next message off the queue and handles it, publishing nothing.
+async fn handle_next(app: &AppState) -> (crate::queue::Received, crate::engine::Handled) {
+    let m = app.queue.receive(1, Duration::from_secs(5), Duration::from_millis(500)).await.unwrap().remove(0);
+    let h = app.engine.handle_message(&m.body).await;
+    (m, h)
+}
+
+#[tokio::test]
+async fn a_chain_commit_writes_only_its_step_and_the_successor_appears_on_its_claim() {
+    let e = env();
+    install(&e.app, "wf", chain5()).await;
+    let id = start(&e.app, "wf", json!({"n": 4})).await;
+    let run_item = e.app.store.get(&keys::run(&id)).await.unwrap().unwrap();
+    let (m, h) = handle_next(&e.app).await;
+    assert_eq!(h.publish, vec![Msg::step(&id, "a")]);
+    let start_step = e.app.store.get(&keys::step(&id, "start")).await.unwrap().unwrap();
+    assert_eq!(start_step.str("status"), Some("completed"));
+    assert_eq!(start_step.get("next"), Some(&json!(["a"])));
+    assert_eq!(e.app.store.get(&keys::step(&id, "a")).await.unwrap(), None, "no item before the claim");
+    assert_eq!(e.app.store.get(&keys::run(&id)).await.unwrap().unwrap(), run_item, "the run item is untouched");
+    // Readers see the successor pending all the same.
+    let r = run(&e.app, &id).await;
+    assert_eq!(step(&r, "a")["status"], "pending");
+    assert_eq!(r["status"], "running");
+    e.app.engine.send(h.publish.into_iter().map(|m| (m, Duration::ZERO)).collect()).await.unwrap();
+    e.app.queue.delete(&m.receipt).await.unwrap();
+    drain(&e.app, Duration::from_secs(10)).await;
+    let r = run(&e.app, &id).await;
+    assert_eq!(r["status"], "completed", "{r:#}");
+    assert_eq!(r["output"], json!({"result": 7}));
+    for k in ["start", "a", "b", "c", "done"] {
+        let s = e.app.store.get(&keys::step(&id, k)).await.unwrap().unwrap();
+        assert_eq!(s.str("status"), Some("completed"), "step {k}");
+        assert_eq!(s.str("block"), Some(k));
+        assert_eq!(s.get(crate::engine::LAZY), None, "the snapshot-only marker is never stored");
+        assert_eq!(completions_of(&e.app, &id, k).await, 1, "step {k}");
+    }
+    assert!(r["updated_at"].as_str() >= step(&r, "done")["finished_at"].as_str(), "{r:#}");
+}
+
+#[tokio::test]
+async fn a_successor_without_an_item_is_cancelled_with_its_run() {
+    let e = env();
+    install(&e.app, "wf", chain5()).await;
+    let id = start(&e.app, "wf", json!({"n": 1})).await;
+    let (m, h) = handle_next(&e.app).await;
+    e.app.engine.send(h.publish.into_iter().map(|m| (m, Duration::ZERO)).collect()).await.unwrap();
+    e.app.queue.delete(&m.receipt).await.unwrap();
+    e.app.engine.cancel_run(ACCT, &id).await.unwrap();
+    drain(&e.app, Duration::from_secs(10)).await;
+    let r = run(&e.app, &id).await;
+    assert_eq!(r["status"], "cancelled");
+    assert_eq!(step(&r, "a")["status"], "cancelled", "{r:#}");
+    assert_eq!(r["steps"].as_array().unwrap().len(), 2);
+    let a = e.app.store.get(&keys::step(&id, "a")).await.unwrap().unwrap();
+    assert_eq!((a.str("status"), a.str("block")), (Some("cancelled"), Some("a")));
+}
+
+#[tokio::test]
+async fn the_timeline_pages_through_stored_and_step_events_in_order() {
+    let e = env();
+    install(&e.app, "wf", chain5()).await;
+    let id = start(&e.app, "wf", json!({"n": 1})).await;
+    drain(&e.app, Duration::from_secs(10)).await;
+    let all = events(&e.app, &id).await;
+    let kinds: Vec<(&str, &str)> =
+        all.iter().map(|e| (e["type"].as_str().unwrap(), e["step_key"].as_str().unwrap_or(""))).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("run.started", ""),
+            ("step.completed", "start"),
+            ("step.completed", "a"),
+            ("step.completed", "b"),
+            ("step.completed", "c"),
+            ("step.completed", "done"),
+            ("run.completed", "")
+        ]
+    );
+    assert_eq!(all[2]["data"], json!({"attempt": 1}));
+    let mut paged = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = e.app.engine.run_events(ACCT, &id, 2, cursor).await.unwrap();
+        paged.extend(page["data"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(paged, all);
+    let bad = e.app.engine.run_events(ACCT, &id, 2, Some("zz".into())).await.unwrap_err();
+    assert!(matches!(bad, Error::Validation { .. }), "{bad:?}");
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! poller and sync execute.
 
 use super::plan::{Plan, event_write, run_write};
-use super::snapshot::{Snapshot, is_terminal_step};
+use super::snapshot::{Snapshot, is_lazy, is_terminal_step};
 use super::{Engine, Msg, now_ms};
 use crate::blocks::{self, Outcome as BlockOutcome, StepError, TaskSpec};
 use crate::callbacks;
@@ -48,6 +48,8 @@ pub(crate) enum Guard {
     Unclaimed {
         attempt: i64,
         started_at: i64,
+        /// The step has no item yet (a chain commit named it): the commit creates it.
+        lazy: bool,
     },
     Waiting(String),
     Sleeping,
@@ -61,21 +63,25 @@ impl Guard {
                 Cond::And(vec![Cond::eq("status", "waiting_human"), Cond::eq("task_id", task.as_str())])
             }
             Guard::Sleeping => Cond::eq("status", "sleeping"),
+            Guard::Unclaimed { lazy: true, .. } => Cond::NotExists,
             Guard::Unclaimed { attempt, .. } => {
                 Cond::And(vec![Cond::eq("status", "pending"), Cond::eq("attempt", *attempt)])
             }
         }
     }
     /// Adds what the skipped claim would have written.
-    fn stamp(&self, u: Update) -> Update {
+    fn stamp(&self, u: Update, key: &str) -> Update {
         match self {
-            Guard::Unclaimed { attempt, started_at } => u.set("attempt", attempt + 1).set("started_at", *started_at),
+            Guard::Unclaimed { attempt, started_at, lazy } => {
+                let u = u.set("attempt", attempt + 1).set("started_at", *started_at);
+                if *lazy { materialize(u, key, *started_at) } else { u }
+            }
             _ => u,
         }
     }
     fn holds(&self, snap: &Snapshot, key: &str) -> bool {
         let Some(step) = snap.steps.get(key) else { return false };
-        let store_item = Some(step);
+        let store_item = (!is_lazy(step)).then_some(step);
         crate::store::eval_cond(&self.cond(), store_item)
             && match self {
                 Guard::Waiting(task) => snap.tasks.get(task).and_then(|t| t.str("status")) == Some("open"),
@@ -177,7 +183,7 @@ impl Engine {
             "joining" | "collecting" | "waiting_human" => return Ok(Handled::ack(Vec::new())),
             "sleeping" => {
                 if !run_running {
-                    self.cancel_step(run_id, key, &status).await?;
+                    self.cancel_step(run_id, key, snap.status_cond(key)).await?;
                     return Ok(Handled::ack(Vec::new()));
                 }
                 let wake = step.i64("wake_at").unwrap_or(0);
@@ -202,7 +208,7 @@ impl Engine {
             _ => {}
         }
         if !run_running {
-            self.cancel_step(run_id, key, &status).await?;
+            self.cancel_step(run_id, key, snap.status_cond(key)).await?;
             return Ok(Handled::ack(Vec::new()));
         }
         if status == "running" {
@@ -227,26 +233,34 @@ impl Engine {
         let attempt = step.i64("attempt").unwrap_or(0);
 
         let mut snap = snap;
+        let lazy = is_lazy(&step);
         let guard = if inline && status == "pending" && attempt == 0 {
-            Guard::Unclaimed { attempt, started_at: now }
+            Guard::Unclaimed { attempt, started_at: now, lazy }
         } else {
             // Claim: only one worker runs an attempt, and a worker that died hands the step
             // over when its lease runs out.
             let token = crate::ids::new_id("clm");
             let lease_until = now + (timeout + Duration::from_secs(5)).max(self.cfg.lease).as_millis() as i64;
-            let claim = Cond::And(vec![
-                Cond::Or(vec![
-                    Cond::eq("status", "pending"),
-                    Cond::And(vec![Cond::eq("status", "running"), Cond::Lt("lease_until".into(), json!(now))]),
-                ]),
-                Cond::eq("attempt", attempt),
-            ]);
-            let upd = Update::default()
+            let claim = if lazy {
+                Cond::NotExists
+            } else {
+                Cond::And(vec![
+                    Cond::Or(vec![
+                        Cond::eq("status", "pending"),
+                        Cond::And(vec![Cond::eq("status", "running"), Cond::Lt("lease_until".into(), json!(now))]),
+                    ]),
+                    Cond::eq("attempt", attempt),
+                ])
+            };
+            let mut upd = Update::default()
                 .set("status", "running")
                 .set("claim", token.as_str())
                 .set("lease_until", lease_until)
                 .set("attempt", attempt + 1)
                 .set("started_at", now);
+            if lazy {
+                upd = materialize(upd, key, step.i64("created_at").unwrap_or(now));
+            }
             match self.store.update(&keys::step(run_id, key), upd, Some(claim)).await {
                 Ok(claimed) => {
                     // The claimed item is the step as it now is: the commit can start from
@@ -342,8 +356,7 @@ impl Engine {
                 return Ok(None);
             }
             if snap.run_status() != "running" {
-                let st = snap.step_status(key).unwrap_or("pending").to_string();
-                self.cancel_step(run_id, key, &st).await?;
+                self.cancel_step(run_id, key, snap.status_cond(key)).await?;
                 return Ok(None);
             }
             let acct = snap.run.str("account_id").unwrap_or_default();
@@ -358,8 +371,12 @@ impl Engine {
             let mut run_update = Update::default().set("updated_at", now);
             let mut run_fails: Option<Value> = None;
             let waiting_delta = if matches!(guard, Guard::Waiting(_)) { -1 } else { 0 };
+            // `step.completed` events are read from the step items (`runs::run_events`); this
+            // orders them among the events of the same millisecond.
+            let ev_seq = snap.event_seq() as i64;
 
-            let mut own = Update::default().set("finished_at", now).remove("claim").remove("lease_until");
+            let mut own =
+                Update::default().set("finished_at", now).set("ev_seq", ev_seq).remove("claim").remove("lease_until");
             let (publish, active_delta, plan_writes) = {
                 let mut plan_ctx = ctx.clone();
                 match &finish {
@@ -383,15 +400,13 @@ impl Engine {
                         if let Some(h) = headers {
                             own = own.set("response_headers", h.clone());
                         }
-                        plan.event("step.completed", Some(key), json!({"attempt": step.i64("attempt")}));
                         let block = pinned.graph.block(&block_id);
                         if per_item {
                             let agg = &block_id;
                             let agg_item = snap.steps.get(agg);
                             if agg_item.and_then(|a| a.str("status")) != Some("collecting") {
                                 // The collection already failed; this item's result is moot.
-                                let st = snap.step_status(key).unwrap_or("running").to_string();
-                                self.cancel_step(run_id, key, &st).await?;
+                                self.cancel_step(run_id, key, snap.status_cond(key)).await?;
                                 return Ok(None);
                             }
                             let agg_item = agg_item.expect("checked above");
@@ -418,8 +433,8 @@ impl Engine {
                                 agg_upd = agg_upd
                                     .set("status", "completed")
                                     .set("output", arr.clone())
-                                    .set("finished_at", now);
-                                plan.event("step.completed", Some(agg), json!({"items": expected}));
+                                    .set("finished_at", now)
+                                    .set("ev_seq", ev_seq + 1);
                                 plan.resolve_also(agg, json!({"status": "completed", "output": arr}), false)
                                     .map_err(Error::Internal)?;
                             }
@@ -442,6 +457,7 @@ impl Engine {
                                 if n == 0 {
                                     agg.insert("output".into(), json!([]));
                                     agg.insert("finished_at".into(), json!(now));
+                                    agg.insert("ev_seq".into(), json!(ev_seq + 1));
                                 }
                                 writes.push(Write::Put {
                                     item: Item::new(keys::step(run_id, &body), agg),
@@ -506,18 +522,53 @@ impl Engine {
                 };
                 (p, active_delta, w)
             };
-            writes.push(Write::Update {
-                key: keys::step(run_id, key),
-                update: guard.stamp(own),
-                cond: Some(guard.cond()),
-            });
+            let chain = matches!(finish, Finish::Completed { .. })
+                && writes.is_empty()
+                && waiting_delta == 0
+                && active_delta == 0
+                && run_fails.is_none()
+                && is_chain_successor(&plan_writes, &publish, &snap);
+            if chain {
+                // A linear hand-over: this step's own item is the whole commit. The successor
+                // is named in `next` and gets its item on its first claim (the snapshot shows
+                // it pending meanwhile); the run's counters do not change, so the run item is
+                // not written. One write instead of a four-item transaction.
+                let next = publish[0].clone();
+                let upd = guard.stamp(own, key).set("next", json!([next]));
+                match self.store.update(&keys::step(run_id, key), upd, Some(guard.cond())).await {
+                    Ok(_) => return Ok(Some(vec![Msg::step(run_id, &next)])),
+                    Err(Error::Conflict(_)) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            let own_write =
+                Write::Update { key: keys::step(run_id, key), update: guard.stamp(own, key), cond: Some(guard.cond()) };
+            writes.push(own_write);
             writes.extend(plan_writes);
             run_update = run_update.add("active", active_delta);
             if waiting_delta != 0 {
                 run_update = run_update.add("waiting", waiting_delta);
             }
+            let mut run_cond = Cond::eq("status", "running");
             let acct_owned = acct.to_string();
             let mut outbox = Vec::new();
+            // When this commit leaves no step active, it completes the run too, conditional on
+            // the counter it read; otherwise (or if parallel commits raced) `finalize` runs after.
+            let snap_active = snap.run.i64("active").unwrap_or(0);
+            let mut completes = false;
+            if run_fails.is_none() && active_delta < 0 && snap_active + active_delta <= 0 {
+                let after = snap.after(&writes);
+                if after.steps.values().all(|s| is_terminal_step(s.str("status").unwrap_or(""))) {
+                    let (done, mut w, o) = self.completion(run_id, &after, &pinned.graph, now).await?;
+                    for (k, v) in done.set {
+                        run_update.set.insert(k, v);
+                    }
+                    run_cond = Cond::And(vec![run_cond, Cond::eq("active", snap_active)]);
+                    writes.append(&mut w);
+                    outbox.extend(o);
+                    completes = true;
+                }
+            }
             if let Some(e) = &run_fails {
                 run_update = run_update.set("status", "failed").set("error", e.clone()).set("finished_at", now);
                 writes.push(index_status(&acct_owned, run_id, "failed", now));
@@ -526,7 +577,7 @@ impl Engine {
                     writes.push(o.write.clone());
                     outbox.push(o);
                 }
-            } else if waiting_delta != 0 {
+            } else if waiting_delta != 0 && !completes {
                 let other_open = snap
                     .tasks
                     .iter()
@@ -535,16 +586,11 @@ impl Engine {
                     writes.push(index_status(&acct_owned, run_id, "running", now));
                 }
             }
-            writes.push(Write::Update {
-                key: keys::run(run_id),
-                update: run_update,
-                cond: Some(Cond::eq("status", "running")),
-            });
+            writes.push(Write::Update { key: keys::run(run_id), update: run_update, cond: Some(run_cond) });
             match self.store.transact(writes).await {
                 Ok(()) => {
                     self.flush_outbox(outbox).await;
-                    let run_done = run_fails.is_some();
-                    if !run_done && active_delta < 0 {
+                    if run_fails.is_none() && !completes && active_delta < 0 {
                         self.finalize(run_id).await?;
                     }
                     return Ok(Some(publish.into_iter().map(|s| Msg::step(run_id, &s)).collect()));
@@ -601,6 +647,7 @@ impl Engine {
                         .set("task_id", task_id.as_str())
                         .remove("claim")
                         .remove("lease_until"),
+                    key,
                 ),
                 cond: Some(guard.cond()),
             },
@@ -618,7 +665,7 @@ impl Engine {
                 // Cancelled meanwhile, or the lease was lost: the new owner decides.
                 let snap = Snapshot::require(&*self.store, run_id).await?;
                 if snap.run_status() != "running" && guard.holds(&snap, key) {
-                    self.cancel_step(run_id, key, "running").await?;
+                    self.cancel_step(run_id, key, Cond::eq("status", "running")).await?;
                 }
                 return Ok(());
             }
@@ -637,7 +684,7 @@ impl Engine {
             Write::Update {
                 key: keys::step(run_id, key),
                 update: guard
-                    .stamp(Update::default())
+                    .stamp(Update::default(), key)
                     .set("status", "sleeping")
                     .set("wake_at", wake)
                     .set("slept_ms", d.as_millis() as i64)
@@ -673,7 +720,7 @@ impl Engine {
             Write::Update {
                 key: keys::step(run_id, key),
                 update: guard
-                    .stamp(Update::default())
+                    .stamp(Update::default(), key)
                     .set("status", "pending")
                     .set("error", err.to_json())
                     .set("not_before", now + delay_ms as i64)
@@ -697,13 +744,16 @@ impl Engine {
         }
     }
 
-    pub(crate) async fn cancel_step(&self, run_id: &str, key: &str, status: &str) -> Result<()> {
-        let upd = Update::default()
-            .set("status", "cancelled")
-            .set("finished_at", now_ms())
-            .remove("claim")
-            .remove("lease_until");
-        match self.store.update(&keys::step(run_id, key), upd, Some(Cond::eq("status", status))).await {
+    /// Marks a step cancelled if it still is as `cond` (from the snapshot) says; a step that
+    /// had no item yet gets one.
+    pub(crate) async fn cancel_step(&self, run_id: &str, key: &str, cond: Cond) -> Result<()> {
+        let now = now_ms();
+        let mut upd =
+            Update::default().set("status", "cancelled").set("finished_at", now).remove("claim").remove("lease_until");
+        if cond == Cond::NotExists {
+            upd = materialize(upd, key, now);
+        }
+        match self.store.update(&keys::step(run_id, key), upd, Some(cond)).await {
             Ok(_) | Err(Error::Conflict(_)) => Ok(()),
             Err(e) => Err(e),
         }
@@ -759,39 +809,21 @@ impl Engine {
             }
             warn!(step_key = %k, "run has no active steps but an unresolved join");
         }
-        let acct = snap.run.str("account_id").unwrap_or_default().to_string();
         let pinned = self
-            .pinned(&acct, snap.run.str("workflow_id").unwrap_or_default(), snap.run.i64("version").unwrap_or(1) as u64)
+            .pinned(
+                snap.run.str("account_id").unwrap_or_default(),
+                snap.run.str("workflow_id").unwrap_or_default(),
+                snap.run.i64("version").unwrap_or(1) as u64,
+            )
             .await?;
-        let last = output_step(&snap, &pinned.graph);
         let now = now_ms();
-        let output = last.and_then(|s| s.get("output")).cloned().unwrap_or(Value::Null);
-        let mut upd = Update::default()
-            .set("status", "completed")
-            .set("output", output.clone())
-            .set("finished_at", now)
-            .set("updated_at", now);
-        if let Some(s) = last.and_then(|s| s.get("response_status")) {
-            upd = upd.set("response_status", s.clone());
-        }
-        if let Some(h) = last.and_then(|s| s.get("response_headers")) {
-            upd = upd.set("response_headers", h.clone());
-        }
-        let mut writes = vec![
-            Write::Update {
-                key: keys::run(run_id),
-                update: upd,
-                cond: Some(Cond::And(vec![Cond::eq("status", "running"), Cond::Le("active".into(), json!(0))])),
-            },
-            index_status(&acct, run_id, "completed", now),
-            // Sorts after the step events of the same millisecond.
-            event_write(run_id, now, 999_999, "run.completed", None, Value::Null),
-        ];
-        let summary = callbacks::run_summary(&snap.run, "completed", Some(&output), Some(&Value::Null), now);
-        let outbox = self.callback_outbox(&snap.run, callbacks::RUN_COMPLETED, summary, now).await?;
-        if let Some(o) = &outbox {
-            writes.push(o.write.clone());
-        }
+        let (upd, rest, outbox) = self.completion(run_id, &snap, &pinned.graph, now).await?;
+        let mut writes = vec![Write::Update {
+            key: keys::run(run_id),
+            update: upd.set("updated_at", now),
+            cond: Some(Cond::And(vec![Cond::eq("status", "running"), Cond::Le("active".into(), json!(0))])),
+        }];
+        writes.extend(rest);
         match self.store.transact(writes).await {
             Ok(()) => {
                 self.flush_outbox(outbox.into_iter().collect()).await;
@@ -800,6 +832,40 @@ impl Engine {
             Err(Error::Conflict(_)) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// What completing a run writes, given the run as it is once its last step committed:
+    /// the run item's changes (status, output, response), and the other writes (index,
+    /// `run.completed` event, callback delivery).
+    async fn completion(
+        &self,
+        run_id: &str,
+        snap: &Snapshot,
+        graph: &crate::model::Graph,
+        now: i64,
+    ) -> Result<(Update, Vec<Write>, Option<callbacks::Outbox>)> {
+        let acct = snap.run.str("account_id").unwrap_or_default();
+        let last = output_step(snap, graph);
+        let output = last.and_then(|s| s.get("output")).cloned().unwrap_or(Value::Null);
+        let mut upd =
+            Update::default().set("status", "completed").set("output", output.clone()).set("finished_at", now);
+        if let Some(s) = last.and_then(|s| s.get("response_status")) {
+            upd = upd.set("response_status", s.clone());
+        }
+        if let Some(h) = last.and_then(|s| s.get("response_headers")) {
+            upd = upd.set("response_headers", h.clone());
+        }
+        let mut writes = vec![
+            index_status(acct, run_id, "completed", now),
+            // Sorts after the step events of the same millisecond.
+            event_write(run_id, now, 999_999, "run.completed", None, Value::Null),
+        ];
+        let summary = callbacks::run_summary(&snap.run, "completed", Some(&output), Some(&Value::Null), now);
+        let outbox = self.callback_outbox(&snap.run, callbacks::RUN_COMPLETED, summary, now).await?;
+        if let Some(o) = &outbox {
+            writes.push(o.write.clone());
+        }
+        Ok((upd, writes, outbox))
     }
 
     async fn handle_task_timeout(&self, run_id: &str, task_id: &str) -> Result<Handled> {
@@ -949,6 +1015,25 @@ fn output_step<'a>(snap: &'a Snapshot, graph: &crate::model::Graph) -> Option<&'
         .filter(|(k, _)| !graph.outgoing(k).any(|e| done(&e.to)))
         .max_by_key(|(k, s)| rank(k, s))
         .map(|(_, s)| *s)
+}
+
+/// Whether a commit's plan is exactly one new pending step that nothing else names yet: the
+/// case a chain commit handles without a transaction.
+fn is_chain_successor(plan_writes: &[Write], publish: &[String], snap: &Snapshot) -> bool {
+    match (plan_writes, publish) {
+        ([Write::Put { item, cond: Some(Cond::NotExists) }], [next]) => {
+            item.str("status") == Some("pending")
+                && item.attrs.len() == 4
+                && !next.contains('[')
+                && !snap.steps.contains_key(next)
+        }
+        _ => false,
+    }
+}
+
+/// What a step's first write adds when the step had no item yet (see `snapshot::LAZY`).
+fn materialize(u: Update, key: &str, created_at: i64) -> Update {
+    u.set("block", key.split('[').next().unwrap_or(key)).set("created_at", created_at)
 }
 
 pub(crate) fn index_status(acct: &str, run_id: &str, status: &str, now: i64) -> Write {
