@@ -1593,7 +1593,12 @@ mod tests {
             let v = &item.attrs["v"];
             if item.key.sk.starts_with("taken") { assert_eq!(v, "old") } else { assert!(v.is_i64()) }
         }
-        // The writer is idle again and later writes run as usual.
+        // The writer is idle again (it answers the batch before it lets go of the writer, so
+        // give it a moment) and later writes run as usual.
+        let t0 = Instant::now();
+        while db.group.state().busy && t0.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         assert!(!db.group.state().busy);
         store.put(Item::new(Key::new("p", "after"), Attrs::new()), Some(Cond::NotExists)).await.unwrap();
     }
