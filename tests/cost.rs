@@ -292,7 +292,7 @@ async fn futures_settle(app: &Arc<App>, msgs: &[baton::queue::Received]) -> Resu
     for (i, m) in msgs.iter().enumerate() {
         let (app, body, receipt) = (app.clone(), m.body.clone(), m.receipt.clone());
         set.spawn(async move {
-            let r = match app.engine.process_deferred(&body).await {
+            let r = match app.engine.process_deferred(&body, false).await {
                 (Outcome::Ack, successors) => {
                     if !successors.is_empty() {
                         app.queue.send_batch(successors).await?;

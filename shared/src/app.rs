@@ -29,6 +29,10 @@ pub struct AppConfig {
     pub callback_window: Duration,
     /// Time limit of one callback request.
     pub callback_timeout: Duration,
+    /// Receives after which the queue dead-letters a message (`BATON_MAX_RECEIVES`, the
+    /// queue's redrive policy): a step still unfinished at that delivery is failed instead,
+    /// so its run ends rather than waiting forever on a dead letter.
+    pub max_receives: u32,
 }
 
 impl Default for AppConfig {
@@ -43,6 +47,7 @@ impl Default for AppConfig {
             callback_backoff: Duration::from_secs(10),
             callback_window: Duration::from_secs(24 * 3600),
             callback_timeout: Duration::from_secs(10),
+            max_receives: crate::aws::DEFAULT_MAX_RECEIVES,
         }
     }
 }

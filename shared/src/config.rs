@@ -94,6 +94,7 @@ impl Config {
                     lease,
                     public_url: public_url.clone().unwrap_or_default(),
                     allow_private_targets,
+                    max_receives: aws.max_receives,
                     ..defaults
                 },
                 public_url,

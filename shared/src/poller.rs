@@ -44,7 +44,8 @@ async fn worker(app: AppState, n: usize, shutdown: watch::Receiver<bool>) {
                 }
                 return;
             }
-            let res = match app.engine.process_deferred(&m.body).await {
+            let last = m.receive_count >= app.config.max_receives;
+            let res = match app.engine.process_deferred(&m.body, last).await {
                 (Outcome::Ack, successors) => app.queue.send_and_delete(successors, &m.receipt).await,
                 (Outcome::RetryAfter(d), successors) => {
                     let sent = if successors.is_empty() { Ok(()) } else { app.queue.send_batch(successors).await };

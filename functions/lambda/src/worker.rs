@@ -79,7 +79,9 @@ pub async fn handle_batch(app: &App, event: SqsEvent) -> SqsBatchResponse {
 /// One message: run it, send its successors, and either let it be deleted or schedule it.
 pub async fn settle(app: &App, msg: &SqsMessage) -> Result<Settled> {
     let body = msg.body.as_deref().ok_or_else(|| Error::validation("SQS message without a body"))?;
-    match app.engine.process_deferred(body).await {
+    // The mapping's redrive policy dead-letters the message after this delivery.
+    let receives = msg.attributes.get("ApproximateReceiveCount").and_then(|n| n.parse::<u32>().ok()).unwrap_or(1);
+    match app.engine.process_deferred(body, receives >= app.config.max_receives).await {
         (Outcome::Ack, successors) => {
             // Successors must be durable before the mapping deletes this message.
             if !successors.is_empty() {

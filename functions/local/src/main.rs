@@ -92,6 +92,7 @@ async fn run(args: Args) -> Result<(), String> {
         callback_backoff: Duration::from_millis(args.callback_backoff_ms.max(1)),
         callback_window: Duration::from_secs(args.callback_window_secs),
         callback_timeout: Duration::from_millis(args.callback_timeout_ms.max(1)),
+        max_receives: args.max_receives.max(1),
         ..AppConfig::default()
     };
     let (app, db) = match args.backend.as_str() {

@@ -81,7 +81,7 @@ impl Engine {
                     todo.push_front(m);
                     break;
                 }
-                let h = self.handle_message_with(&m.encode(), true).await;
+                let h = self.handle_message_with(&m.encode(), true, false).await;
                 if let Some(crate::queue::Outcome::RetryAfter(d)) = h.outcome {
                     // Leave it to the queue, which will retry it.
                     self.send(vec![(m, d.min(crate::queue::MAX_DELAY))]).await?;

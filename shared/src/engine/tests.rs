@@ -28,7 +28,7 @@ fn env() -> Env {
     let db = Sqlite::open(&dir.path().join("t.db")).unwrap();
     let store = Arc::new(SqliteStore::new(db.clone()));
     let queue = Arc::new(SqliteQueue::new(db, "steps", 5));
-    let cfg = AppConfig { lease: Duration::from_secs(2), ..AppConfig::default() };
+    let cfg = AppConfig { lease: Duration::from_secs(2), max_receives: 5, ..AppConfig::default() };
     Env { app: App::new(store, queue, Arc::new(crate::secrets::SecretBox::ephemeral()), cfg), _dir: dir }
 }
 
@@ -245,6 +245,64 @@ async fn the_timeline_pages_through_stored_and_step_events_in_order() {
     assert_eq!(paged, all);
     let bad = e.app.engine.run_events(ACCT, &id, 2, Some("zz".into())).await.unwrap_err();
     assert!(matches!(bad, Error::Validation { .. }), "{bad:?}");
+}
+
+#[tokio::test]
+async fn a_step_left_running_by_a_dead_worker_fails_on_its_last_delivery() {
+    let e = env();
+    install(&e.app, "wf", chain5()).await;
+    let id = start(&e.app, "wf", json!({"n": 1})).await;
+    let m = e.app.queue.receive(1, Duration::from_secs(5), Duration::from_millis(500)).await.unwrap().remove(0);
+    // A worker claimed the step and died; its lease has run out.
+    let dead = crate::store::Update::default()
+        .set("status", "running")
+        .set("claim", "clm_dead")
+        .set("lease_until", 1)
+        .set("attempt", 1)
+        .set("started_at", 1);
+    e.app.store.update(&keys::step(&id, "start"), dead, None).await.unwrap();
+    let (outcome, successors) = e.app.engine.process_deferred(&m.body, true).await;
+    assert_eq!(outcome, Outcome::Ack);
+    assert!(successors.is_empty());
+    let r = run(&e.app, &id).await;
+    assert_eq!(r["status"], "failed", "{r:#}");
+    assert_eq!(step(&r, "start")["error"]["code"], "DELIVERY_EXHAUSTED");
+    assert_eq!(r["error"]["code"], "DELIVERY_EXHAUSTED");
+    assert_eq!(step(&r, "start")["attempt"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_failing_every_delivery_fails_its_step_before_the_dead_letter_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Sqlite::open(&dir.path().join("t.db")).unwrap();
+    let store = Arc::new(SqliteStore::new(db.clone()));
+    let queue = Arc::new(SqliteQueue::new(db, "steps", 3));
+    let cfg = AppConfig { lease: Duration::from_secs(1), max_receives: 3, ..AppConfig::default() };
+    let app = App::new(store, queue, Arc::new(crate::secrets::SecretBox::ephemeral()), cfg);
+    install(&app, "wf", chain5()).await;
+    let id = start(&app, "wf", json!({"n": 1})).await;
+    // A step whose block the pinned graph does not have: every delivery errors.
+    let mut ghost = Attrs::new();
+    ghost.insert("block".into(), json!("ghost"));
+    ghost.insert("status".into(), json!("pending"));
+    ghost.insert("attempt".into(), json!(0));
+    app.store.put(Item::new(keys::step(&id, "ghost"), ghost), None).await.unwrap();
+    app.engine.send(vec![(Msg::step(&id, "ghost"), Duration::ZERO)]).await.unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let pool = tokio::spawn(crate::poller::run(app.clone(), 2, stopped));
+    let t0 = Instant::now();
+    let r = loop {
+        let r = run(&app, &id).await;
+        if r["status"] == "failed" || t0.elapsed() > Duration::from_secs(20) {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    stop.send(true).unwrap();
+    pool.await.unwrap();
+    assert_eq!(r["status"], "failed", "{r:#}");
+    assert_eq!(step(&r, "ghost")["error"]["code"], "DELIVERY_EXHAUSTED", "{r:#}");
+    assert!(app.queue.dead_letters(10).await.unwrap().is_empty(), "nothing was dead-lettered");
 }
 
 #[tokio::test]

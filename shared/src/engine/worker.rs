@@ -13,7 +13,7 @@ use crate::queue::{MAX_DELAY, Outcome};
 use crate::store::{Attrs, Cond, Item, Update, Write};
 use serde_json::{Value, json};
 use std::time::Duration;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, error, info_span, warn};
 
 /// How often a commit is re-planned after losing a race on a join counter or the run item.
 const MAX_COMMIT_TRIES: usize = 64;
@@ -100,7 +100,7 @@ impl Engine {
     /// Handles one queue message body and sends the successor messages it produced.
     /// Returns what the driver must do with the message.
     pub async fn process(&self, body: &str) -> Outcome {
-        let handled = self.handle_message(body).await;
+        let handled = self.handle_message_with(body, false, false).await;
         if !handled.publish.is_empty() {
             let msgs = handled.publish.into_iter().map(|m| (m, Duration::ZERO)).collect();
             if let Err(e) = self.send(msgs).await {
@@ -112,20 +112,22 @@ impl Engine {
     }
 
     /// Handles one message and returns its successors encoded for the queue, for drivers
-    /// that send them together with the acknowledgement.
-    pub async fn process_deferred(&self, body: &str) -> (Outcome, Vec<crate::queue::Message>) {
-        let handled = self.handle_message(body).await;
+    /// that send them together with the acknowledgement. `last`: the queue dead-letters the
+    /// message if it is not acknowledged now (its receive count reached the maximum).
+    pub async fn process_deferred(&self, body: &str, last: bool) -> (Outcome, Vec<crate::queue::Message>) {
+        let handled = self.handle_message_with(body, false, last).await;
         let msgs = handled.publish.iter().map(|m| crate::queue::Message::now(m.encode())).collect();
         (handled.outcome.unwrap_or(Outcome::Ack), msgs)
     }
 
     /// Handles one message without sending its successors (sync execute runs them inline).
     pub async fn handle_message(&self, body: &str) -> Handled {
-        self.handle_message_with(body, false).await
+        self.handle_message_with(body, false, false).await
     }
 
     /// `inline`: the caller drives this run itself and no queue message names its new steps.
-    pub(crate) async fn handle_message_with(&self, body: &str, inline: bool) -> Handled {
+    /// `last`: this is the message's last delivery before the dead-letter queue.
+    pub(crate) async fn handle_message_with(&self, body: &str, inline: bool, last: bool) -> Handled {
         let msg: Msg = match serde_json::from_str(body) {
             Ok(m) => m,
             Err(e) => {
@@ -141,7 +143,7 @@ impl Engine {
         };
         let res = async {
             match &msg {
-                Msg::Step { r, s } => self.handle_step(r, s, inline).await,
+                Msg::Step { r, s } => self.handle_step(r, s, inline, last).await,
                 Msg::TaskTimeout { r, k } => self.handle_task_timeout(r, k).await,
                 Msg::Sweep { r } => self.handle_sweep(r).await,
                 Msg::Callback { r, d, n } => self.handle_callback(r, d, *n).await,
@@ -151,6 +153,10 @@ impl Engine {
         .await;
         match res {
             Ok(h) => h,
+            Err(e) if last => {
+                error!(error = %e, run_id = %msg.run_id(), "message failed on its last delivery; it goes to the dead-letter queue");
+                Handled::retry(Duration::from_secs(2))
+            }
             Err(e) => {
                 warn!(error = %e, run_id = %msg.run_id(), "message failed; it will be retried");
                 Handled::retry(Duration::from_secs(2))
@@ -158,7 +164,7 @@ impl Engine {
         }
     }
 
-    async fn handle_step(&self, run_id: &str, key: &str, inline: bool) -> Result<Handled> {
+    async fn handle_step(&self, run_id: &str, key: &str, inline: bool, last: bool) -> Result<Handled> {
         let Some(snap) = Snapshot::load(&*self.store, run_id).await? else {
             warn!("message for a run that does not exist");
             return Ok(Handled::ack(Vec::new()));
@@ -222,6 +228,30 @@ impl Engine {
             return Ok(Handled::ack(Vec::new()));
         }
 
+        let attempt = step.i64("attempt").unwrap_or(0);
+        let lazy = is_lazy(&step);
+        if last {
+            // Every earlier delivery of this message ended without finishing the step (its
+            // worker crashed or timed out, or the step could not be loaded); running it again
+            // now would leave the run waiting on a dead letter if it fails the same way.
+            let lease_until = now + self.cfg.lease.as_millis() as i64;
+            let mut snap = snap;
+            let Some(token) = self.claim(run_id, key, &mut snap, lazy, attempt, lease_until, now).await? else {
+                return Ok(Handled::retry(self.cfg.lease));
+            };
+            let n = self.cfg.max_receives;
+            let err = StepError::fatal(
+                "DELIVERY_EXHAUSTED",
+                format!(
+                    "the step's message was delivered {n} times without the step finishing (a crashed or timed-out worker, or a store error; see the worker logs)"
+                ),
+            );
+            warn!(attempt = attempt + 1, "last delivery of an unfinished step: failing it");
+            let publish = self
+                .finish_step(run_id, key, Guard::Claimed(token), Finish::Failed(err), Vec::new(), Some(snap))
+                .await?;
+            return Ok(Handled::ack(publish.unwrap_or_default()));
+        }
         let acct = snap.run.str("account_id").unwrap_or_default();
         let wf = snap.run.str("workflow_id").unwrap_or_default();
         let pinned = self.pinned(acct, wf, snap.run.i64("version").unwrap_or(1) as u64).await?;
@@ -230,50 +260,19 @@ impl Engine {
             return Err(Error::Internal(format!("step {key} names unknown block {block_id}")));
         };
         let timeout = self.block_timeout(&block);
-        let attempt = step.i64("attempt").unwrap_or(0);
 
         let mut snap = snap;
-        let lazy = is_lazy(&step);
         let guard = if inline && status == "pending" && attempt == 0 {
             Guard::Unclaimed { attempt, started_at: now, lazy }
         } else {
-            // Claim: only one worker runs an attempt, and a worker that died hands the step
-            // over when its lease runs out.
-            let token = crate::ids::new_id("clm");
             let lease_until = now + (timeout + Duration::from_secs(5)).max(self.cfg.lease).as_millis() as i64;
-            let claim = if lazy {
-                Cond::NotExists
-            } else {
-                Cond::And(vec![
-                    Cond::Or(vec![
-                        Cond::eq("status", "pending"),
-                        Cond::And(vec![Cond::eq("status", "running"), Cond::Lt("lease_until".into(), json!(now))]),
-                    ]),
-                    Cond::eq("attempt", attempt),
-                ])
-            };
-            let mut upd = Update::default()
-                .set("status", "running")
-                .set("claim", token.as_str())
-                .set("lease_until", lease_until)
-                .set("attempt", attempt + 1)
-                .set("started_at", now);
-            if lazy {
-                upd = materialize(upd, key, step.i64("created_at").unwrap_or(now));
-            }
-            match self.store.update(&keys::step(run_id, key), upd, Some(claim)).await {
-                Ok(claimed) => {
-                    // The claimed item is the step as it now is: the commit can start from
-                    // this snapshot instead of reading the run again.
-                    snap.steps.insert(key.to_string(), claimed);
-                }
-                Err(Error::Conflict(_)) => {
+            match self.claim(run_id, key, &mut snap, lazy, attempt, lease_until, now).await? {
+                Some(token) => Guard::Claimed(token),
+                None => {
                     debug!("another worker claimed the step");
                     return Ok(Handled::retry(self.cfg.lease));
                 }
-                Err(e) => return Err(e),
             }
-            Guard::Claimed(token)
         };
 
         let mut ctx = snap.context(&pinned.variables);
@@ -310,6 +309,53 @@ impl Engine {
             }
         };
         Ok(Handled::ack(publish.unwrap_or_default()))
+    }
+
+    /// Claims a step for one attempt: only one worker runs an attempt, and a worker that died
+    /// hands the step over when its lease runs out. On success the snapshot holds the step as
+    /// claimed (the commit starts from it without reading the run again) and the claim token
+    /// is returned; `None` when another worker got there first.
+    #[allow(clippy::too_many_arguments)]
+    async fn claim(
+        &self,
+        run_id: &str,
+        key: &str,
+        snap: &mut Snapshot,
+        lazy: bool,
+        attempt: i64,
+        lease_until: i64,
+        now: i64,
+    ) -> Result<Option<String>> {
+        let token = crate::ids::new_id("clm");
+        let cond = if lazy {
+            Cond::NotExists
+        } else {
+            Cond::And(vec![
+                Cond::Or(vec![
+                    Cond::eq("status", "pending"),
+                    Cond::And(vec![Cond::eq("status", "running"), Cond::Lt("lease_until".into(), json!(now))]),
+                ]),
+                Cond::eq("attempt", attempt),
+            ])
+        };
+        let mut upd = Update::default()
+            .set("status", "running")
+            .set("claim", token.as_str())
+            .set("lease_until", lease_until)
+            .set("attempt", attempt + 1)
+            .set("started_at", now);
+        if lazy {
+            let created = snap.steps.get(key).and_then(|s| s.i64("created_at")).unwrap_or(now);
+            upd = materialize(upd, key, created);
+        }
+        match self.store.update(&keys::step(run_id, key), upd, Some(cond)).await {
+            Ok(claimed) => {
+                snap.steps.insert(key.to_string(), claimed);
+                Ok(Some(token))
+            }
+            Err(Error::Conflict(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     fn block_timeout(&self, block: &Block) -> Duration {

@@ -270,3 +270,24 @@ async fn one_bad_record_never_fails_the_others() {
     unreadable.body = Some("{}".into());
     assert_eq!(settle(&f.app, &unreadable).await.unwrap(), Settled::Done);
 }
+
+#[tokio::test]
+async fn the_last_delivery_by_receive_count_fails_an_unfinished_step_instead_of_dead_lettering() {
+    let f = Fixture::new().await;
+    let run_id = f.start(3).await;
+    let mut received = f.queue.inner.receive(10, Duration::from_secs(30), Duration::from_millis(50)).await.unwrap();
+    assert_eq!(received.len(), 1);
+    // The store fails every read: the step cannot even be loaded.
+    f.store.fail_reads.store(true, Ordering::SeqCst);
+    received[0].receive_count = f.app.config.max_receives - 1;
+    let response = handle_batch(&f.app, sqs_event(&received)).await;
+    assert_eq!(response.batch_item_failures.len(), 1, "not yet the last delivery: kept for a retry");
+    // The store is back, and SQS says this is the delivery its redrive policy allows last.
+    f.store.fail_reads.store(false, Ordering::SeqCst);
+    received[0].receive_count = f.app.config.max_receives;
+    let response = handle_batch(&f.app, sqs_event(&received)).await;
+    assert!(response.batch_item_failures.is_empty(), "acknowledged, never dead-lettered");
+    let run = f.run(&run_id).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["error"]["code"], "DELIVERY_EXHAUSTED", "{run}");
+}
