@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 /// Largest run input (serialized).
 pub const MAX_INPUT_BYTES: usize = 256 * 1024;
 const IDEMPOTENCY_WINDOW_SECS: i64 = 24 * 3600;
-/// How long after a sync execute its safety-net sweep runs.
-const SWEEP_AFTER: Duration = Duration::from_secs(120);
 
 #[derive(Clone, Debug, Default)]
 pub struct StartRequest {
@@ -56,6 +54,12 @@ const RUN_STATUSES: &[&str] = &["pending", "running", "waiting_human", "complete
 
 impl Engine {
     /// Starts a run of the workflow's current version and enqueues its entry steps.
+    /// When a safety-net sweep runs: after a lease and then some, so that a step a live
+    /// worker holds is not published again while it runs (2 min by default).
+    fn sweep_after(&self) -> Duration {
+        (self.cfg.lease * 2).min(crate::queue::MAX_DELAY)
+    }
+
     pub async fn start_run(&self, acct: &str, wf_id: &str, req: StartRequest) -> Result<Started> {
         let (started, msgs) = self.create_run(acct, wf_id, req, false).await?;
         self.send(msgs.into_iter().map(|m| (m, Duration::ZERO)).collect()).await?;
@@ -210,6 +214,11 @@ impl Engine {
             None,
             json!({"version": version, "source": req.source}),
         ));
+        if inline {
+            // Sent before the commit: if this process dies after it, the sweep still finds
+            // the run and publishes what nobody drove. Without a run it is dropped.
+            self.send(vec![(Msg::Sweep { r: run_id.clone() }, self.sweep_after())]).await?;
+        }
         match self.store.transact(writes).await {
             Ok(()) => {}
             Err(Error::Conflict(_)) if idem_key.is_some() => {
@@ -225,9 +234,7 @@ impl Engine {
             Err(e) => return Err(e),
         }
         let mut msgs: Vec<Msg> = entries.iter().map(|e| Msg::step(&run_id, e)).collect();
-        if inline {
-            self.send(vec![(Msg::Sweep { r: run_id.clone() }, SWEEP_AFTER)]).await?;
-        } else {
+        if !inline {
             self.send(msgs.drain(..).map(|m| (m, Duration::ZERO)).collect()).await?;
         }
         // The view is built from what was just written: no second read on the start path.
@@ -373,6 +380,9 @@ impl Engine {
         if snap.run_status() != "running" {
             return Err(Error::InvalidStatus(format!("run {run_id} is {}", snap.run_status())));
         }
+        // The commit below and the send after it are two systems: a safety sweep queued first
+        // publishes the successors if this request dies in between.
+        self.send(vec![(Msg::Sweep { r: run_id.to_string() }, self.sweep_after())]).await?;
         let publish = self.resolve_task(&snap, task_id, answer, "completed").await?;
         self.send(publish.into_iter().map(|m| (m, Duration::ZERO)).collect()).await?;
         self.get_run(acct, run_id).await
@@ -491,6 +501,8 @@ impl Engine {
             index_status(acct, run_id, "running", now),
             event_write(run_id, now, 0, "run.redriven", None, json!({"steps": publish.len()})),
         ];
+        // As in `complete_task`: the sweep covers a death between the commit and the sends.
+        self.send(vec![(Msg::Sweep { r: run_id.to_string() }, self.sweep_after())]).await?;
         let room = crate::store::MAX_TRANSACT_ITEMS - first.len();
         let rest = if steps.len() > room { steps.split_off(room) } else { Vec::new() };
         first.extend(steps);

@@ -372,6 +372,81 @@ fn approval_flow() -> Value {
         {"from": "review", "to": "done"}]})
 }
 
+/// A queue whose sends start failing once `allowed` more have gone through: a request
+/// that dies between its store commit and its enqueue.
+struct LosingQueue {
+    inner: SqliteQueue,
+    allowed: AtomicUsize,
+}
+
+impl LosingQueue {
+    fn take(&self) -> crate::error::Result<()> {
+        match self.allowed.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(Error::Internal("the process died here".into())),
+        }
+    }
+}
+
+#[async_trait]
+impl crate::queue::Queue for LosingQueue {
+    async fn send(&self, msg: crate::queue::Message) -> crate::error::Result<()> {
+        self.take()?;
+        self.inner.send(msg).await
+    }
+    async fn send_batch(&self, msgs: Vec<crate::queue::Message>) -> crate::error::Result<()> {
+        self.take()?;
+        self.inner.send_batch(msgs).await
+    }
+    async fn receive(
+        &self,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+    ) -> crate::error::Result<Vec<crate::queue::Received>> {
+        self.inner.receive(max, visibility, wait).await
+    }
+    async fn delete(&self, receipt: &str) -> crate::error::Result<()> {
+        self.inner.delete(receipt).await
+    }
+    async fn change_visibility(&self, receipt: &str, visibility: Duration) -> crate::error::Result<()> {
+        self.inner.change_visibility(receipt, visibility).await
+    }
+    async fn dead_letters(&self, max: usize) -> crate::error::Result<Vec<crate::queue::Received>> {
+        self.inner.dead_letters(max).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_answer_whose_successors_were_never_enqueued_is_finished_by_the_safety_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Sqlite::open(&dir.path().join("t.db")).unwrap();
+    let store = Arc::new(SqliteStore::new(db.clone()));
+    let queue =
+        Arc::new(LosingQueue { inner: SqliteQueue::new(db, "steps", 5), allowed: AtomicUsize::new(usize::MAX) });
+    let cfg = AppConfig { lease: Duration::from_millis(500), ..AppConfig::default() };
+    let app = App::new(store, queue.clone(), Arc::new(crate::secrets::SecretBox::ephemeral()), cfg);
+    install(&app, "wf", approval_flow()).await;
+    let id = start(&app, "wf", json!({"amount": 5000})).await;
+    drain(&app, Duration::from_secs(10)).await;
+    let r = run(&app, &id).await;
+    assert_eq!(r["status"], "waiting_human", "{r:#}");
+    let task = r["tasks"][0]["task_id"].as_str().unwrap().to_string();
+    // The answer commits, then the process dies before the successor reaches the queue.
+    queue.allowed.store(1, Ordering::SeqCst);
+    let err = app.engine.complete_task(ACCT, &id, &task, json!({"approved": true})).await.unwrap_err();
+    assert!(matches!(err, Error::Internal(_)), "{err:?}");
+    queue.allowed.store(usize::MAX, Ordering::SeqCst);
+    assert_eq!(run(&app, &id).await["tasks"][0]["status"], "completed", "the answer was committed");
+    drain(&app, Duration::from_secs(15)).await;
+    assert_eq!(run(&app, &id).await["status"], "running", "nothing moves before the sweep is due");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    drain(&app, Duration::from_secs(15)).await;
+    let r = run(&app, &id).await;
+    assert_eq!(r["status"], "completed", "the sweep published the stranded step: {r:#}");
+    assert_eq!(r["output"], json!({"ok": true, "amount": 5000}));
+}
+
 #[tokio::test]
 async fn condition_skips_the_unchosen_branch_and_the_join_still_runs() {
     let e = env();
