@@ -2,7 +2,7 @@
 //! a task, execute synchronously.
 
 use super::plan::event_write;
-use super::snapshot::{Snapshot, is_terminal_run};
+use super::snapshot::{Snapshot, is_lazy, is_terminal_run};
 use super::worker::index_status;
 use super::{Engine, Msg, now_ms};
 use crate::error::{Detail, Error, Result};
@@ -170,6 +170,9 @@ impl Engine {
         run.insert("metadata".into(), metadata);
         run.insert("source".into(), json!(req.source));
         run.insert("active".into(), json!(entries.len()));
+        // Entry steps get their items on their first claim; until then the snapshot shows
+        // them pending (as a chain commit's successor). `run.started` is read from this item.
+        run.insert("next".into(), json!(entries));
         run.insert("waiting".into(), json!(0));
         run.insert("created_at".into(), json!(now));
         run.insert("updated_at".into(), json!(now));
@@ -180,7 +183,7 @@ impl Engine {
             run.insert("idempotency_key".into(), json!(k));
         }
         let run_item = Item::new(keys::run(&run_id), run);
-        let mut view = Snapshot { run: run_item.clone(), steps: Default::default(), tasks: Default::default() };
+        let view = Snapshot::of_new_run(run_item.clone());
         let mut writes = vec![Write::Put { item: run_item, cond: Some(Cond::NotExists) }];
         let mut index = Attrs::new();
         index.insert("workflow_id".into(), json!(wf_id));
@@ -188,16 +191,6 @@ impl Engine {
         index.insert("created_at".into(), json!(now));
         index.insert("updated_at".into(), json!(now));
         writes.push(Write::Put { item: Item::new(keys::run_index(acct, &run_id), index), cond: None });
-        for e in &entries {
-            let mut a = Attrs::new();
-            a.insert("block".into(), json!(e));
-            a.insert("status".into(), json!("pending"));
-            a.insert("attempt".into(), json!(0));
-            a.insert("created_at".into(), json!(now));
-            let it = Item::new(keys::step(&run_id, e), a);
-            view.steps.insert(e.clone(), it.clone());
-            writes.push(Write::Put { item: it, cond: Some(Cond::NotExists) });
-        }
         if let Some(ik) = &idem_key {
             let mut a = Attrs::new();
             a.insert("run_id".into(), json!(run_id));
@@ -206,14 +199,6 @@ impl Engine {
             it.expires_at = Some(now / 1000 + IDEMPOTENCY_WINDOW_SECS);
             writes.push(Write::Put { item: it, cond: Some(Cond::NotExists) });
         }
-        writes.push(event_write(
-            &run_id,
-            now,
-            0,
-            "run.started",
-            None,
-            json!({"version": version, "source": req.source}),
-        ));
         if inline {
             // Sent before the commit: if this process dies after it, the sweep still finds
             // the run and publishes what nobody drove. Without a run it is dropped.
@@ -337,8 +322,15 @@ impl Engine {
             .iter()
             .map(|e| (e.key.sk.clone(), event_view(e.get("type"), e.i64("at"), e.get("step_key"), e.get("data"))))
             .collect();
+        let r = &snap.run;
+        let started = r.i64("created_at").unwrap_or(0);
+        let data = json!({"version": r.i64("version"), "source": r.get("source")});
+        all.push((
+            format!("EVT#{started:013}#000000#!"),
+            event_view(Some(&json!("run.started")), Some(started), None, Some(&data)),
+        ));
         for (k, s) in &snap.steps {
-            if s.str("status") != Some("completed") {
+            if s.str("status") != Some("completed") || is_lazy(s) {
                 continue;
             }
             let at = s.i64("finished_at").unwrap_or(0);

@@ -2,8 +2,8 @@
 //! partition query. Everything the worker decides is decided on a snapshot, and every write
 //! it makes is conditional on the snapshot still being true.
 //!
-//! A step that a chain commit named in its predecessor's `next` (see `worker::finish_step`)
-//! has no item until its first claim; the snapshot shows it as `pending` with
+//! A step that a chain commit named in its predecessor's `next` (see `worker::finish_step`),
+//! or a run in its own `next` (its entry steps), has no item until its first claim; the snapshot shows it as `pending` with
 //! [`LAZY`] set, and writes about it are conditional on the item not existing yet.
 
 use crate::error::{Error, Result};
@@ -30,6 +30,10 @@ impl Snapshot {
         let q =
             Query { range: SkRange::Between("RUN".into(), "TASK$".into()), ..Query::partition(keys::run_pk(run_id)) };
         let items = query_all(store, q).await?;
+        Ok(Self::from_items(items))
+    }
+
+    fn from_items(items: Vec<Item>) -> Option<Snapshot> {
         let mut run = None;
         let mut steps = HashMap::new();
         let mut tasks = HashMap::new();
@@ -42,27 +46,43 @@ impl Snapshot {
                 tasks.insert(k.to_string(), it);
             }
         }
-        let mut lazy = Vec::new();
-        for s in steps.values() {
-            if s.str("status") != Some("completed") {
-                continue;
-            }
-            for n in s.get("next").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
-                if !steps.contains_key(n) {
-                    lazy.push((n.to_string(), s.i64("finished_at").unwrap_or(0)));
-                }
-            }
+        let mut snap = Snapshot { run: run?, steps, tasks };
+        snap.add_lazy_steps();
+        Some(snap)
+    }
+
+    /// The snapshot of a run about to be created from `run`: its entry steps pending.
+    pub fn of_new_run(run: Item) -> Snapshot {
+        let mut snap = Snapshot { run, steps: HashMap::new(), tasks: HashMap::new() };
+        snap.add_lazy_steps();
+        snap
+    }
+
+    /// Shows the steps named in `next` (by the run, or by a completed step) that have no item
+    /// yet as pending, marked [`LAZY`].
+    fn add_lazy_steps(&mut self) {
+        let run_id = self.run.key.pk.trim_start_matches("RUN#").to_string();
+        let named = |item: &Item, at: &str| {
+            let at = item.i64(at).unwrap_or(0);
+            let next = item.get("next").and_then(Value::as_array).cloned().unwrap_or_default();
+            next.into_iter().filter_map(|n| n.as_str().map(|n| (n.to_string(), at))).collect::<Vec<_>>()
+        };
+        let mut lazy = named(&self.run, "created_at");
+        for s in self.steps.values().filter(|s| s.str("status") == Some("completed")) {
+            lazy.extend(named(s, "finished_at"));
         }
         for (n, at) in lazy {
+            if self.steps.contains_key(&n) {
+                continue;
+            }
             let mut a = Attrs::new();
             a.insert("block".into(), json!(n.split('[').next().unwrap_or(&n)));
             a.insert("status".into(), json!("pending"));
             a.insert("attempt".into(), json!(0));
             a.insert("created_at".into(), json!(at));
             a.insert(LAZY.into(), json!(true));
-            steps.insert(n.clone(), Item::new(keys::step(run_id, &n), a));
+            self.steps.insert(n.clone(), Item::new(keys::step(&run_id, &n), a));
         }
-        Ok(run.map(|run| Snapshot { run, steps, tasks }))
     }
 
     pub async fn require(store: &dyn Store, run_id: &str) -> Result<Snapshot> {

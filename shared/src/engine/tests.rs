@@ -165,6 +165,9 @@ async fn a_chain_commit_writes_only_its_step_and_the_successor_appears_on_its_cl
     install(&e.app, "wf", chain5()).await;
     let id = start(&e.app, "wf", json!({"n": 4})).await;
     let run_item = e.app.store.get(&keys::run(&id)).await.unwrap().unwrap();
+    assert_eq!(run_item.get("next"), Some(&json!(["start"])));
+    assert_eq!(e.app.store.get(&keys::step(&id, "start")).await.unwrap(), None, "the entry step too");
+    assert_eq!(step(&run(&e.app, &id).await, "start")["status"], "pending");
     let (m, h) = handle_next(&e.app).await;
     assert_eq!(h.publish, vec![Msg::step(&id, "a")]);
     let start_step = e.app.store.get(&keys::step(&id, "start")).await.unwrap().unwrap();
