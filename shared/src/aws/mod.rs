@@ -148,23 +148,20 @@ fn is_url(s: &str) -> bool {
     s.starts_with("https://") || s.starts_with("http://")
 }
 
-/// The HTTPS client every SDK client uses: rustls on ring, with the platform's roots.
-pub fn https_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
-    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-    aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()
-}
+mod http;
+pub use http::sdk_http_client;
 
 /// SDK configuration from the standard AWS environment (region, `AWS_ENDPOINT_URL`,
-/// credentials), with [`https_client`].
+/// credentials), with [`sdk_http_client`].
 pub async fn sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).http_client(https_client()).load().await
+    aws_config::defaults(BehaviorVersion::latest()).http_client(sdk_http_client()).load().await
 }
 
 /// SDK configuration for a local emulator (moto) at `endpoint`, with dummy credentials.
 pub async fn local_sdk_config(endpoint: &str, region: &str) -> SdkConfig {
     let creds = aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "baton-local");
     aws_config::defaults(BehaviorVersion::latest())
-        .http_client(https_client())
+        .http_client(sdk_http_client())
         .region(aws_config::Region::new(region.to_string()))
         .endpoint_url(endpoint)
         .credentials_provider(creds)
