@@ -106,7 +106,7 @@ impl Engine {
         })
     }
 
-    async fn create_run(
+    pub(super) async fn create_run(
         &self,
         acct: &str,
         wf_id: &str,
@@ -154,7 +154,7 @@ impl Engine {
         if let Some(ik) = &idem_key
             && let Some(existing) = self.store.get(ik).await?
         {
-            return Ok((self.idempotent_replay(&existing, &fingerprint).await?, Vec::new()));
+            return self.idempotent_replay(&existing, &fingerprint).await;
         }
 
         let run_id = ids::new_id("run");
@@ -214,7 +214,7 @@ impl Engine {
                     .get(&ik)
                     .await?
                     .ok_or_else(|| Error::Conflict("idempotency key in use; retry".into()))?;
-                return Ok((self.idempotent_replay(&existing, &fingerprint).await?, Vec::new()));
+                return self.idempotent_replay(&existing, &fingerprint).await;
             }
             Err(e) => return Err(e),
         }
@@ -226,13 +226,24 @@ impl Engine {
         Ok((Started { run: run_view(&view, false), created: true }, msgs))
     }
 
-    async fn idempotent_replay(&self, existing: &Item, fingerprint: &str) -> Result<Started> {
+    /// The run an idempotency key already started. Its entry steps go out again if none has
+    /// been claimed yet: the request that started it may have died between its commit and its
+    /// send, and a caller retrying with the same key is how that run gets going (a duplicate
+    /// message is harmless).
+    async fn idempotent_replay(&self, existing: &Item, fingerprint: &str) -> Result<(Started, Vec<Msg>)> {
         if existing.str("fingerprint") != Some(fingerprint) {
             return Err(Error::Conflict("this idempotency key was already used with a different payload".into()));
         }
         let run_id = existing.str("run_id").unwrap_or_default();
         let snap = Snapshot::require(&*self.store, run_id).await?;
-        Ok(Started { run: run_view(&snap, false), created: false })
+        let entries = snap.run.get("next").and_then(Value::as_array).cloned().unwrap_or_default();
+        let unclaimed: Vec<Msg> = entries
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|k| snap.run_status() == "running" && snap.steps.get(*k).is_some_and(is_lazy))
+            .map(|k| Msg::step(run_id, k))
+            .collect();
+        Ok((Started { run: run_view(&snap, false), created: false }, unclaimed))
     }
 
     /// The run as the API shows it; another account's run is not found.

@@ -722,6 +722,29 @@ async fn idempotency_key_returns_the_same_run_and_conflicts_on_other_payload() {
     assert!(c.is_conflict());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_died_before_its_send_gets_going_when_the_caller_retries_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Sqlite::open(&dir.path().join("t.db")).unwrap();
+    let store = Arc::new(SqliteStore::new(db.clone()));
+    let queue = Arc::new(LosingQueue { inner: SqliteQueue::new(db, "steps", 5), allowed: AtomicUsize::new(0) });
+    let app = App::new(store, queue.clone(), Arc::new(crate::secrets::SecretBox::ephemeral()), AppConfig::default());
+    install(&app, "wf", chain5()).await;
+    let req = || StartRequest { input: json!({"n": 4}), idempotency_key: Some("k1".into()), ..Default::default() };
+    // The run is committed, then the process dies before the first step is enqueued.
+    app.engine.start_run(ACCT, "wf", req()).await.unwrap_err();
+    queue.allowed.store(usize::MAX, Ordering::SeqCst);
+    let again = app.engine.start_run(ACCT, "wf", req()).await.unwrap();
+    assert!(!again.created, "the same run");
+    drain(&app, Duration::from_secs(10)).await;
+    let r = run(&app, again.run["run_id"].as_str().unwrap()).await;
+    assert_eq!(r["status"], "completed", "{r:#}");
+    assert_eq!(r["output"], json!({"result": 7}));
+    // Once its first step was claimed, a replay sends nothing more.
+    let (replayed, msgs) = app.engine.create_run(ACCT, "wf", req(), false).await.unwrap();
+    assert!(!replayed.created && msgs.is_empty());
+}
+
 #[tokio::test]
 async fn input_schema_applies_defaults_and_reports_paths() {
     let e = env();
