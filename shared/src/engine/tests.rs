@@ -24,12 +24,18 @@ struct Env {
 }
 
 fn env() -> Env {
+    let cfg = AppConfig { lease: Duration::from_secs(2), max_receives: 5, ..AppConfig::default() };
+    env_with(cfg, |db| Arc::new(SqliteQueue::new(db, "steps", 5))).0
+}
+
+/// An engine on a fresh database, its queue made by `queue` on that database.
+fn env_with<Q: crate::queue::Queue>(cfg: AppConfig, queue: impl FnOnce(Arc<Sqlite>) -> Arc<Q>) -> (Env, Arc<Q>) {
     let dir = tempfile::tempdir().unwrap();
     let db = Sqlite::open(&dir.path().join("t.db")).unwrap();
     let store = Arc::new(SqliteStore::new(db.clone()));
-    let queue = Arc::new(SqliteQueue::new(db, "steps", 5));
-    let cfg = AppConfig { lease: Duration::from_secs(2), max_receives: 5, ..AppConfig::default() };
-    Env { app: App::new(store, queue, Arc::new(crate::secrets::SecretBox::ephemeral()), cfg), _dir: dir }
+    let queue = queue(db);
+    let app = App::new(store, queue.clone(), Arc::new(crate::secrets::SecretBox::ephemeral()), cfg);
+    (Env { app, _dir: dir }, queue)
 }
 
 async fn install(app: &AppState, wf: &str, def: Value) {
@@ -276,12 +282,9 @@ async fn a_step_left_running_by_a_dead_worker_fails_on_its_last_delivery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_failing_every_delivery_fails_its_step_before_the_dead_letter_queue() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Sqlite::open(&dir.path().join("t.db")).unwrap();
-    let store = Arc::new(SqliteStore::new(db.clone()));
-    let queue = Arc::new(SqliteQueue::new(db, "steps", 3));
     let cfg = AppConfig { lease: Duration::from_secs(1), max_receives: 3, ..AppConfig::default() };
-    let app = App::new(store, queue, Arc::new(crate::secrets::SecretBox::ephemeral()), cfg);
+    let (e, _) = env_with(cfg, |db| Arc::new(SqliteQueue::new(db, "steps", 3)));
+    let app = e.app.clone();
     install(&app, "wf", chain5()).await;
     let id = start(&app, "wf", json!({"n": 1})).await;
     // A step whose block the pinned graph does not have: every delivery errors.
@@ -383,6 +386,9 @@ struct LosingQueue {
 }
 
 impl LosingQueue {
+    fn on(db: Arc<Sqlite>, allowed: usize) -> Arc<Self> {
+        Arc::new(LosingQueue { inner: SqliteQueue::new(db, "steps", 5), allowed: AtomicUsize::new(allowed) })
+    }
     fn take(&self) -> crate::error::Result<()> {
         match self.allowed.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)) {
             Ok(_) => Ok(()),
@@ -422,13 +428,9 @@ impl crate::queue::Queue for LosingQueue {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_answer_whose_successors_were_never_enqueued_is_finished_by_the_safety_sweep() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Sqlite::open(&dir.path().join("t.db")).unwrap();
-    let store = Arc::new(SqliteStore::new(db.clone()));
-    let queue =
-        Arc::new(LosingQueue { inner: SqliteQueue::new(db, "steps", 5), allowed: AtomicUsize::new(usize::MAX) });
     let cfg = AppConfig { lease: Duration::from_millis(500), ..AppConfig::default() };
-    let app = App::new(store, queue.clone(), Arc::new(crate::secrets::SecretBox::ephemeral()), cfg);
+    let (e, queue) = env_with(cfg, |db| LosingQueue::on(db, usize::MAX));
+    let app = e.app.clone();
     install(&app, "wf", approval_flow()).await;
     let id = start(&app, "wf", json!({"amount": 5000})).await;
     drain(&app, Duration::from_secs(10)).await;
@@ -724,11 +726,8 @@ async fn idempotency_key_returns_the_same_run_and_conflicts_on_other_payload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_that_died_before_its_send_gets_going_when_the_caller_retries_with_its_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Sqlite::open(&dir.path().join("t.db")).unwrap();
-    let store = Arc::new(SqliteStore::new(db.clone()));
-    let queue = Arc::new(LosingQueue { inner: SqliteQueue::new(db, "steps", 5), allowed: AtomicUsize::new(0) });
-    let app = App::new(store, queue.clone(), Arc::new(crate::secrets::SecretBox::ephemeral()), AppConfig::default());
+    let (e, queue) = env_with(AppConfig::default(), |db| LosingQueue::on(db, 0));
+    let app = e.app.clone();
     install(&app, "wf", chain5()).await;
     let req = || StartRequest { input: json!({"n": 4}), idempotency_key: Some("k1".into()), ..Default::default() };
     // The run is committed, then the process dies before the first step is enqueued.
