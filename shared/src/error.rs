@@ -75,3 +75,18 @@ impl From<serde_json::Error> for Error {
         Error::Internal(format!("json: {e}"))
     }
 }
+
+/// `body` as a JSON object with no field outside `allowed`: the check every create/update
+/// endpoint makes before reading fields, so a misspelt field is a 400, not silently ignored.
+pub(crate) fn object_body<'a>(body: &'a Value, allowed: &[&str]) -> Result<&'a serde_json::Map<String, Value>> {
+    let Value::Object(o) = body else {
+        return Err(Error::validation("The request body must be a JSON object"));
+    };
+    match o.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(Error::validation_at(
+            vec![Value::from(k.as_str())],
+            format!("unknown field `{k}`; expected one of: {}", allowed.join(", ")),
+        )),
+        None => Ok(o),
+    }
+}

@@ -47,16 +47,7 @@ fn view(attrs: &Map<String, Value>, public_url: &str) -> Value {
 }
 
 fn check_fields(body: &Value) -> Result<&Map<String, Value>> {
-    let Value::Object(o) = body else {
-        return Err(Error::validation("The request body must be a JSON object"));
-    };
-    if let Some(k) = o.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(Error::validation_at(
-            vec![json!(k)],
-            format!("unknown field `{k}`; expected one of: name, callback_url, enabled"),
-        ));
-    }
-    Ok(o)
+    crate::error::object_body(body, FIELDS)
 }
 
 async fn callback_of(o: &Map<String, Value>, targets: Targets) -> Result<Option<Value>> {
