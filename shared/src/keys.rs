@@ -9,6 +9,7 @@
 //! | workflow version | `WF#{acct}#{wf_id}` | `V#{version:010}` |
 //! | run | `RUN#{run_id}` | `RUN` |
 //! | step | `RUN#{run_id}` | `STEP#{step_key}` |
+//! | split item step (`{block}[{i}]`) | `RUN#{run_id}` | `ITEM#{block}#{i:06}` |
 //! | task | `RUN#{run_id}` | `TASK#{task_id}` |
 //! | event | `RUN#{run_id}` | `EVT#{ms:013}#{seq:06}#{rand}` |
 //! | callback delivery | `RUN#{run_id}` | `CB#{delivery_id}` |
@@ -51,8 +52,30 @@ pub fn run_pk(run: &str) -> String {
 pub fn run(run: &str) -> Key {
     Key::new(run_pk(run), "RUN")
 }
+/// A step's item. A split's item steps (`block[i]`) sort under `ITEM#`, before `RUN`: the
+/// run snapshot's range leaves them out, so a step's read does not grow with a split's width,
+/// and a collection reads them in index order.
 pub fn step(run: &str, step_key: &str) -> Key {
-    Key::new(run_pk(run), format!("STEP#{step_key}"))
+    match split_item(step_key) {
+        Some((block, i)) => Key::new(run_pk(run), format!("{ITEM_PREFIX}{block}#{i:06}")),
+        None => Key::new(run_pk(run), format!("STEP#{step_key}")),
+    }
+}
+pub const ITEM_PREFIX: &str = "ITEM#";
+/// Sort-key prefix of the item steps of the split body `block`.
+pub fn items_prefix(block: &str) -> String {
+    format!("{ITEM_PREFIX}{block}#")
+}
+/// `("block", i)` for an item step key `block[i]`.
+pub fn split_item(step_key: &str) -> Option<(&str, usize)> {
+    let (block, rest) = step_key.split_once('[')?;
+    let i = rest.strip_suffix(']')?.parse().ok()?;
+    Some((block, i))
+}
+/// The step key of an item step's sort key (`ITEM#block#000003` → `block[3]`).
+pub fn item_step_key(sk: &str) -> Option<String> {
+    let (block, i) = sk.strip_prefix(ITEM_PREFIX)?.rsplit_once('#')?;
+    Some(format!("{block}[{}]", i.parse::<usize>().ok()?))
 }
 pub fn task(run: &str, task: &str) -> Key {
     Key::new(run_pk(run), format!("TASK#{task}"))

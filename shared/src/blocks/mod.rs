@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 /// Largest array a split fans out over.
-pub const MAX_SPLIT_ITEMS: usize = 1000;
+pub const MAX_SPLIT_ITEMS: usize = 10_000;
 /// Longest delay block (chained through the queue's maximum delay).
 pub const MAX_DELAY: Duration = Duration::from_secs(366 * 24 * 3600);
 

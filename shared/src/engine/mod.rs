@@ -50,7 +50,14 @@ pub enum Msg {
     /// Attempt `n` (0-based) of callback delivery `d` of run `r` (see `crate::callbacks`).
     #[serde(rename = "cb")]
     Callback { r: String, d: String, n: u32 },
+    /// Publish the item steps of split body `s` from index `f` on, [`FAN_CHUNK`] at a time:
+    /// a wide split is sent out by a chain of these rather than by one worker at once.
+    #[serde(rename = "fan")]
+    Fan { r: String, s: String, f: usize },
 }
+
+/// How many item messages one split commit or one [`Msg::Fan`] publishes.
+pub const FAN_CHUNK: usize = 500;
 
 impl Msg {
     pub fn step(run: &str, step: &str) -> Self {
@@ -61,7 +68,11 @@ impl Msg {
     }
     pub fn run_id(&self) -> &str {
         match self {
-            Msg::Step { r, .. } | Msg::TaskTimeout { r, .. } | Msg::Sweep { r } | Msg::Callback { r, .. } => r,
+            Msg::Step { r, .. }
+            | Msg::TaskTimeout { r, .. }
+            | Msg::Sweep { r }
+            | Msg::Callback { r, .. }
+            | Msg::Fan { r, .. } => r,
         }
     }
 }

@@ -1,6 +1,12 @@
-//! Turning "this step finished" into the writes of one transaction: the step's own change,
-//! successor steps (created idempotently), join counters (conditional on the value read),
-//! skipped branches (dead-path elimination), the run's active-step counter, and events.
+//! Turning "this step finished" into the writes of one commit: successor steps, join counters
+//! (conditional on the value read), skipped branches (dead-path elimination), the run's
+//! active-step counter, and events.
+//!
+//! Successors and skipped blocks that nothing else can resolve (one incoming edge, or a join
+//! every edge of which resolves in this same plan) get no write: they are *named* on the
+//! committing step's item (`next`, `skip`) and the snapshot shows them (see
+//! `snapshot::LAZY`). So a fork or a skipped branch of any width costs one write, and only join
+//! counters — one per distinct join — add to the transaction.
 
 use super::snapshot::Snapshot;
 use crate::keys;
@@ -20,6 +26,10 @@ pub struct Plan<'a> {
     /// Step keys to enqueue once the transaction has committed.
     pub publish: Vec<String>,
     pub active_delta: i64,
+    /// Pending successors named on the committing step instead of written.
+    pub lazy_next: Vec<String>,
+    /// Skipped blocks named on the committing step instead of written.
+    pub lazy_skip: Vec<String>,
     events: Vec<(String, Option<String>, Value)>,
     /// Join counters touched in this plan: key → (resolved before, resolved, taken).
     joins: BTreeMap<String, (Option<i64>, i64, i64)>,
@@ -37,6 +47,8 @@ impl<'a> Plan<'a> {
             writes: Vec::new(),
             publish: Vec::new(),
             active_delta: 0,
+            lazy_next: Vec::new(),
+            lazy_skip: Vec::new(),
             events: Vec::new(),
             joins: BTreeMap::new(),
             created: HashSet::new(),
@@ -48,10 +60,12 @@ impl<'a> Plan<'a> {
     }
 
     /// Resolves the outgoing edges of `block_id` after it completed (`failed == false`) or
-    /// failed with error edges (`failed == true`).
+    /// failed with error edges (`failed == true`). After a failure every error edge whose
+    /// `when` holds (or that has none) is taken, whatever the block's type, and the normal
+    /// edges are skipped; after a completion the error edges are skipped.
     pub fn resolve_outgoing(&mut self, block_id: &str, failed: bool) -> Result<(), String> {
         let block = self.graph.block(block_id).ok_or_else(|| format!("no block {block_id}"))?;
-        let first_wins = block.kind == "condition";
+        let first_wins = block.kind == "condition" && !failed;
         let edges: Vec<_> = self.graph.outgoing(block_id).cloned().collect();
         let mut chosen = false;
         let mut decisions = Vec::with_capacity(edges.len());
@@ -73,7 +87,7 @@ impl<'a> Plan<'a> {
             chosen |= take;
             decisions.push(take);
         }
-        if first_wins && !chosen && !failed {
+        if first_wins && !chosen {
             for (i, e) in edges.iter().enumerate() {
                 if e.when.is_none() && !e.is_error() {
                     decisions[i] = true;
@@ -89,17 +103,26 @@ impl<'a> Plan<'a> {
 
     /// Resolves the edges of another block that ended in this same commit (a split's
     /// collection, a failed item's aggregate), with `state` as that block's step in the
-    /// context, and folds the result into this plan.
-    pub fn resolve_also(&mut self, block_id: &str, state: Value, failed: bool) -> Result<(), String> {
+    /// context, and folds the result into this plan. Returns what the sub-plan names
+    /// lazily: those go on that block's own item (`next`, `skip`), not the committing step's.
+    pub fn resolve_also(&mut self, block_id: &str, state: Value, failed: bool) -> Result<Lazy, String> {
         let mut ctx = self.ctx.clone();
         ctx["steps"][block_id] = state;
         let mut sub = Plan::new(self.run_id, self.graph, self.snap, &ctx, self.now);
         sub.resolve_outgoing(block_id, failed)?;
-        let (writes, publish, delta) = sub.finish();
-        self.writes.extend(writes);
-        self.publish.extend(publish);
-        self.active_delta += delta;
-        Ok(())
+        let done = sub.finish();
+        self.writes.extend(done.writes);
+        self.publish.extend(done.publish);
+        self.active_delta += done.active_delta;
+        Ok(done.lazy)
+    }
+
+    /// Marks the error edges out of `block_id` as not taken (the block completed).
+    pub fn skip_error_edges(&mut self, block_id: &str) {
+        let targets: Vec<String> = self.graph.outgoing(block_id).filter(|e| e.is_error()).map(|e| e.to.clone()).collect();
+        for t in targets {
+            self.resolve_incoming(&t, false);
+        }
     }
 
     /// Marks every outgoing edge of `block_id` as not taken (the block was skipped).
@@ -114,7 +137,7 @@ impl<'a> Plan<'a> {
         let expected = self.graph.incoming(target).count() as i64;
         if expected <= 1 {
             if taken {
-                self.create_pending(target, Attrs::new());
+                self.create_pending(target);
             } else {
                 self.create_skipped(target);
             }
@@ -130,42 +153,49 @@ impl<'a> Plan<'a> {
         let (resolved, took) = (entry.1, entry.2);
         if resolved == expected {
             if took > 0 {
-                self.create_pending(target, Attrs::new());
+                self.create_pending(target);
             } else {
                 self.create_skipped(target);
             }
         }
     }
 
-    /// A pending step to enqueue. Per-item blocks are created by the split itself.
-    pub fn create_pending(&mut self, key: &str, extra: Attrs) {
+    /// A pending step to enqueue. Per-item steps are named by their split's collection.
+    fn create_pending(&mut self, key: &str) {
         if !self.created.insert(key.to_string()) {
             return;
         }
-        let block = key.split('[').next().unwrap_or(key).to_string();
-        let mut a = extra;
-        a.insert("block".into(), json!(block));
-        a.insert("status".into(), json!("pending"));
-        a.insert("attempt".into(), json!(0));
-        a.insert("created_at".into(), json!(self.now));
         let cond = self.absent_or_join(key);
-        self.writes.push(Write::Put { item: Item::new(keys::step(self.run_id, key), a), cond: Some(cond) });
+        if cond == Cond::NotExists {
+            self.lazy_next.push(key.to_string());
+        } else {
+            let mut a = Attrs::new();
+            a.insert("block".into(), json!(key));
+            a.insert("status".into(), json!("pending"));
+            a.insert("attempt".into(), json!(0));
+            a.insert("created_at".into(), json!(self.now));
+            self.writes.push(Write::Put { item: Item::new(keys::step(self.run_id, key), a), cond: Some(cond) });
+        }
         self.publish.push(key.to_string());
         self.active_delta += 1;
     }
 
+    /// A skipped block; its `step.skipped` event is read from the step (`runs::run_events`).
     fn create_skipped(&mut self, key: &str) {
         if !self.created.insert(key.to_string()) {
             return;
         }
-        let mut a = Attrs::new();
-        a.insert("block".into(), json!(key));
-        a.insert("status".into(), json!("skipped"));
-        a.insert("created_at".into(), json!(self.now));
-        a.insert("finished_at".into(), json!(self.now));
         let cond = self.absent_or_join(key);
-        self.writes.push(Write::Put { item: Item::new(keys::step(self.run_id, key), a), cond: Some(cond) });
-        self.event("step.skipped", Some(key), Value::Null);
+        if cond == Cond::NotExists {
+            self.lazy_skip.push(key.to_string());
+        } else {
+            let mut a = Attrs::new();
+            a.insert("block".into(), json!(key));
+            a.insert("status".into(), json!("skipped"));
+            a.insert("created_at".into(), json!(self.now));
+            a.insert("finished_at".into(), json!(self.now));
+            self.writes.push(Write::Put { item: Item::new(keys::step(self.run_id, key), a), cond: Some(cond) });
+        }
         self.skip_outgoing(key);
     }
 
@@ -180,7 +210,7 @@ impl<'a> Plan<'a> {
     }
 
     /// Writes the join counters that did not complete in this plan, then the events.
-    pub fn finish(mut self) -> (Vec<Write>, Vec<String>, i64) {
+    pub fn finish(mut self) -> Planned {
         let joins = std::mem::take(&mut self.joins);
         for (key, (before, resolved, taken)) in joins {
             if self.created.contains(&key) {
@@ -210,7 +240,41 @@ impl<'a> Plan<'a> {
                 data,
             ));
         }
-        (self.writes, self.publish, self.active_delta)
+        Planned {
+            writes: self.writes,
+            publish: self.publish,
+            active_delta: self.active_delta,
+            lazy: Lazy { next: self.lazy_next, skip: self.lazy_skip },
+        }
+    }
+}
+
+/// What a plan comes to.
+pub struct Planned {
+    pub writes: Vec<Write>,
+    /// Step keys to enqueue once the commit has landed.
+    pub publish: Vec<String>,
+    pub active_delta: i64,
+    pub lazy: Lazy,
+}
+
+/// Steps a commit names on the item of the step that resolved them instead of writing them.
+#[derive(Debug, Default)]
+pub struct Lazy {
+    pub next: Vec<String>,
+    pub skip: Vec<String>,
+}
+
+impl Lazy {
+    /// Adds the names to the update of the step that resolved them.
+    pub fn onto(self, mut u: Update) -> Update {
+        if !self.next.is_empty() {
+            u = u.set("next", json!(self.next));
+        }
+        if !self.skip.is_empty() {
+            u = u.set("skip", json!(self.skip));
+        }
+        u
     }
 }
 

@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+/// Most item steps `GET /runs/{id}` lists (the split's step counts them all).
+const MAX_ITEMS_SHOWN: usize = 1000;
 /// Largest run input (serialized).
 pub const MAX_INPUT_BYTES: usize = 256 * 1024;
 const IDEMPOTENCY_WINDOW_SECS: i64 = 24 * 3600;
@@ -248,7 +250,20 @@ impl Engine {
 
     /// The run as the API shows it; another account's run is not found.
     pub async fn get_run(&self, acct: &str, run_id: &str) -> Result<Value> {
-        let snap = self.owned(acct, run_id).await?;
+        let mut snap = self.owned(acct, run_id).await?;
+        if snap.steps.values().any(|s| s.get("expected").is_some()) {
+            // A split's item steps live outside the snapshot; the view shows the first page
+            // of them (a split's own step carries the counts).
+            let page = self
+                .store
+                .query(Query { limit: MAX_ITEMS_SHOWN, ..Query::prefix(keys::run_pk(run_id), keys::ITEM_PREFIX) })
+                .await?;
+            for it in page.items {
+                if let Some(k) = keys::item_step_key(&it.key.sk) {
+                    snap.steps.insert(k, it);
+                }
+            }
+        }
         Ok(run_view(&snap, true))
     }
 
@@ -341,18 +356,19 @@ impl Engine {
             event_view(Some(&json!("run.started")), Some(started), None, Some(&data)),
         ));
         for (k, s) in &snap.steps {
-            if s.str("status") != Some("completed") || is_lazy(s) {
-                continue;
-            }
-            let at = s.i64("finished_at").unwrap_or(0);
-            let data = match s.i64("expected") {
-                Some(n) => json!({"items": n}),
-                None => json!({"attempt": s.i64("attempt")}),
+            let (kind, data) = match s.str("status") {
+                Some("completed") if !is_lazy(s) => match s.i64("expected") {
+                    Some(n) => ("step.completed", json!({"items": n})),
+                    None => ("step.completed", json!({"attempt": s.i64("attempt")})),
+                },
+                Some("skipped") => ("step.skipped", Value::Null),
+                _ => continue,
             };
+            let at = s.i64("finished_at").unwrap_or(0);
             // '!' sorts before the suffix of stored events: a step's completion comes before
             // what its commit wrote in the same millisecond.
             let sk = format!("EVT#{at:013}#{:06}#!{k}", s.i64("ev_seq").unwrap_or(0));
-            all.push((sk, event_view(Some(&json!("step.completed")), Some(at), Some(&json!(k)), Some(&data))));
+            all.push((sk, event_view(Some(&json!(kind)), Some(at), Some(&json!(k)), Some(&data))));
         }
         all.sort_by(|x, y| x.0.cmp(&y.0));
         let start = after.map(|c| all.partition_point(|(sk, _)| *sk <= c)).unwrap_or(0);
@@ -460,13 +476,31 @@ impl Engine {
                 "cancelled" => true,
                 _ => false,
             };
-            let is_aggregate = snap.steps.keys().any(|o| o.starts_with(&format!("{k}[")));
-            if reset && is_aggregate {
+            if reset && let Some(expected) = s.i64("expected") {
+                // A split's collection: its failed and unfinished items go back to having no
+                // item (so they are claimed into being again) and run once more.
+                let items = query_all(&*self.store, Query::prefix(keys::run_pk(run_id), keys::items_prefix(k))).await?;
+                let mut done = vec![false; expected.max(0) as usize];
+                for it in &items {
+                    let Some(sk) = keys::item_step_key(&it.key.sk) else { continue };
+                    let Some((_, i)) = keys::split_item(&sk) else { continue };
+                    if it.str("status") == Some("completed") && i < done.len() {
+                        done[i] = true;
+                    } else {
+                        steps.push(Write::Delete { key: it.key.clone(), cond: None });
+                    }
+                }
                 steps.push(Write::Update {
                     key: keys::step(run_id, k),
-                    update: Update::default().set("status", "collecting").remove("error").remove("finished_at"),
+                    update: Update::default()
+                        .set("status", "collecting")
+                        .set("done", done.iter().filter(|d| **d).count())
+                        .remove("error")
+                        .remove("finished_at"),
                     cond: Some(Cond::eq("status", st)),
                 });
+                publish.extend(done.iter().enumerate().filter(|(_, d)| !**d).map(|(i, _)| Msg::step(run_id, &format!("{k}[{i}]"))));
+                active += 1;
             } else if reset {
                 steps.push(Write::Update {
                     key: keys::step(run_id, k),
@@ -475,7 +509,9 @@ impl Engine {
                         .set("attempt", 0)
                         .remove("error")
                         .remove("finished_at")
-                        .remove("not_before"),
+                        .remove("not_before")
+                        .remove("next")
+                        .remove("skip"),
                     cond: Some(Cond::eq("status", st)),
                 });
                 publish.push(Msg::step(run_id, k));
@@ -566,7 +602,7 @@ pub fn run_view(snap: &Snapshot, with_steps: bool) -> Value {
             .into_iter()
             .map(|(k, s)| {
                 let t = |n: &str| s.i64(n).map(ids::ms_to_rfc3339).map(Value::from).unwrap_or(Value::Null);
-                json!({
+                let mut v = json!({
                     "step_key": k,
                     "block_id": s.str("block"),
                     "status": s.str("status"),
@@ -576,7 +612,11 @@ pub fn run_view(snap: &Snapshot, with_steps: bool) -> Value {
                     "task_id": s.get("task_id").cloned().unwrap_or(Value::Null),
                     "started_at": t("started_at"),
                     "finished_at": t("finished_at"),
-                })
+                });
+                if let Some(n) = s.i64("expected") {
+                    v["items"] = json!({"expected": n, "completed": s.i64("done").unwrap_or(0)});
+                }
+                v
             })
             .collect();
         let run_id = r.str("run_id").unwrap_or_default();

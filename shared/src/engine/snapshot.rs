@@ -42,6 +42,8 @@ impl Snapshot {
                 run = Some(it);
             } else if let Some(k) = it.key.sk.strip_prefix("STEP#") {
                 steps.insert(k.to_string(), it);
+            } else if let Some(k) = keys::item_step_key(&it.key.sk) {
+                steps.insert(k, it);
             } else if let Some(k) = it.key.sk.strip_prefix("TASK#") {
                 tasks.insert(k.to_string(), it);
             }
@@ -58,35 +60,85 @@ impl Snapshot {
         snap
     }
 
-    /// Shows the steps named in `next` (by the run, or by a completed step) that have no item
-    /// yet as pending, marked [`LAZY`].
+    /// Shows the steps named (by the run, or by a finished step: `next` pending, `skip`
+    /// skipped) that have no item yet, marked [`LAZY`].
     fn add_lazy_steps(&mut self) {
         let run_id = self.run.key.pk.trim_start_matches("RUN#").to_string();
-        let named = |item: &Item, at: &str| {
-            let at = item.i64(at).unwrap_or(0);
-            let next = item.get("next").and_then(Value::as_array).cloned().unwrap_or_default();
-            next.into_iter().filter_map(|n| n.as_str().map(|n| (n.to_string(), at))).collect::<Vec<_>>()
+        let names = |item: &Item, attr: &str| -> Vec<String> {
+            let list = item.get(attr).and_then(Value::as_array);
+            list.into_iter().flatten().filter_map(|n| n.as_str().map(str::to_string)).collect()
         };
-        let mut lazy = named(&self.run, "created_at");
-        for s in self.steps.values().filter(|s| s.str("status") == Some("completed")) {
-            lazy.extend(named(s, "finished_at"));
+        // (name, status, time, event order)
+        let mut lazy: Vec<(String, &str, i64, i64)> = Vec::new();
+        let at = self.run.i64("created_at").unwrap_or(0);
+        lazy.extend(names(&self.run, "next").into_iter().map(|n| (n, "pending", at, 0)));
+        for s in self.steps.values().filter(|s| matches!(s.str("status"), Some("completed" | "failed"))) {
+            let at = s.i64("finished_at").unwrap_or(0);
+            let seq = s.i64("ev_seq").unwrap_or(0) + 1;
+            lazy.extend(names(s, "next").into_iter().map(|n| (n, "pending", at, seq)));
+            lazy.extend(names(s, "skip").into_iter().map(|n| (n, "skipped", at, seq)));
         }
-        for (n, at) in lazy {
+        for (n, status, at, seq) in lazy {
             if self.steps.contains_key(&n) {
                 continue;
             }
             let mut a = Attrs::new();
-            a.insert("block".into(), json!(n.split('[').next().unwrap_or(&n)));
-            a.insert("status".into(), json!("pending"));
-            a.insert("attempt".into(), json!(0));
+            a.insert("block".into(), json!(n));
+            a.insert("status".into(), json!(status));
             a.insert("created_at".into(), json!(at));
+            if status == "pending" {
+                a.insert("attempt".into(), json!(0));
+            } else {
+                a.insert("finished_at".into(), json!(at));
+                a.insert("ev_seq".into(), json!(seq));
+            }
             a.insert(LAZY.into(), json!(true));
             self.steps.insert(n.clone(), Item::new(keys::step(&run_id, &n), a));
         }
     }
 
+    /// The snapshot a message for `key` works on: the run's, plus the step itself when it is
+    /// one of a split's items (those live outside the snapshot's range). An item that has no
+    /// item yet is shown pending while its collection is still collecting.
+    pub async fn load_for(store: &dyn Store, run_id: &str, key: &str) -> Result<Option<Snapshot>> {
+        let Some(mut snap) = Self::load(store, run_id).await? else { return Ok(None) };
+        if let Some((body, i)) = keys::split_item(key) {
+            match store.get(&keys::step(run_id, key)).await? {
+                Some(item) => {
+                    snap.steps.insert(key.to_string(), item);
+                }
+                None => {
+                    let agg = snap.steps.get(body);
+                    let expected = agg.and_then(|a| a.i64("expected")).unwrap_or(0);
+                    if agg.and_then(|a| a.str("status")) == Some("collecting") && (i as i64) < expected {
+                        let mut a = Attrs::new();
+                        a.insert("block".into(), json!(body));
+                        a.insert("status".into(), json!("pending"));
+                        a.insert("attempt".into(), json!(0));
+                        a.insert("index".into(), json!(i));
+                        a.insert("created_at".into(), agg.and_then(|a| a.get("created_at")).cloned().unwrap_or(json!(0)));
+                        a.insert(LAZY.into(), json!(true));
+                        snap.steps.insert(key.to_string(), Item::new(keys::step(run_id, key), a));
+                    }
+                }
+            }
+        }
+        Ok(Some(snap))
+    }
+
+    /// The value an item step runs on: element `i` of its split's output.
+    pub fn item_value(&self, key: &str) -> Value {
+        let Some((body, i)) = keys::split_item(key) else { return Value::Null };
+        let split = self.steps.get(body).and_then(|a| a.str("split")).unwrap_or_default();
+        self.steps.get(split).and_then(|s| s.get("output")).and_then(|o| o.get(i)).cloned().unwrap_or(Value::Null)
+    }
+
     pub async fn require(store: &dyn Store, run_id: &str) -> Result<Snapshot> {
         Self::load(store, run_id).await?.ok_or_else(|| Error::not_found(format!("run {run_id}")))
+    }
+
+    pub async fn require_for(store: &dyn Store, run_id: &str, key: &str) -> Result<Snapshot> {
+        Self::load_for(store, run_id, key).await?.ok_or_else(|| Error::not_found(format!("run {run_id}")))
     }
 
     /// Orders events written in the same millisecond by different commits: a commit that
@@ -99,6 +151,7 @@ impl Snapshot {
     pub fn after(&self, writes: &[Write]) -> Snapshot {
         let mut next = self.clone();
         for w in writes {
+            // Item steps are not part of a snapshot.
             let Some(k) = w.key().sk.strip_prefix("STEP#") else { continue };
             match w {
                 Write::Put { item, .. } => {
@@ -114,6 +167,7 @@ impl Snapshot {
                 Write::Check { .. } => {}
             }
         }
+        next.add_lazy_steps();
         next
     }
 

@@ -3,14 +3,14 @@
 
 use super::plan::{Plan, event_write, run_write};
 use super::snapshot::{Snapshot, is_lazy, is_terminal_step};
-use super::{Engine, Msg, now_ms};
+use super::{Engine, FAN_CHUNK, Msg, now_ms};
 use crate::blocks::{self, Outcome as BlockOutcome, StepError, TaskSpec};
 use crate::callbacks;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::model::Block;
 use crate::queue::{MAX_DELAY, Outcome};
-use crate::store::{Attrs, Cond, Item, Update, Write};
+use crate::store::{Attrs, Cond, Item, Query, Update, Write, query_all};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tracing::{Instrument, debug, error, info_span, warn};
@@ -53,6 +53,9 @@ pub(crate) enum Guard {
     },
     Waiting(String),
     Sleeping,
+    /// A split's collection step, still counting its items; `complete`: the count it must
+    /// have reached (making the collection), `None` for failing it.
+    Collecting { complete: Option<i64> },
 }
 
 impl Guard {
@@ -63,6 +66,10 @@ impl Guard {
                 Cond::And(vec![Cond::eq("status", "waiting_human"), Cond::eq("task_id", task.as_str())])
             }
             Guard::Sleeping => Cond::eq("status", "sleeping"),
+            Guard::Collecting { complete: None } => Cond::eq("status", "collecting"),
+            Guard::Collecting { complete: Some(n) } => {
+                Cond::And(vec![Cond::eq("status", "collecting"), Cond::eq("done", *n)])
+            }
             Guard::Unclaimed { lazy: true, .. } => Cond::NotExists,
             Guard::Unclaimed { attempt, .. } => {
                 Cond::And(vec![Cond::eq("status", "pending"), Cond::eq("attempt", *attempt)])
@@ -140,6 +147,7 @@ impl Engine {
             Msg::TaskTimeout { r, k } => info_span!("task_timeout", run_id = %r, task_id = %k),
             Msg::Sweep { r } => info_span!("sweep", run_id = %r),
             Msg::Callback { r, d, n } => info_span!("callback", run_id = %r, delivery_id = %d, attempt = n + 1),
+            Msg::Fan { r, s, f } => info_span!("fan_out", run_id = %r, step_key = %s, from = f),
         };
         let res = async {
             match &msg {
@@ -147,6 +155,7 @@ impl Engine {
                 Msg::TaskTimeout { r, k } => self.handle_task_timeout(r, k).await,
                 Msg::Sweep { r } => self.handle_sweep(r).await,
                 Msg::Callback { r, d, n } => self.handle_callback(r, d, *n).await,
+                Msg::Fan { r, s, f } => self.handle_fan(r, s, *f).await,
             }
         }
         .instrument(span)
@@ -165,20 +174,30 @@ impl Engine {
     }
 
     async fn handle_step(&self, run_id: &str, key: &str, inline: bool, last: bool) -> Result<Handled> {
-        let Some(snap) = Snapshot::load(&*self.store, run_id).await? else {
+        let Some(snap) = Snapshot::load_for(&*self.store, run_id, key).await? else {
             warn!("message for a run that does not exist");
             return Ok(Handled::ack(Vec::new()));
         };
         let Some(step) = snap.steps.get(key).cloned() else {
-            warn!("message for a step that does not exist");
+            // Also an item step whose collection ended before it was claimed: nothing to do.
+            debug!("message for a step that does not exist");
             return Ok(Handled::ack(Vec::new()));
         };
         let status = step.str("status").unwrap_or("pending").to_string();
         let now = now_ms();
         let run_running = snap.run_status() == "running";
         if is_terminal_step(&status) {
-            // Redelivery after a commit: the successors may not have been sent, and the run
-            // may not have been finalized. Both are idempotent.
+            // Redelivery after a commit: the successors may not have been sent, the split's
+            // collection may not have been made, and the run may not have been finalized. All
+            // are idempotent.
+            if let Some((body, _)) = keys::split_item(key) {
+                let mut publish = self.collect_if_done(run_id, body).await?;
+                if publish.is_empty() {
+                    let snap = Snapshot::require(&*self.store, run_id).await?;
+                    publish = self.pending_successors(&snap, body).await?;
+                }
+                return Ok(Handled::ack(publish));
+            }
             let publish = self.pending_successors(&snap, key).await?;
             if run_running && snap.run.i64("active").unwrap_or(0) <= 0 {
                 self.finalize(run_id).await?;
@@ -276,12 +295,60 @@ impl Engine {
         };
 
         let mut ctx = snap.context(&pinned.variables);
-        if let Some(item) = step.get("item") {
-            ctx["item"] = item.clone();
-            ctx["index"] = step.get("index").cloned().unwrap_or(Value::Null);
+        if let Some((_, i)) = keys::split_item(key) {
+            ctx["item"] = snap.item_value(key);
+            ctx["index"] = json!(i);
         }
         let outcome = self.execute(&block, &ctx, timeout).await;
-        let publish = match outcome {
+        let res = self.conclude(run_id, key, guard.clone(), &block, attempt, outcome, snap).await;
+        match res {
+            Ok(publish) => Ok(Handled::ack(publish.unwrap_or_default())),
+            Err(e) => match commit_failure(&e) {
+                // The step's own result cannot be committed (too large, too many writes,
+                // conflicts without end): it fails like any failing block, so error edges,
+                // retries of the run and redrive apply, and the run ends.
+                Some(err) => {
+                    warn!(error = %e, code = %err.code, "the step's result could not be committed: failing the step");
+                    match self.finish_step(run_id, key, guard.clone(), Finish::Failed(err), Vec::new(), None).await {
+                        Ok(publish) => Ok(Handled::ack(publish.unwrap_or_default())),
+                        Err(e) => {
+                            self.release(run_id, key, &guard).await;
+                            Err(e)
+                        }
+                    }
+                }
+                None => {
+                    self.release(run_id, key, &guard).await;
+                    Err(e)
+                }
+            },
+        }
+    }
+
+    /// Gives a claimed step back after a store error, so the message's next delivery runs it
+    /// again at once instead of waiting out the lease.
+    async fn release(&self, run_id: &str, key: &str, guard: &Guard) {
+        if let Guard::Claimed(_) = guard {
+            let upd = Update::default().set("lease_until", 0);
+            if let Err(e) = self.store.update(&keys::step(run_id, key), upd, Some(guard.cond())).await {
+                debug!(error = %e, "could not release the step's lease; it runs out by itself");
+            }
+        }
+    }
+
+    /// Commits what a block's execution came to.
+    #[allow(clippy::too_many_arguments)]
+    async fn conclude(
+        &self,
+        run_id: &str,
+        key: &str,
+        guard: Guard,
+        block: &Block,
+        attempt: i64,
+        outcome: BlockOutcome,
+        snap: Snapshot,
+    ) -> Result<Option<Vec<Msg>>> {
+        Ok(match outcome {
             BlockOutcome::Output(output) => {
                 let f = Finish::Completed { output, status: None, headers: None };
                 self.finish_step(run_id, key, guard, f, Vec::new(), Some(snap)).await?
@@ -301,14 +368,13 @@ impl Engine {
             BlockOutcome::Fail(err) => {
                 let max = block.retry.as_ref().map(|r| r.max_attempts).unwrap_or(1) as i64;
                 if err.retryable && attempt + 1 < max {
-                    self.retry_step(run_id, key, guard, &block, attempt + 1, err).await?;
+                    self.retry_step(run_id, key, guard, block, attempt + 1, err).await?;
                     None
                 } else {
                     self.finish_step(run_id, key, guard, Finish::Failed(err), Vec::new(), Some(snap)).await?
                 }
             }
-        };
-        Ok(Handled::ack(publish.unwrap_or_default()))
+        })
     }
 
     /// Claims a step for one attempt: only one worker runs an attempt, and a worker that died
@@ -366,14 +432,26 @@ impl Engine {
     }
 
     async fn execute(&self, block: &Block, ctx: &Value, timeout: Duration) -> BlockOutcome {
+        use futures::FutureExt;
         let fut = async {
             match self.executor(&block.kind) {
                 Some(exec) => exec.execute(block, ctx).await,
                 None => blocks::execute_builtin(block, ctx),
             }
         };
+        // A panicking block fails its step; it never takes the worker (and the run) with it.
+        let fut = std::panic::AssertUnwindSafe(fut).catch_unwind();
         match tokio::time::timeout(timeout, fut).await {
-            Ok(o) => o,
+            Ok(Ok(o)) => o,
+            Ok(Err(panic)) => {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                error!(block = %block.id, panic = %why, "block panicked");
+                BlockOutcome::Fail(StepError::fatal("BLOCK_PANICKED", format!("block '{}' panicked: {why}", block.id)))
+            }
             Err(_) => BlockOutcome::Fail(StepError::retryable(
                 "TIMEOUT",
                 format!("block '{}' did not finish within {} ms", block.id, timeout.as_millis()),
@@ -381,8 +459,9 @@ impl Engine {
         }
     }
 
-    /// Commits the end of a step with everything that follows from it, in one transaction.
-    /// `Ok(None)` means the guard no longer holds: someone else finished or took the step.
+    /// Commits the end of a step with everything that follows from it, in one write (a
+    /// linear hand-over) or one transaction. `Ok(None)` means the guard no longer holds:
+    /// someone else finished or took the step.
     pub(crate) async fn finish_step(
         &self,
         run_id: &str,
@@ -396,7 +475,7 @@ impl Engine {
         for _ in 0..MAX_COMMIT_TRIES {
             let snap = match first.take() {
                 Some(s) => s,
-                None => Snapshot::require(&*self.store, run_id).await?,
+                None => Snapshot::require_for(&*self.store, run_id, key).await?,
             };
             if !guard.holds(&snap, key) {
                 return Ok(None);
@@ -405,247 +484,328 @@ impl Engine {
                 self.cancel_step(run_id, key, snap.status_cond(key)).await?;
                 return Ok(None);
             }
-            let acct = snap.run.str("account_id").unwrap_or_default();
-            let wf = snap.run.str("workflow_id").unwrap_or_default();
-            let pinned = self.pinned(acct, wf, snap.run.i64("version").unwrap_or(1) as u64).await?;
-            let step = &snap.steps[key];
-            let block_id = step.str("block").unwrap_or(key).to_string();
-            let per_item = key.contains('[');
-            let now = now_ms();
-            let mut ctx = snap.context(&pinned.variables);
-            let mut writes: Vec<Write> = extra.clone();
-            let mut run_update = Update::default().set("updated_at", now);
-            let mut run_fails: Option<Value> = None;
-            let waiting_delta = if matches!(guard, Guard::Waiting(_)) { -1 } else { 0 };
-            // `step.completed` events are read from the step items (`runs::run_events`); this
-            // orders them among the events of the same millisecond.
-            let ev_seq = snap.event_seq() as i64;
+            if let Some((body, _)) = keys::split_item(key) {
+                let body = body.to_string();
+                match self.finish_item(run_id, key, &body, &guard, &finish, &snap).await? {
+                    ItemCommit::Retry => continue,
+                    ItemCommit::Done(publish) => return Ok(Some(publish)),
+                }
+            }
+            match self.commit(run_id, key, &guard, &finish, &extra, &snap).await? {
+                Commit::Landed(publish) => return Ok(Some(publish)),
+                Commit::Lost => continue,
+                // A `when` that cannot be evaluated fails the step, not the worker.
+                Commit::Unresolvable(m) => {
+                    let err = StepError::fatal("EXPRESSION_ERROR", m);
+                    return Box::pin(self.finish_step(run_id, key, guard, Finish::Failed(err), extra, None)).await;
+                }
+            }
+        }
+        Err(Error::Conflict(format!("the commit of {run_id}/{key} kept conflicting with other commits")))
+    }
 
-            let mut own =
-                Update::default().set("finished_at", now).set("ev_seq", ev_seq).remove("claim").remove("lease_until");
-            let (publish, active_delta, plan_writes) = {
-                let mut plan_ctx = ctx.clone();
-                match &finish {
-                    Finish::Completed { output, .. } if !per_item => {
-                        plan_ctx["steps"][&block_id] = json!({"status": "completed", "output": output});
-                    }
-                    _ => {}
+    /// One try at committing the end of a (non-item) step, planned on `snap`.
+    async fn commit(
+        &self,
+        run_id: &str,
+        key: &str,
+        guard: &Guard,
+        finish: &Finish,
+        extra: &[Write],
+        snap: &Snapshot,
+    ) -> Result<Commit> {
+        let acct = snap.run.str("account_id").unwrap_or_default();
+        let wf = snap.run.str("workflow_id").unwrap_or_default();
+        let pinned = self.pinned(acct, wf, snap.run.i64("version").unwrap_or(1) as u64).await?;
+        let block_id = snap.steps[key].str("block").unwrap_or(key).to_string();
+        let block = pinned.graph.block(&block_id);
+        let now = now_ms();
+        let mut writes: Vec<Write> = extra.to_vec();
+        let waiting_delta = if matches!(guard, Guard::Waiting(_)) { -1 } else { 0 };
+        // `step.completed` events are read from the step items (`runs::run_events`); this
+        // orders them among the events of the same millisecond.
+        let ev_seq = snap.event_seq() as i64;
+        let mut own =
+            Update::default().set("finished_at", now).set("ev_seq", ev_seq).remove("claim").remove("lease_until");
+        let mut ctx = snap.context(&pinned.variables);
+        ctx["steps"][&block_id] = match finish {
+            Finish::Completed { output, .. } => json!({"status": "completed", "output": output}),
+            Finish::Failed(err) => json!({"status": "failed", "error": err.to_json()}),
+        };
+        let mut plan = Plan::new(run_id, &pinned.graph, snap, &ctx, now);
+        plan.active_delta -= 1;
+        let mut run_fails: Option<Value> = None;
+        let mut fan_out = Vec::new();
+        match finish {
+            Finish::Completed { output, status, headers } => {
+                own = own.set("status", "completed").set("output", output.clone());
+                if let Some(s) = status {
+                    own = own.set("response_status", *s);
                 }
-                if let Finish::Failed(err) = &finish {
-                    plan_ctx["steps"][&block_id] = json!({"status": "failed", "error": err.to_json()});
+                if let Some(h) = headers {
+                    own = own.set("response_headers", h.clone());
                 }
-                ctx = plan_ctx;
-                let mut plan = Plan::new(run_id, &pinned.graph, &snap, &ctx, now);
-                plan.active_delta -= 1;
-                match &finish {
-                    Finish::Completed { output, status, headers } => {
-                        own = own.set("status", "completed").set("output", output.clone());
-                        if let Some(s) = status {
-                            own = own.set("response_status", *s);
-                        }
-                        if let Some(h) = headers {
-                            own = own.set("response_headers", h.clone());
-                        }
-                        let block = pinned.graph.block(&block_id);
-                        if per_item {
-                            let agg = &block_id;
-                            let agg_item = snap.steps.get(agg);
-                            if agg_item.and_then(|a| a.str("status")) != Some("collecting") {
-                                // The collection already failed; this item's result is moot.
-                                self.cancel_step(run_id, key, snap.status_cond(key)).await?;
-                                return Ok(None);
-                            }
-                            let agg_item = agg_item.expect("checked above");
-                            let expected = agg_item.i64("expected").unwrap_or(0);
-                            let done = agg_item.i64("done").unwrap_or(0);
-                            let mut agg_upd = Update::default().set("done", done + 1);
-                            if done + 1 >= expected {
-                                let mut outputs = Vec::with_capacity(expected as usize);
-                                for i in 0..expected {
-                                    let k = format!("{agg}[{i}]");
-                                    if k == key {
-                                        outputs.push(output.clone());
-                                    } else {
-                                        outputs.push(
-                                            snap.steps
-                                                .get(&k)
-                                                .and_then(|s| s.get("output"))
-                                                .cloned()
-                                                .unwrap_or(Value::Null),
-                                        );
-                                    }
-                                }
-                                let arr = Value::Array(outputs);
-                                agg_upd = agg_upd
-                                    .set("status", "completed")
-                                    .set("output", arr.clone())
-                                    .set("finished_at", now)
-                                    .set("ev_seq", ev_seq + 1);
-                                plan.resolve_also(agg, json!({"status": "completed", "output": arr}), false)
-                                    .map_err(Error::Internal)?;
-                            }
-                            writes.push(Write::Update {
-                                key: keys::step(run_id, agg),
-                                update: agg_upd,
-                                cond: Some(Cond::And(vec![Cond::eq("status", "collecting"), Cond::eq("done", done)])),
-                            });
-                        } else if block.is_some_and(|b| b.kind == "split") {
-                            let items = output.as_array().cloned().unwrap_or_default();
-                            let body = pinned.graph.outgoing(&block_id).find(|e| !e.is_error()).map(|e| e.to.clone());
-                            if let Some(body) = body {
-                                let n = items.len() as i64;
-                                let mut agg = Attrs::new();
-                                agg.insert("block".into(), json!(body));
-                                agg.insert("status".into(), json!(if n == 0 { "completed" } else { "collecting" }));
-                                agg.insert("expected".into(), json!(n));
-                                agg.insert("done".into(), json!(0));
-                                agg.insert("created_at".into(), json!(now));
-                                if n == 0 {
-                                    agg.insert("output".into(), json!([]));
-                                    agg.insert("finished_at".into(), json!(now));
-                                    agg.insert("ev_seq".into(), json!(ev_seq + 1));
-                                }
-                                writes.push(Write::Put {
-                                    item: Item::new(keys::step(run_id, &body), agg),
-                                    cond: Some(Cond::NotExists),
-                                });
-                                for (i, it) in items.into_iter().enumerate() {
-                                    let mut a = Attrs::new();
-                                    a.insert("item".into(), it);
-                                    a.insert("index".into(), json!(i));
-                                    plan.create_pending(&format!("{body}[{i}]"), a);
-                                }
-                                if n == 0 {
-                                    plan.resolve_also(&body, json!({"status": "completed", "output": []}), false)
-                                        .map_err(Error::Internal)?;
-                                }
-                            }
-                        } else if let Err(m) = plan.resolve_outgoing(&block_id, false) {
-                            // A `when` that cannot be evaluated fails the step, not the worker.
-                            drop(plan);
-                            return Box::pin(self.finish_step(
-                                run_id,
-                                key,
-                                guard,
-                                Finish::Failed(StepError::fatal("EXPRESSION_ERROR", m)),
-                                extra,
-                                None,
-                            ))
-                            .await;
-                        }
-                    }
-                    Finish::Failed(err) => {
-                        own = own.set("status", "failed").set("error", err.to_json());
-                        plan.event("step.failed", Some(key), err.to_json());
-                        // A failed item fails its whole collection (the per-item block's aggregate step).
-                        let failing = block_id.clone();
-                        if per_item {
-                            writes.push(Write::Update {
-                                key: keys::step(run_id, &failing),
-                                update: Update::default()
-                                    .set("status", "failed")
-                                    .set("error", err.to_json())
-                                    .set("finished_at", now),
-                                cond: Some(Cond::eq("status", "collecting")),
-                            });
-                        }
-                        let handled = pinned.graph.outgoing(&failing).any(|e| e.is_error());
-                        if handled {
-                            own = own.set("handled", true);
-                            plan.resolve_also(&failing, json!({"status": "failed", "error": err.to_json()}), true)
-                                .map_err(Error::Internal)?;
-                        } else {
-                            let e = json!({"step_key": key, "code": err.code, "message": err.message});
-                            plan.event("run.failed", None, e.clone());
-                            run_fails = Some(e);
-                        }
-                    }
+                if block.is_some_and(|b| b.kind == "split") {
+                    let (w, msgs) = self.split_writes(run_id, &block_id, output, &mut plan, ev_seq, now)?;
+                    writes.push(w);
+                    fan_out = msgs;
+                } else if let Err(m) = plan.resolve_outgoing(&block_id, false) {
+                    return Ok(Commit::Unresolvable(m));
                 }
-                let active_delta = plan.active_delta;
-                let (w, p) = {
-                    let (w, p, _) = plan.finish();
-                    (w, p)
-                };
-                (p, active_delta, w)
+            }
+            Finish::Failed(err) => {
+                own = own.set("status", "failed").set("error", err.to_json());
+                plan.event("step.failed", Some(key), err.to_json());
+                if pinned.graph.outgoing(&block_id).any(|e| e.is_error()) {
+                    own = own.set("handled", true);
+                    if let Err(m) = plan.resolve_outgoing(&block_id, true) {
+                        // An error edge's own `when` failed: nothing handles the failure.
+                        warn!(error = %m, "an error edge's condition could not be evaluated");
+                        let e = json!({"step_key": key, "code": err.code, "message": format!("{} (and {m})", err.message)});
+                        plan.event("run.failed", None, e.clone());
+                        run_fails = Some(e);
+                    }
+                } else {
+                    let e = json!({"step_key": key, "code": err.code, "message": err.message});
+                    plan.event("run.failed", None, e.clone());
+                    run_fails = Some(e);
+                }
+            }
+        }
+        let planned = plan.finish();
+        let own = planned.lazy.onto(own);
+        let active_delta = planned.active_delta;
+        let mut publish: Vec<Msg> = planned.publish.iter().map(|s| Msg::step(run_id, s)).collect();
+        publish.extend(fan_out);
+        if writes.is_empty() && planned.writes.is_empty() && waiting_delta == 0 && active_delta == 0 && run_fails.is_none()
+        {
+            // A linear hand-over: this step's own item is the whole commit. The successor is
+            // named in `next` and gets its item on its first claim (the snapshot shows it
+            // pending meanwhile); the run's counters do not change, so the run item is not
+            // written. One write instead of a four-item transaction.
+            return match self.store.update(&keys::step(run_id, key), guard.stamp(own, key), Some(guard.cond())).await {
+                Ok(_) => Ok(Commit::Landed(publish)),
+                Err(Error::Conflict(_)) => Ok(Commit::Lost),
+                Err(e) => Err(e),
             };
-            let chain = matches!(finish, Finish::Completed { .. })
-                && writes.is_empty()
-                && waiting_delta == 0
-                && active_delta == 0
-                && run_fails.is_none()
-                && is_chain_successor(&plan_writes, &publish, &snap);
-            if chain {
-                // A linear hand-over: this step's own item is the whole commit. The successor
-                // is named in `next` and gets its item on its first claim (the snapshot shows
-                // it pending meanwhile); the run's counters do not change, so the run item is
-                // not written. One write instead of a four-item transaction.
-                let next = publish[0].clone();
-                let upd = guard.stamp(own, key).set("next", json!([next]));
-                match self.store.update(&keys::step(run_id, key), upd, Some(guard.cond())).await {
-                    Ok(_) => return Ok(Some(vec![Msg::step(run_id, &next)])),
-                    Err(Error::Conflict(_)) => continue,
-                    Err(e) => return Err(e),
+        }
+        writes.push(Write::Update { key: keys::step(run_id, key), update: guard.stamp(own, key), cond: Some(guard.cond()) });
+        writes.extend(planned.writes);
+        let mut run_update = Update::default().set("updated_at", now).add("active", active_delta);
+        if waiting_delta != 0 {
+            run_update = run_update.add("waiting", waiting_delta);
+        }
+        let mut run_cond = Cond::eq("status", "running");
+        let mut outbox = Vec::new();
+        // When this commit leaves no step active, it completes the run too, conditional on
+        // the counter it read; otherwise (or if parallel commits raced) `finalize` runs after.
+        let snap_active = snap.run.i64("active").unwrap_or(0);
+        let mut completes = false;
+        if run_fails.is_none() && active_delta < 0 && snap_active + active_delta <= 0 {
+            let after = snap.after(&writes);
+            if after.steps.values().all(|s| is_terminal_step(s.str("status").unwrap_or(""))) {
+                let (done, mut w, o) = self.completion(run_id, &after, &pinned.graph, now).await?;
+                for (k, v) in done.set {
+                    run_update.set.insert(k, v);
                 }
+                run_cond = Cond::And(vec![run_cond, Cond::eq("active", snap_active)]);
+                writes.append(&mut w);
+                outbox.extend(o);
+                completes = true;
             }
-            let own_write =
-                Write::Update { key: keys::step(run_id, key), update: guard.stamp(own, key), cond: Some(guard.cond()) };
-            writes.push(own_write);
-            writes.extend(plan_writes);
-            run_update = run_update.add("active", active_delta);
-            if waiting_delta != 0 {
-                run_update = run_update.add("waiting", waiting_delta);
+        }
+        if let Some(e) = &run_fails {
+            run_update = run_update.set("status", "failed").set("error", e.clone()).set("finished_at", now);
+            writes.push(index_status(acct, run_id, "failed", now));
+            let summary = callbacks::run_summary(&snap.run, "failed", None, Some(e), now);
+            if let Some(o) = self.callback_outbox(&snap.run, callbacks::RUN_FAILED, summary, now).await? {
+                writes.push(o.write.clone());
+                outbox.push(o);
             }
-            let mut run_cond = Cond::eq("status", "running");
-            let acct_owned = acct.to_string();
-            let mut outbox = Vec::new();
-            // When this commit leaves no step active, it completes the run too, conditional on
-            // the counter it read; otherwise (or if parallel commits raced) `finalize` runs after.
-            let snap_active = snap.run.i64("active").unwrap_or(0);
-            let mut completes = false;
-            if run_fails.is_none() && active_delta < 0 && snap_active + active_delta <= 0 {
-                let after = snap.after(&writes);
-                if after.steps.values().all(|s| is_terminal_step(s.str("status").unwrap_or(""))) {
-                    let (done, mut w, o) = self.completion(run_id, &after, &pinned.graph, now).await?;
-                    for (k, v) in done.set {
-                        run_update.set.insert(k, v);
-                    }
-                    run_cond = Cond::And(vec![run_cond, Cond::eq("active", snap_active)]);
-                    writes.append(&mut w);
-                    outbox.extend(o);
-                    completes = true;
-                }
+        } else if waiting_delta != 0 && !completes {
+            let other_open = snap
+                .tasks
+                .iter()
+                .any(|(k, t)| t.str("status") == Some("open") && !matches!(guard, Guard::Waiting(g) if g == k));
+            if !other_open {
+                writes.push(index_status(acct, run_id, "running", now));
             }
-            if let Some(e) = &run_fails {
-                run_update = run_update.set("status", "failed").set("error", e.clone()).set("finished_at", now);
-                writes.push(index_status(&acct_owned, run_id, "failed", now));
-                let summary = callbacks::run_summary(&snap.run, "failed", None, Some(e), now);
-                if let Some(o) = self.callback_outbox(&snap.run, callbacks::RUN_FAILED, summary, now).await? {
-                    writes.push(o.write.clone());
-                    outbox.push(o);
+        }
+        writes.push(Write::Update { key: keys::run(run_id), update: run_update, cond: Some(run_cond) });
+        match self.store.transact(writes).await {
+            Ok(()) => {
+                self.flush_outbox(outbox).await;
+                if run_fails.is_none() && !completes && active_delta < 0 {
+                    self.finalize(run_id).await?;
                 }
-            } else if waiting_delta != 0 && !completes {
-                let other_open = snap
-                    .tasks
-                    .iter()
-                    .any(|(k, t)| t.str("status") == Some("open") && !matches!(&guard, Guard::Waiting(g) if g == k));
-                if !other_open {
-                    writes.push(index_status(&acct_owned, run_id, "running", now));
-                }
+                Ok(Commit::Landed(publish))
             }
-            writes.push(Write::Update { key: keys::run(run_id), update: run_update, cond: Some(run_cond) });
-            match self.store.transact(writes).await {
-                Ok(()) => {
-                    self.flush_outbox(outbox).await;
-                    if run_fails.is_none() && !completes && active_delta < 0 {
-                        self.finalize(run_id).await?;
-                    }
-                    return Ok(Some(publish.into_iter().map(|s| Msg::step(run_id, &s)).collect()));
-                }
-                Err(Error::Conflict(_)) => continue,
+            Err(Error::Conflict(_)) => Ok(Commit::Lost),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A split's commit: its collection step (the body block's step, counting the items) and
+    /// the first item messages. Item steps get no write: each is claimed into being (see
+    /// `Snapshot::load_for`), so a split of any width is one write here.
+    fn split_writes(
+        &self,
+        run_id: &str,
+        split_key: &str,
+        output: &Value,
+        plan: &mut Plan<'_>,
+        ev_seq: i64,
+        now: i64,
+    ) -> Result<(Write, Vec<Msg>)> {
+        let n = output.as_array().map(Vec::len).unwrap_or(0);
+        let body = plan
+            .graph
+            .outgoing(split_key)
+            .find(|e| !e.is_error())
+            .map(|e| e.to.clone())
+            .ok_or_else(|| Error::Internal(format!("split {split_key} has no body")))?;
+        // The split completed: its error edges are not taken.
+        plan.skip_error_edges(split_key);
+        let mut agg = Attrs::new();
+        agg.insert("block".into(), json!(body));
+        agg.insert("split".into(), json!(split_key));
+        agg.insert("expected".into(), json!(n));
+        agg.insert("done".into(), json!(0));
+        agg.insert("created_at".into(), json!(now));
+        let mut msgs = Vec::new();
+        if n == 0 {
+            agg.insert("status".into(), json!("completed"));
+            agg.insert("output".into(), json!([]));
+            agg.insert("finished_at".into(), json!(now));
+            agg.insert("ev_seq".into(), json!(ev_seq + 1));
+            let lazy = plan
+                .resolve_also(&body, json!({"status": "completed", "output": []}), false)
+                .map_err(Error::Internal)?;
+            if let Some(next) = (!lazy.next.is_empty()).then(|| json!(lazy.next)) {
+                agg.insert("next".into(), next);
+            }
+            if let Some(skip) = (!lazy.skip.is_empty()).then(|| json!(lazy.skip)) {
+                agg.insert("skip".into(), skip);
+            }
+        } else {
+            agg.insert("status".into(), json!("collecting"));
+            // The collection is the active step until its last item is in.
+            plan.active_delta += 1;
+            msgs = fan_messages(run_id, &body, 0, n);
+        }
+        Ok((Write::Put { item: Item::new(keys::step(run_id, &body), agg), cond: Some(Cond::NotExists) }, msgs))
+    }
+
+    /// One try at committing the end of one of a split's item steps. A completed item counts
+    /// itself on its collection (an atomic add, so items never race each other); the item
+    /// that finds the count full makes the collection. A failed item fails the collection,
+    /// which then goes through the body block's error edges or fails the run; items still in
+    /// flight end `cancelled` when they come back.
+    async fn finish_item(
+        &self,
+        run_id: &str,
+        key: &str,
+        body: &str,
+        guard: &Guard,
+        finish: &Finish,
+        snap: &Snapshot,
+    ) -> Result<ItemCommit> {
+        let now = now_ms();
+        let index = keys::split_item(key).map(|(_, i)| i).unwrap_or(0);
+        let collecting = snap.steps.get(body).and_then(|a| a.str("status")) == Some("collecting");
+        if !collecting {
+            // The collection ended (an item failed, or the run was redriven meanwhile).
+            let upd = Update::default()
+                .set("status", "cancelled")
+                .set("finished_at", now)
+                .set("index", index)
+                .remove("claim")
+                .remove("lease_until");
+            match self.store.update(&keys::step(run_id, key), guard.stamp(upd, key), Some(guard.cond())).await {
+                Ok(_) | Err(Error::Conflict(_)) => return Ok(ItemCommit::Done(Vec::new())),
                 Err(e) => return Err(e),
             }
         }
-        Err(Error::Internal(format!("commit of {run_id}/{key} kept conflicting")))
+        let own = Update::default().set("finished_at", now).set("index", index).remove("claim").remove("lease_until");
+        match finish {
+            Finish::Completed { output, .. } => {
+                let writes = vec![
+                    Write::Update {
+                        key: keys::step(run_id, key),
+                        update: guard.stamp(own.set("status", "completed").set("output", output.clone()), key),
+                        cond: Some(guard.cond()),
+                    },
+                    Write::Update {
+                        key: keys::step(run_id, body),
+                        update: Update::default().add("done", 1),
+                        cond: Some(Cond::eq("status", "collecting")),
+                    },
+                    Write::Check { key: keys::run(run_id), cond: Cond::eq("status", "running") },
+                ];
+                match self.store.transact(writes).await {
+                    Ok(()) => Ok(ItemCommit::Done(self.collect_if_done(run_id, body).await?)),
+                    Err(Error::Conflict(_)) => Ok(ItemCommit::Retry),
+                    Err(e) => Err(e),
+                }
+            }
+            Finish::Failed(err) => {
+                let own_write = Write::Update {
+                    key: keys::step(run_id, key),
+                    update: guard.stamp(own.set("status", "failed").set("error", err.to_json()), key),
+                    cond: Some(guard.cond()),
+                };
+                let err = StepError { message: format!("item {index}: {}", err.message), ..err.clone() };
+                let publish = Box::pin(self.finish_step(
+                    run_id,
+                    body,
+                    Guard::Collecting { complete: None },
+                    Finish::Failed(err),
+                    vec![own_write],
+                    None,
+                ))
+                .await?;
+                match publish {
+                    Some(p) => Ok(ItemCommit::Done(p)),
+                    None => Ok(ItemCommit::Retry),
+                }
+            }
+        }
+    }
+
+    /// Makes a split's collection once every item has completed: reads the items in index
+    /// order and commits their outputs, as an array, as the body block's step. Idempotent:
+    /// only the first of several callers lands it.
+    pub(crate) async fn collect_if_done(&self, run_id: &str, body: &str) -> Result<Vec<Msg>> {
+        let Some(agg) = self.store.get(&keys::step(run_id, body)).await? else { return Ok(Vec::new()) };
+        let expected = agg.i64("expected").unwrap_or(0);
+        if agg.str("status") != Some("collecting") || agg.i64("done").unwrap_or(0) < expected {
+            return Ok(Vec::new());
+        }
+        let items = query_all(&*self.store, Query::prefix(keys::run_pk(run_id), keys::items_prefix(body))).await?;
+        let outputs: Vec<Value> = items
+            .iter()
+            .filter(|it| it.str("status") == Some("completed"))
+            .map(|it| it.get("output").cloned().unwrap_or(Value::Null))
+            .collect();
+        if outputs.len() as i64 != expected {
+            warn!(step_key = %body, expected, completed = outputs.len(), "a full collection does not hold every item");
+            return Ok(Vec::new());
+        }
+        let finish = Finish::Completed { output: Value::Array(outputs), status: None, headers: None };
+        let guard = Guard::Collecting { complete: Some(expected) };
+        let landed = Box::pin(self.finish_step(run_id, body, guard, finish, Vec::new(), None)).await?;
+        Ok(landed.unwrap_or_default())
+    }
+
+    /// Publishes the next chunk of a split's item messages, and the message for the chunk after.
+    async fn handle_fan(&self, run_id: &str, body: &str, from: usize) -> Result<Handled> {
+        let Some(snap) = Snapshot::load(&*self.store, run_id).await? else { return Ok(Handled::done()) };
+        let Some(agg) = snap.steps.get(body) else { return Ok(Handled::done()) };
+        if snap.run_status() != "running" || agg.str("status") != Some("collecting") {
+            return Ok(Handled::done());
+        }
+        let n = agg.i64("expected").unwrap_or(0) as usize;
+        Ok(Handled::ack(fan_messages(run_id, body, from, n)))
     }
 
     async fn wait_step(&self, run_id: &str, key: &str, guard: Guard, spec: TaskSpec) -> Result<()> {
@@ -989,6 +1149,12 @@ impl Engine {
                 _ => false,
             })
             .map(|(k, _)| Msg::step(run_id, k))
+            // A split still collecting: its items go out again (finished ones only ack).
+            .chain(snap.steps.iter().filter(|(_, s)| s.str("status") == Some("collecting")).map(|(k, _)| Msg::Fan {
+                r: run_id.to_string(),
+                s: k.clone(),
+                f: 0,
+            }))
             .collect();
         Ok(Handled::ack(publish))
     }
@@ -1063,18 +1229,39 @@ fn output_step<'a>(snap: &'a Snapshot, graph: &crate::model::Graph) -> Option<&'
         .map(|(_, s)| *s)
 }
 
-/// Whether a commit's plan is exactly one new pending step that nothing else names yet: the
-/// case a chain commit handles without a transaction.
-fn is_chain_successor(plan_writes: &[Write], publish: &[String], snap: &Snapshot) -> bool {
-    match (plan_writes, publish) {
-        ([Write::Put { item, cond: Some(Cond::NotExists) }], [next]) => {
-            item.str("status") == Some("pending")
-                && item.attrs.len() == 4
-                && !next.contains('[')
-                && !snap.steps.contains_key(next)
-        }
-        _ => false,
+/// Messages for items `from..` of a split of `n` items: one chunk, and a [`Msg::Fan`] for the
+/// rest.
+fn fan_messages(run_id: &str, body: &str, from: usize, n: usize) -> Vec<Msg> {
+    let to = n.min(from + FAN_CHUNK);
+    let mut msgs: Vec<Msg> = (from..to).map(|i| Msg::step(run_id, &format!("{body}[{i}]"))).collect();
+    if to < n {
+        msgs.push(Msg::Fan { r: run_id.to_string(), s: body.to_string(), f: to });
     }
+    msgs
+}
+
+/// The failure a commit error stands for when the step's own result is what cannot be
+/// committed; `None` for errors that a later delivery may not meet (the store unreachable).
+fn commit_failure(e: &Error) -> Option<StepError> {
+    match e {
+        Error::PayloadTooLarge(m) => Some(StepError::fatal("OUTPUT_TOO_LARGE", format!("the step's result is too large to store: {m}"))),
+        Error::Validation { message, .. } => Some(StepError::fatal("COMMIT_FAILED", format!("the step's result could not be committed: {message}"))),
+        Error::Conflict(m) => Some(StepError::fatal("COMMIT_FAILED", m.clone())),
+        _ => None,
+    }
+}
+
+enum Commit {
+    Landed(Vec<Msg>),
+    /// A condition failed: re-read and plan again.
+    Lost,
+    /// An edge's `when` could not be evaluated.
+    Unresolvable(String),
+}
+
+enum ItemCommit {
+    Done(Vec<Msg>),
+    Retry,
 }
 
 /// What a step's first write adds when the step had no item yet (see `snapshot::LAZY`).
