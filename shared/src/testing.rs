@@ -203,3 +203,70 @@ impl Queue for MemQueue {
         Ok(Vec::new())
     }
 }
+
+/// A store that passes everything to another and counts, per item, the writes that landed
+/// and set a terminal step status: a double commit of a step shows as a count of 2, whatever
+/// the events say.
+pub struct CountingStore {
+    inner: std::sync::Arc<dyn Store>,
+    commits: Mutex<std::collections::HashMap<Key, usize>>,
+}
+
+impl CountingStore {
+    pub fn new(inner: std::sync::Arc<dyn Store>) -> Self {
+        Self { inner, commits: Mutex::new(Default::default()) }
+    }
+
+    /// How many landed writes ended the step `step_key` of `run_id`.
+    pub fn commits_of(&self, run_id: &str, step_key: &str) -> usize {
+        let k = crate::keys::step(run_id, step_key);
+        self.commits.lock().unwrap().get(&k).copied().unwrap_or(0)
+    }
+
+    fn count(&self, key: &Key, status: Option<&serde_json::Value>) {
+        let terminal = status.and_then(|s| s.as_str()).is_some_and(crate::engine::is_terminal_step);
+        if terminal && (key.sk.starts_with("STEP#") || key.sk.starts_with(crate::keys::ITEM_PREFIX)) {
+            *self.commits.lock().unwrap().entry(key.clone()).or_default() += 1;
+        }
+    }
+}
+
+#[async_trait]
+impl Store for CountingStore {
+    async fn get(&self, key: &Key) -> Result<Option<Item>> {
+        self.inner.get(key).await
+    }
+    async fn put(&self, item: Item, cond: Option<Cond>) -> Result<()> {
+        let (key, status) = (item.key.clone(), item.get("status").cloned());
+        self.inner.put(item, cond).await?;
+        self.count(&key, status.as_ref());
+        Ok(())
+    }
+    async fn update(&self, key: &Key, update: Update, cond: Option<Cond>) -> Result<Item> {
+        let status = update.set.get("status").cloned();
+        let out = self.inner.update(key, update, cond).await?;
+        self.count(key, status.as_ref());
+        Ok(out)
+    }
+    async fn delete(&self, key: &Key, cond: Option<Cond>) -> Result<()> {
+        self.inner.delete(key, cond).await
+    }
+    async fn transact(&self, writes: Vec<Write>) -> Result<()> {
+        let counted: Vec<(Key, Option<serde_json::Value>)> = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Put { item, .. } => Some((item.key.clone(), item.get("status").cloned())),
+                Write::Update { key, update, .. } => Some((key.clone(), update.set.get("status").cloned())),
+                _ => None,
+            })
+            .collect();
+        self.inner.transact(writes).await?;
+        for (k, s) in counted {
+            self.count(&k, s.as_ref());
+        }
+        Ok(())
+    }
+    async fn query(&self, query: Query) -> Result<Page> {
+        self.inner.query(query).await
+    }
+}

@@ -119,7 +119,8 @@ impl<'a> Plan<'a> {
 
     /// Marks the error edges out of `block_id` as not taken (the block completed).
     pub fn skip_error_edges(&mut self, block_id: &str) {
-        let targets: Vec<String> = self.graph.outgoing(block_id).filter(|e| e.is_error()).map(|e| e.to.clone()).collect();
+        let targets: Vec<String> =
+            self.graph.outgoing(block_id).filter(|e| e.is_error()).map(|e| e.to.clone()).collect();
         for t in targets {
             self.resolve_incoming(&t, false);
         }

@@ -499,7 +499,9 @@ impl Engine {
                         .remove("finished_at"),
                     cond: Some(Cond::eq("status", st)),
                 });
-                publish.extend(done.iter().enumerate().filter(|(_, d)| !**d).map(|(i, _)| Msg::step(run_id, &format!("{k}[{i}]"))));
+                publish.extend(
+                    done.iter().enumerate().filter(|(_, d)| !**d).map(|(i, _)| Msg::step(run_id, &format!("{k}[{i}]"))),
+                );
                 active += 1;
             } else if reset {
                 steps.push(Write::Update {

@@ -116,7 +116,10 @@ impl Snapshot {
                         a.insert("status".into(), json!("pending"));
                         a.insert("attempt".into(), json!(0));
                         a.insert("index".into(), json!(i));
-                        a.insert("created_at".into(), agg.and_then(|a| a.get("created_at")).cloned().unwrap_or(json!(0)));
+                        a.insert(
+                            "created_at".into(),
+                            agg.and_then(|a| a.get("created_at")).cloned().unwrap_or(json!(0)),
+                        );
                         a.insert(LAZY.into(), json!(true));
                         snap.steps.insert(key.to_string(), Item::new(keys::step(run_id, key), a));
                     }

@@ -20,6 +20,8 @@ const ACCT: &str = "acct_test";
 
 struct Env {
     app: AppState,
+    /// Counts the landed commits of each step (see `testing::CountingStore`).
+    counts: Arc<crate::testing::CountingStore>,
     _dir: tempfile::TempDir,
 }
 
@@ -32,10 +34,10 @@ fn env() -> Env {
 fn env_with<Q: crate::queue::Queue>(cfg: AppConfig, queue: impl FnOnce(Arc<Sqlite>) -> Arc<Q>) -> (Env, Arc<Q>) {
     let dir = tempfile::tempdir().unwrap();
     let db = Sqlite::open(&dir.path().join("t.db")).unwrap();
-    let store = Arc::new(SqliteStore::new(db.clone()));
+    let counts = Arc::new(crate::testing::CountingStore::new(Arc::new(SqliteStore::new(db.clone()))));
     let queue = queue(db);
-    let app = App::new(store, queue.clone(), Arc::new(crate::secrets::SecretBox::ephemeral()), cfg);
-    (Env { app, _dir: dir }, queue)
+    let app = App::new(counts.clone(), queue.clone(), Arc::new(crate::secrets::SecretBox::ephemeral()), cfg);
+    (Env { app, counts, _dir: dir }, queue)
 }
 
 async fn install(app: &AppState, wf: &str, def: Value) {
@@ -105,10 +107,6 @@ async fn events(app: &AppState, run_id: &str) -> Vec<Value> {
     page["data"].as_array().unwrap().clone()
 }
 
-async fn completions_of(app: &AppState, run_id: &str, step: &str) -> usize {
-    events(app, run_id).await.iter().filter(|e| e["type"] == "step.completed" && e["step_key"] == step).count()
-}
-
 fn step<'a>(run: &'a Value, key: &str) -> &'a Value {
     run["steps"].as_array().unwrap().iter().find(|s| s["step_key"] == key).unwrap_or(&Value::Null)
 }
@@ -155,7 +153,7 @@ async fn redelivery_after_commit_republishes_successors_and_commits_once() {
     e.app.queue.delete(&again.receipt).await.unwrap();
     drain(&e.app, Duration::from_secs(10)).await;
     assert_eq!(run(&e.app, &id).await["status"], "completed");
-    assert_eq!(completions_of(&e.app, &id, "start").await, 1);
+    assert_eq!(e.counts.commits_of(&id, "start"), 1);
 }
 
 /// Takes the next message off the queue and handles it, publishing nothing.
@@ -196,7 +194,7 @@ async fn a_chain_commit_writes_only_its_step_and_the_successor_appears_on_its_cl
         assert_eq!(s.str("status"), Some("completed"), "step {k}");
         assert_eq!(s.str("block"), Some(k));
         assert_eq!(s.get(crate::engine::LAZY), None, "the snapshot-only marker is never stored");
-        assert_eq!(completions_of(&e.app, &id, k).await, 1, "step {k}");
+        assert_eq!(e.counts.commits_of(&id, k), 1, "step {k}");
     }
     assert!(r["updated_at"].as_str() >= step(&r, "done")["finished_at"].as_str(), "{r:#}");
 }
@@ -339,7 +337,7 @@ async fn concurrent_duplicate_delivery_commits_each_step_once() {
     let r = run(&e.app, &id).await;
     assert_eq!(r["status"], "completed", "{r:#}");
     for k in ["start", "a", "b", "c", "done"] {
-        assert_eq!(completions_of(&e.app, &id, k).await, 1, "step {k}");
+        assert_eq!(e.counts.commits_of(&id, k), 1, "step {k}");
     }
 }
 
@@ -362,7 +360,7 @@ async fn join_runs_once_after_both_branches() {
     let r = run(&e.app, &id).await;
     assert_eq!(r["status"], "completed", "{r:#}");
     assert_eq!(r["output"], json!({"both": "left+right"}));
-    assert_eq!(completions_of(&e.app, &id, "j").await, 1);
+    assert_eq!(e.counts.commits_of(&id, "j"), 1);
 }
 
 fn approval_flow() -> Value {
@@ -603,7 +601,7 @@ async fn error_edge_handles_a_failure_and_redrive_restarts_a_failed_run() {
     drain(&e.app, Duration::from_secs(10)).await;
     let r = run(&e.app, &id).await;
     assert_eq!(r["status"], "completed", "{r:#}");
-    assert_eq!(completions_of(&e.app, &id, "s").await, 1, "completed steps are not re-run");
+    assert_eq!(e.counts.commits_of(&id, "s"), 1, "completed steps are not re-run");
     let again = e.app.engine.redrive_run(ACCT, &id).await.unwrap_err();
     assert!(matches!(again, Error::InvalidStatus(_)));
 
@@ -817,3 +815,5 @@ async fn run_output_is_the_last_block_even_when_steps_finish_in_the_same_millise
         assert_eq!(kinds, ["start", "t1", "t2", "t3", "t4"], "events in causal order, run {n}");
     }
 }
+
+mod paths;

@@ -55,7 +55,9 @@ pub(crate) enum Guard {
     Sleeping,
     /// A split's collection step, still counting its items; `complete`: the count it must
     /// have reached (making the collection), `None` for failing it.
-    Collecting { complete: Option<i64> },
+    Collecting {
+        complete: Option<i64>,
+    },
 }
 
 impl Guard {
@@ -561,7 +563,8 @@ impl Engine {
                     if let Err(m) = plan.resolve_outgoing(&block_id, true) {
                         // An error edge's own `when` failed: nothing handles the failure.
                         warn!(error = %m, "an error edge's condition could not be evaluated");
-                        let e = json!({"step_key": key, "code": err.code, "message": format!("{} (and {m})", err.message)});
+                        let e =
+                            json!({"step_key": key, "code": err.code, "message": format!("{} (and {m})", err.message)});
                         plan.event("run.failed", None, e.clone());
                         run_fails = Some(e);
                     }
@@ -577,7 +580,11 @@ impl Engine {
         let active_delta = planned.active_delta;
         let mut publish: Vec<Msg> = planned.publish.iter().map(|s| Msg::step(run_id, s)).collect();
         publish.extend(fan_out);
-        if writes.is_empty() && planned.writes.is_empty() && waiting_delta == 0 && active_delta == 0 && run_fails.is_none()
+        if writes.is_empty()
+            && planned.writes.is_empty()
+            && waiting_delta == 0
+            && active_delta == 0
+            && run_fails.is_none()
         {
             // A linear hand-over: this step's own item is the whole commit. The successor is
             // named in `next` and gets its item on its first claim (the snapshot shows it
@@ -589,7 +596,11 @@ impl Engine {
                 Err(e) => Err(e),
             };
         }
-        writes.push(Write::Update { key: keys::step(run_id, key), update: guard.stamp(own, key), cond: Some(guard.cond()) });
+        writes.push(Write::Update {
+            key: keys::step(run_id, key),
+            update: guard.stamp(own, key),
+            cond: Some(guard.cond()),
+        });
         writes.extend(planned.writes);
         let mut run_update = Update::default().set("updated_at", now).add("active", active_delta);
         if waiting_delta != 0 {
@@ -1244,8 +1255,12 @@ fn fan_messages(run_id: &str, body: &str, from: usize, n: usize) -> Vec<Msg> {
 /// committed; `None` for errors that a later delivery may not meet (the store unreachable).
 fn commit_failure(e: &Error) -> Option<StepError> {
     match e {
-        Error::PayloadTooLarge(m) => Some(StepError::fatal("OUTPUT_TOO_LARGE", format!("the step's result is too large to store: {m}"))),
-        Error::Validation { message, .. } => Some(StepError::fatal("COMMIT_FAILED", format!("the step's result could not be committed: {message}"))),
+        Error::PayloadTooLarge(m) => {
+            Some(StepError::fatal("OUTPUT_TOO_LARGE", format!("the step's result is too large to store: {m}")))
+        }
+        Error::Validation { message, .. } => {
+            Some(StepError::fatal("COMMIT_FAILED", format!("the step's result could not be committed: {message}")))
+        }
         Error::Conflict(m) => Some(StepError::fatal("COMMIT_FAILED", m.clone())),
         _ => None,
     }
