@@ -65,7 +65,19 @@ pub type AppState = Arc<App>;
 
 impl App {
     pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>, secrets: Arc<SecretBox>, config: AppConfig) -> AppState {
-        let engine = Engine::new(store.clone(), queue.clone(), config.clone());
+        Self::with_long_queue(store, queue, None, secrets, config)
+    }
+
+    /// An application whose workers hand blocks longer than their invocation allows to
+    /// `long_queue` (see `Engine::process_until`).
+    pub fn with_long_queue(
+        store: Arc<dyn Store>,
+        queue: Arc<dyn Queue>,
+        long_queue: Option<Arc<dyn Queue>>,
+        secrets: Arc<SecretBox>,
+        config: AppConfig,
+    ) -> AppState {
+        let engine = Engine::new(store.clone(), queue.clone(), long_queue, secrets.clone(), config.clone());
         Arc::new(App { store, queue, engine, secrets, config })
     }
 }

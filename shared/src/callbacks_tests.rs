@@ -5,7 +5,7 @@
 use super::*;
 use crate::adapters::{Sqlite, SqliteQueue, SqliteStore};
 use crate::app::{App, AppConfig, AppState};
-use crate::blocks::{Executor, Outcome as BlockOutcome, StepError};
+use crate::blocks::{BlockContext, Executor, Outcome as BlockOutcome, StepError};
 use crate::engine::StartRequest;
 use crate::model::{Block, build_graph};
 use crate::queue::Outcome;
@@ -341,7 +341,7 @@ struct Boom;
 
 #[async_trait]
 impl Executor for Boom {
-    async fn execute(&self, _block: &Block, _ctx: &Value) -> BlockOutcome {
+    async fn execute(&self, _block: &Block, _cx: &BlockContext<'_>) -> BlockOutcome {
         BlockOutcome::Fail(StepError::fatal("BOOM", "it broke"))
     }
 }

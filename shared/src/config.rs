@@ -7,6 +7,7 @@
 //! | `BATON_LEASE_SECS` | step lease: longer than the worker's timeout, shorter than the queue's visibility timeout | 60 |
 //! | `BATON_PUBLIC_URL` | base URL shown to callers (trigger URLs) | taken from the first request's host |
 //! | `BATON_ALLOW_PRIVATE_TARGETS` | `1`: callbacks and HTTP blocks may reach private addresses | `0` |
+//! | `BATON_WORKER_QUEUE` | which queue a worker function drains: `steps`, or `long` for the long-step worker | `steps` |
 //! | `BATON_TABLE`, `BATON_QUEUE_URL`, … | the AWS backend: see [`crate::aws`] | |
 
 use crate::app::AppConfig;
@@ -24,7 +25,21 @@ pub struct Config {
     pub app: AppConfig,
     /// `BATON_PUBLIC_URL`, without a trailing slash.
     pub public_url: Option<String>,
+    /// The queue a worker function's event source mapping delivers from.
+    pub worker_queue: WorkerQueue,
     pub aws: AwsSettings,
+}
+
+/// The queue a worker function drains (`BATON_WORKER_QUEUE`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WorkerQueue {
+    /// The step queue: blocks that need more than the invocation has go on to the long-step
+    /// queue (`BATON_LONG_QUEUE_URL`) if there is one.
+    #[default]
+    Steps,
+    /// The long-step queue: its messages' visibility is changed there, and nothing is
+    /// handed on.
+    Long,
 }
 
 /// Which variables are missing or malformed: all of them, not just the first.
@@ -76,6 +91,15 @@ impl Config {
             }
         };
 
+        let worker_queue = match get("BATON_WORKER_QUEUE").as_deref() {
+            None | Some("steps") => WorkerQueue::Steps,
+            Some("long") => WorkerQueue::Long,
+            Some(v) => {
+                problems.push(format!("BATON_WORKER_QUEUE must be `steps` or `long`, not `{v}`"));
+                WorkerQueue::Steps
+            }
+        };
+
         let aws = match AwsSettings::from_vars(&var) {
             Ok(s) => Some(s),
             Err(Error::Validation { details, .. }) if !details.is_empty() => {
@@ -98,6 +122,7 @@ impl Config {
                     ..defaults
                 },
                 public_url,
+                worker_queue,
                 aws,
             }),
             _ => Err(ConfigError { problems }),
@@ -192,5 +217,23 @@ mod tests {
         assert!(c.app.allow_private_targets);
         assert_eq!(c.aws.max_receives, 3);
         assert!(c.aws.dlq_url.is_some());
+        assert_eq!(c.worker_queue, WorkerQueue::Steps);
+    }
+
+    #[test]
+    fn the_long_step_worker_is_told_by_its_queue() {
+        let mut vars = AWS.to_vec();
+        vars.extend([
+            ("BATON_WORKER_QUEUE", "long"),
+            ("BATON_LONG_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/baton-long"),
+        ]);
+        let c = config(&vars).unwrap();
+        assert_eq!(c.worker_queue, WorkerQueue::Long);
+        assert!(c.aws.long_queue_url.as_deref().is_some_and(|u| u.ends_with("/baton-long")));
+        vars.push(("BATON_WORKER_QUEUE", "slow"));
+        let vars: Vec<_> = vars.into_iter().filter(|(k, v)| *k != "BATON_WORKER_QUEUE" || *v == "slow").collect();
+        assert_eq!(Config::named(&config(&vars).unwrap_err().problems), ["BATON_WORKER_QUEUE"]);
+        let vars: Vec<_> = AWS.iter().copied().chain([("BATON_LONG_QUEUE_URL", "baton-long")]).collect();
+        assert_eq!(Config::named(&config(&vars).unwrap_err().problems), ["BATON_LONG_QUEUE_URL"]);
     }
 }

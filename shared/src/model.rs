@@ -317,7 +317,7 @@ fn check_config(b: &Block) -> std::result::Result<(), String> {
                 Some(o) => return Err(format!("`on_reject` must be \"fail\" or \"continue\", not \"{o}\"")),
             }
             if let Some(t) = c.get("timeout") {
-                crate::blocks::parse_duration(t).map_err(|e| format!("`timeout`: {e}"))?;
+                crate::duration::parse_duration(t).map_err(|e| format!("`timeout`: {e}"))?;
             }
             Ok(())
         }
@@ -326,7 +326,7 @@ fn check_config(b: &Block) -> std::result::Result<(), String> {
             let d = c.get("duration").or_else(|| c.get("duration_ms")).or_else(|| c.get("seconds"));
             match d {
                 Some(Value::String(s)) if s.contains("{{") => Ok(()),
-                Some(_) => crate::blocks::delay_of(c).map(|_| ()),
+                Some(_) => crate::duration::delay_of(c).map(|_| ()),
                 None => {
                     Err("delay needs `duration` (\"30s\", \"5m\", \"2h\", \"1d\"), `duration_ms` or `seconds`".into())
                 }

@@ -43,6 +43,7 @@ fn settings(table: &str, queue: &str) -> AwsSettings {
         table: table.into(),
         queue_url: queue.into(),
         dlq_url: None,
+        long_queue_url: None,
         kms_key_id: None,
         secret_key: None,
         create_resources: true,

@@ -58,8 +58,11 @@ fn every_route_goes_to_the_function_that_serves_it() {
 #[test]
 fn every_function_is_built_from_its_own_crate_with_cargo_lambda() {
     let text = template();
-    for part in
-        Part::ALL.iter().copied().map(|p| (resource_name(p), p.name())).chain([("WorkerFunction".into(), "worker")])
+    for part in Part::ALL
+        .iter()
+        .copied()
+        .map(|p| (resource_name(p), p.name()))
+        .chain([("WorkerFunction".into(), "worker"), ("LongWorkerFunction".into(), "worker")])
     {
         let (resource_name, function) = part;
         let lines = resource(&text, &resource_name);
@@ -81,14 +84,11 @@ fn every_function_is_built_from_its_own_crate_with_cargo_lambda() {
 #[test]
 fn the_environment_is_exactly_what_the_functions_read() {
     let text = template();
-    let globals: Vec<&str> = text.lines().skip_while(|l| *l != "Globals:").take_while(|l| *l != "Resources:").collect();
-    let set: BTreeSet<String> = globals
-        .iter()
-        .skip_while(|l| l.trim() != "Variables:")
-        .skip(1)
-        .take_while(|l| l.starts_with("        "))
+    // Set for every function (Globals) or for one (the workers' queue settings).
+    let set: BTreeSet<String> = text
+        .lines()
         .filter_map(|l| l.trim().split_once(':').map(|(k, _)| k.to_string()))
-        .filter(|k| k.starts_with("BATON_"))
+        .filter(|k| k.starts_with("BATON_") && k.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
         .collect();
     let read = Mutex::new(BTreeSet::new());
     // Answer the required ones, so the whole success path (optional variables too) runs.

@@ -30,12 +30,21 @@ pub fn init_logs() {
 pub struct Ports {
     pub store: Arc<dyn baton::store::Store>,
     pub queue: Arc<dyn baton::queue::Queue>,
+    /// The long-step queue (`BATON_LONG_QUEUE_URL`), where the worker hands blocks that need
+    /// more time than its invocation has.
+    pub long_queue: Option<Arc<dyn baton::queue::Queue>>,
     pub secrets: Arc<baton::secrets::SecretBox>,
 }
 
 impl Ports {
     pub fn app(&self, config: AppConfig) -> AppState {
-        App::new(self.store.clone(), self.queue.clone(), self.secrets.clone(), config)
+        App::with_long_queue(
+            self.store.clone(),
+            self.queue.clone(),
+            self.long_queue.clone(),
+            self.secrets.clone(),
+            config,
+        )
     }
 }
 
@@ -59,5 +68,6 @@ pub async fn boot(function: &str) -> Result<(Config, Ports), ExitCode> {
         }
     };
     info!(function, table = %config.aws.table, "ready");
-    Ok((config, Ports { store: backend.store, queue: backend.queue, secrets: backend.secrets }))
+    let long_queue = backend.long_queue.map(|q| q as Arc<dyn baton::queue::Queue>);
+    Ok((config, Ports { store: backend.store, queue: backend.queue, long_queue, secrets: backend.secrets }))
 }

@@ -29,9 +29,51 @@ impl Resolve for GuardedResolver {
     }
 }
 
-pub struct HttpTransport {
+/// The HTTP client requests on a caller's behalf go through (callbacks, HTTP blocks): the
+/// [`guarded_client`] plus the check of IP-literal URLs that the resolver never sees.
+#[derive(Clone)]
+pub struct GuardedHttp {
     client: Result<reqwest::Client, String>,
     targets: Targets,
+}
+
+impl GuardedHttp {
+    pub fn new(targets: Targets) -> Self {
+        let client = guarded_client(targets).map_err(|e| format!("cannot build the HTTP client: {e}"));
+        GuardedHttp { client, targets }
+    }
+
+    pub fn targets(&self) -> Targets {
+        self.targets
+    }
+
+    /// The URL a request may go to, or why not: `field` names the setting in the message.
+    pub fn vet(&self, field: &str, raw: &str) -> Result<reqwest::Url, String> {
+        let url = net_guard::parse_url(field, raw).map_err(|e| e.to_string())?;
+        // An IP literal never reaches the resolver.
+        if let Some(ip) = net_guard::ip_literal(&url)
+            && self.targets == Targets::PublicOnly
+            && let Some(why) = net_guard::blocked_reason(ip)
+        {
+            return Err(format!("{ip} is a {why} address; refused (BATON_ALLOW_PRIVATE_TARGETS is not set)"));
+        }
+        Ok(url)
+    }
+
+    /// The client, for a URL [`vet`](Self::vet) let through.
+    pub fn client(&self) -> Result<&reqwest::Client, String> {
+        self.client.as_ref().map_err(Clone::clone)
+    }
+
+    /// Why a request failed, when the guard refused its target (the resolver's verdict,
+    /// wrapped by the connector and the client).
+    pub fn refusal(e: &reqwest::Error) -> Option<String> {
+        refused_in(e)
+    }
+}
+
+pub struct HttpTransport {
+    http: GuardedHttp,
 }
 
 /// An HTTP client for requests on a caller's behalf (callbacks, and the HTTP blocks to
@@ -49,8 +91,7 @@ pub fn guarded_client(targets: Targets) -> reqwest::Result<reqwest::Client> {
 
 impl HttpTransport {
     pub fn new(targets: Targets) -> Self {
-        let client = guarded_client(targets).map_err(|e| format!("cannot build the HTTP client: {e}"));
-        HttpTransport { client, targets }
+        HttpTransport { http: GuardedHttp::new(targets) }
     }
 }
 
@@ -85,21 +126,14 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[async_trait]
 impl Transport for HttpTransport {
     async fn post(&self, req: Outgoing) -> Sent {
-        let client = match &self.client {
+        let client = match self.http.client() {
             Ok(c) => c,
-            Err(e) => return Sent::Failed(e.clone()),
+            Err(e) => return Sent::Failed(e),
         };
-        let url = match net_guard::parse_url("callback_url", &req.url) {
+        let url = match self.http.vet("callback_url", &req.url) {
             Ok(u) => u,
-            Err(e) => return Sent::Refused(e.to_string()),
+            Err(e) => return Sent::Refused(e),
         };
-        // An IP literal never reaches the resolver.
-        if let Some(ip) = net_guard::ip_literal(&url)
-            && self.targets == Targets::PublicOnly
-            && let Some(why) = net_guard::blocked_reason(ip)
-        {
-            return Sent::Refused(format!("{ip} is a {why} address; refused (BATON_ALLOW_PRIVATE_TARGETS is not set)"));
-        }
         let mut rb = client.post(url).timeout(req.timeout).body(req.body);
         for (k, v) in req.headers {
             rb = rb.header(k, v);

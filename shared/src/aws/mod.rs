@@ -9,6 +9,7 @@
 //! | `BATON_TABLE` | DynamoDB table name (required) |
 //! | `BATON_QUEUE_URL` | SQS step queue URL (required); with `BATON_CREATE_RESOURCES=1` it may be a bare queue *name* |
 //! | `BATON_DLQ_URL` | its dead-letter queue URL (optional; only used to list dead letters) |
+//! | `BATON_LONG_QUEUE_URL` | the long-step queue (optional): steps whose block needs more time than a worker invocation has go there, to the long-step worker; with `BATON_CREATE_RESOURCES=1` it may be a bare name |
 //! | `BATON_KMS_KEY_ID` | KMS key (id, ARN or `alias/…`) that wraps the data key sealing stored secrets |
 //! | `BATON_SECRET_KEY` | instead of KMS: the sealing key itself, 64 hex digits (development only) |
 //! | `BATON_CREATE_RESOURCES` | `1`: create the table, queues and (without a key setting) a KMS key when missing; development against moto only |
@@ -45,6 +46,7 @@ pub struct AwsSettings {
     /// Queue URL; with `create_resources`, may also be a bare queue name.
     pub queue_url: String,
     pub dlq_url: Option<String>,
+    pub long_queue_url: Option<String>,
     pub kms_key_id: Option<String>,
     /// `BATON_SECRET_KEY` (64 hex digits), used when there is no KMS key.
     pub secret_key: Option<String>,
@@ -58,6 +60,7 @@ impl std::fmt::Debug for AwsSettings {
             .field("table", &self.table)
             .field("queue_url", &self.queue_url)
             .field("dlq_url", &self.dlq_url)
+            .field("long_queue_url", &self.long_queue_url)
             .field("kms_key_id", &self.kms_key_id)
             .field("secret_key", &self.secret_key.as_ref().map(|_| "<set>"))
             .field("create_resources", &self.create_resources)
@@ -70,6 +73,8 @@ impl std::fmt::Debug for AwsSettings {
 pub struct AwsBackend {
     pub store: Arc<DynamoStore>,
     pub queue: Arc<SqsQueue>,
+    /// The long-step queue, when `BATON_LONG_QUEUE_URL` names one.
+    pub long_queue: Option<Arc<SqsQueue>>,
     pub secrets: Arc<SecretBox>,
 }
 
@@ -114,6 +119,13 @@ impl AwsSettings {
         } else if !create_resources && !queue_url.as_deref().is_some_and(is_url) {
             bad("BATON_QUEUE_URL", "must be a queue URL (a bare name only with BATON_CREATE_RESOURCES=1)");
         }
+        let long_queue_url = get("BATON_LONG_QUEUE_URL");
+        if let Some(u) = &long_queue_url
+            && !create_resources
+            && !is_url(u)
+        {
+            bad("BATON_LONG_QUEUE_URL", "must be a queue URL (a bare name only with BATON_CREATE_RESOURCES=1)");
+        }
         let kms_key_id = get("BATON_KMS_KEY_ID");
         let secret_key = get("BATON_SECRET_KEY");
         if let Some(k) = &secret_key
@@ -136,6 +148,7 @@ impl AwsSettings {
             table: table.unwrap_or_default(),
             queue_url: queue_url.unwrap_or_default(),
             dlq_url: get("BATON_DLQ_URL"),
+            long_queue_url,
             kms_key_id,
             secret_key,
             create_resources,
@@ -188,6 +201,14 @@ pub async fn connect_with(config: &SdkConfig, settings: &AwsSettings) -> Result<
     } else {
         (settings.queue_url.clone(), settings.dlq_url.clone())
     };
+    let long_queue = match &settings.long_queue_url {
+        Some(name) if settings.create_resources => {
+            let (q, d) = sqs::create_queues(&sqs_client, queue_name(name), settings.max_receives).await?;
+            Some(Arc::new(SqsQueue::new(sqs_client.clone(), q, Some(d))))
+        }
+        Some(url) => Some(Arc::new(SqsQueue::new(sqs_client.clone(), url.clone(), None))),
+        None => None,
+    };
     let store = Arc::new(DynamoStore::new(ddb, settings.table.clone()));
     let queue = Arc::new(SqsQueue::new(sqs_client, queue_url, dlq_url));
     let secrets = match (&settings.kms_key_id, &settings.secret_key) {
@@ -199,7 +220,7 @@ pub async fn connect_with(config: &SdkConfig, settings: &AwsSettings) -> Result<
         }
         (None, None) => return Err(Error::validation("BATON_KMS_KEY_ID or BATON_SECRET_KEY must be set")),
     };
-    Ok(AwsBackend { store, queue, secrets: Arc::new(secrets) })
+    Ok(AwsBackend { store, queue, long_queue, secrets: Arc::new(secrets) })
 }
 
 /// The queue name in a queue URL (its last path segment), or the setting itself.

@@ -19,14 +19,15 @@ pub use runs::{RunFilter, StartRequest, Started, SyncResult};
 pub use snapshot::{LAZY, Snapshot, is_terminal_run, is_terminal_step};
 pub use worker::Handled;
 
-use crate::adapters::http::HttpTransport;
+use crate::adapters::http::{GuardedHttp, HttpTransport};
 use crate::app::AppConfig;
-use crate::blocks::Executor;
+use crate::blocks::{Executor, Services};
 use crate::callbacks::Transport;
 use crate::error::{Error, Result};
 use crate::model::Graph;
 use crate::net_guard::Targets;
 use crate::queue::{MAX_DELAY, Message, Queue};
+use crate::secrets::SecretBox;
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -92,7 +93,11 @@ const VERSION_CACHE_MAX: usize = 1024;
 pub struct Engine {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) queue: Arc<dyn Queue>,
+    /// Where steps go whose block needs more time than a worker invocation has (on AWS, a
+    /// worker function with a 15-minute timeout); `None`: every worker runs every block.
+    pub(crate) long_queue: Option<Arc<dyn Queue>>,
     pub(crate) cfg: AppConfig,
+    pub(crate) services: Services,
     /// Where outbound callbacks go out.
     pub(crate) transport: Arc<dyn Transport>,
     versions: Mutex<HashMap<(String, String, u64), Arc<Pinned>>>,
@@ -100,11 +105,20 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>, cfg: AppConfig) -> Self {
-        let transport = Arc::new(HttpTransport::new(Targets::from_allow_private(cfg.allow_private_targets)));
+    pub fn new(
+        store: Arc<dyn Store>,
+        queue: Arc<dyn Queue>,
+        long_queue: Option<Arc<dyn Queue>>,
+        secrets: Arc<SecretBox>,
+        cfg: AppConfig,
+    ) -> Self {
+        let targets = Targets::from_allow_private(cfg.allow_private_targets);
+        let transport = Arc::new(HttpTransport::new(targets));
         Engine {
             store,
             queue,
+            long_queue,
+            services: Services { secrets, http: GuardedHttp::new(targets) },
             cfg,
             transport,
             versions: Mutex::new(HashMap::new()),

@@ -3,7 +3,7 @@
 
 use super::plan::event_write;
 use super::snapshot::{Snapshot, is_lazy, is_terminal_run};
-use super::worker::index_status;
+use super::worker::{Delivery, index_status};
 use super::{Engine, Msg, now_ms};
 use crate::error::{Detail, Error, Result};
 use crate::ids;
@@ -87,7 +87,12 @@ impl Engine {
                     todo.push_front(m);
                     break;
                 }
-                let h = self.handle_message_with(&m.encode(), true, false).await;
+                let d = Delivery {
+                    inline: true,
+                    deadline: Some(tokio::time::Instant::from_std(t0 + deadline)),
+                    ..Delivery::default()
+                };
+                let h = self.handle_message_with(&m.encode(), d).await;
                 if let Some(crate::queue::Outcome::RetryAfter(d)) = h.outcome {
                     // Leave it to the queue, which will retry it.
                     self.send(vec![(m, d.min(crate::queue::MAX_DELAY))]).await?;

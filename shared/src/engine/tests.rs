@@ -3,7 +3,7 @@
 
 use crate::adapters::{Sqlite, SqliteQueue, SqliteStore};
 use crate::app::{App, AppConfig, AppState};
-use crate::blocks::{Executor, Outcome as BlockOutcome, StepError};
+use crate::blocks::{BlockContext, Executor, Outcome as BlockOutcome, StepError};
 use crate::engine::{Msg, StartRequest};
 use crate::error::Error;
 use crate::keys;
@@ -527,7 +527,7 @@ struct Flaky {
 
 #[async_trait]
 impl Executor for Flaky {
-    async fn execute(&self, _b: &Block, _ctx: &Value) -> BlockOutcome {
+    async fn execute(&self, _b: &Block, _cx: &BlockContext<'_>) -> BlockOutcome {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.sleep).await;
         if n < self.fail_times {
@@ -816,4 +816,5 @@ async fn run_output_is_the_last_block_even_when_steps_finish_in_the_same_millise
     }
 }
 
+mod context;
 mod paths;

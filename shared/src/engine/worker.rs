@@ -4,7 +4,7 @@
 use super::plan::{Plan, event_write, run_write};
 use super::snapshot::{Snapshot, is_lazy, is_terminal_step};
 use super::{Engine, FAN_CHUNK, Msg, now_ms};
-use crate::blocks::{self, Outcome as BlockOutcome, StepError, TaskSpec};
+use crate::blocks::{self, BlockContext, Outcome as BlockOutcome, StepError, TaskSpec};
 use crate::callbacks;
 use crate::error::{Error, Result};
 use crate::keys;
@@ -13,10 +13,26 @@ use crate::queue::{MAX_DELAY, Outcome};
 use crate::store::{Attrs, Cond, Item, Query, Update, Write, query_all};
 use serde_json::{Value, json};
 use std::time::Duration;
+use tokio::time::Instant;
 use tracing::{Instrument, debug, error, info_span, warn};
 
 /// How often a commit is re-planned after losing a race on a join counter or the run item.
 const MAX_COMMIT_TRIES: usize = 64;
+
+/// Time kept back from an invocation's deadline for the commit after the block.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
+
+/// How a message reached the engine.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Delivery {
+    /// The caller drives this run itself (sync execute) and no queue message names its new
+    /// steps.
+    pub inline: bool,
+    /// The message's last delivery before the dead-letter queue.
+    pub last: bool,
+    /// When the invocation handling it ends (a Lambda function's deadline).
+    pub deadline: Option<Instant>,
+}
 
 /// What handling one message produced: what the driver does with the message, and the
 /// step messages to send before it acknowledges it.
@@ -109,7 +125,7 @@ impl Engine {
     /// Handles one queue message body and sends the successor messages it produced.
     /// Returns what the driver must do with the message.
     pub async fn process(&self, body: &str) -> Outcome {
-        let handled = self.handle_message_with(body, false, false).await;
+        let handled = self.handle_message_with(body, Delivery::default()).await;
         if !handled.publish.is_empty() {
             let msgs = handled.publish.into_iter().map(|m| (m, Duration::ZERO)).collect();
             if let Err(e) = self.send(msgs).await {
@@ -124,19 +140,30 @@ impl Engine {
     /// that send them together with the acknowledgement. `last`: the queue dead-letters the
     /// message if it is not acknowledged now (its receive count reached the maximum).
     pub async fn process_deferred(&self, body: &str, last: bool) -> (Outcome, Vec<crate::queue::Message>) {
-        let handled = self.handle_message_with(body, false, last).await;
+        self.process_until(body, last, None).await
+    }
+
+    /// [`process_deferred`](Self::process_deferred) within an invocation that ends at
+    /// `deadline` (a Lambda function's): no block runs past it, and a block that asks for more
+    /// time than is left goes to the long-step queue when there is one.
+    pub async fn process_until(
+        &self,
+        body: &str,
+        last: bool,
+        deadline: Option<Instant>,
+    ) -> (Outcome, Vec<crate::queue::Message>) {
+        let handled = self.handle_message_with(body, Delivery { last, deadline, ..Delivery::default() }).await;
         let msgs = handled.publish.iter().map(|m| crate::queue::Message::now(m.encode())).collect();
         (handled.outcome.unwrap_or(Outcome::Ack), msgs)
     }
 
     /// Handles one message without sending its successors (sync execute runs them inline).
     pub async fn handle_message(&self, body: &str) -> Handled {
-        self.handle_message_with(body, false, false).await
+        self.handle_message_with(body, Delivery::default()).await
     }
 
-    /// `inline`: the caller drives this run itself and no queue message names its new steps.
-    /// `last`: this is the message's last delivery before the dead-letter queue.
-    pub(crate) async fn handle_message_with(&self, body: &str, inline: bool, last: bool) -> Handled {
+    pub(crate) async fn handle_message_with(&self, body: &str, d: Delivery) -> Handled {
+        let last = d.last;
         let msg: Msg = match serde_json::from_str(body) {
             Ok(m) => m,
             Err(e) => {
@@ -153,7 +180,7 @@ impl Engine {
         };
         let res = async {
             match &msg {
-                Msg::Step { r, s } => self.handle_step(r, s, inline, last).await,
+                Msg::Step { r, s } => self.handle_step(r, s, d).await,
                 Msg::TaskTimeout { r, k } => self.handle_task_timeout(r, k).await,
                 Msg::Sweep { r } => self.handle_sweep(r).await,
                 Msg::Callback { r, d, n } => self.handle_callback(r, d, *n).await,
@@ -175,7 +202,8 @@ impl Engine {
         }
     }
 
-    async fn handle_step(&self, run_id: &str, key: &str, inline: bool, last: bool) -> Result<Handled> {
+    async fn handle_step(&self, run_id: &str, key: &str, d: Delivery) -> Result<Handled> {
+        let Delivery { inline, last, deadline } = d;
         let Some(snap) = Snapshot::load_for(&*self.store, run_id, key).await? else {
             warn!("message for a run that does not exist");
             return Ok(Handled::ack(Vec::new()));
@@ -280,7 +308,24 @@ impl Engine {
         let Some(block) = pinned.graph.block(&block_id).cloned() else {
             return Err(Error::Internal(format!("step {key} names unknown block {block_id}")));
         };
-        let timeout = self.block_timeout(&block);
+        let mut timeout = self.block_timeout(&block);
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(Instant::now()).saturating_sub(DEADLINE_MARGIN);
+            // Only a timeout the workflow asks for moves a step; the default one just shrinks.
+            if timeout > left && block.timeout_ms.is_some() {
+                if inline {
+                    // A sync caller cannot wait that long: the step goes to the queue's workers.
+                    return Ok(Handled::retry(Duration::ZERO));
+                }
+                if let Some(long) = &self.long_queue {
+                    // More than this invocation can give: the long-step worker runs it.
+                    long.send(crate::queue::Message::now(Msg::step(run_id, key).encode())).await?;
+                    debug!(timeout_ms = timeout.as_millis() as u64, "step handed to the long-step queue");
+                    return Ok(Handled::done());
+                }
+            }
+            timeout = timeout.min(left);
+        }
 
         let mut snap = snap;
         let guard = if inline && status == "pending" && attempt == 0 {
@@ -301,7 +346,16 @@ impl Engine {
             ctx["item"] = snap.item_value(key);
             ctx["index"] = json!(i);
         }
-        let outcome = self.execute(&block, &ctx, timeout).await;
+        let cx = BlockContext {
+            run_id,
+            step_key: key,
+            attempt: (attempt + 1) as u32,
+            deadline: Instant::now() + timeout,
+            idempotency_key: format!("{run_id}:{key}"),
+            data: &ctx,
+            services: &self.services,
+        };
+        let outcome = self.execute(&block, &cx).await;
         let res = self.conclude(run_id, key, guard.clone(), &block, attempt, outcome, snap).await;
         match res {
             Ok(publish) => Ok(Handled::ack(publish.unwrap_or_default())),
@@ -433,17 +487,18 @@ impl Engine {
         }
     }
 
-    async fn execute(&self, block: &Block, ctx: &Value, timeout: Duration) -> BlockOutcome {
+    async fn execute(&self, block: &Block, cx: &BlockContext<'_>) -> BlockOutcome {
         use futures::FutureExt;
+        let timeout = cx.remaining();
         let fut = async {
             match self.executor(&block.kind) {
-                Some(exec) => exec.execute(block, ctx).await,
-                None => blocks::execute_builtin(block, ctx),
+                Some(exec) => exec.execute(block, cx).await,
+                None => blocks::execute_builtin(block, cx.data),
             }
         };
         // A panicking block fails its step; it never takes the worker (and the run) with it.
         let fut = std::panic::AssertUnwindSafe(fut).catch_unwind();
-        match tokio::time::timeout(timeout, fut).await {
+        match tokio::time::timeout_at(cx.deadline, fut).await {
             Ok(Ok(o)) => o,
             Ok(Err(panic)) => {
                 let why = panic

@@ -33,6 +33,7 @@ fn ports(dir: &tempfile::TempDir) -> Ports {
     Ports {
         store: Arc::new(SqliteStore::new(db.clone())),
         queue: Arc::new(SqliteQueue::new(db, "steps", 10)),
+        long_queue: None,
         secrets: Arc::new(SecretBox::ephemeral()),
     }
 }
@@ -41,6 +42,7 @@ fn function(part: Part, dir: &tempfile::TempDir, public_url: Option<&str>) -> Ht
     let config = Config {
         app: baton::app::AppConfig::default(),
         public_url: public_url.map(str::to_string),
+        worker_queue: Default::default(),
         aws: AwsSettings::from_vars(|k| match k {
             "BATON_TABLE" => Some("t".into()),
             "BATON_QUEUE_URL" => Some("http://127.0.0.1/q".into()),

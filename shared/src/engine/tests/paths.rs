@@ -26,11 +26,9 @@ impl Scripted {
 
 #[async_trait]
 impl Executor for Scripted {
-    async fn execute(&self, b: &Block, ctx: &Value) -> BlockOutcome {
-        let key = match ctx["index"].as_i64() {
-            Some(i) => format!("{}[{i}]", b.id),
-            None => b.id.clone(),
-        };
+    async fn execute(&self, _b: &Block, cx: &BlockContext<'_>) -> BlockOutcome {
+        let ctx = cx.data;
+        let key = cx.step_key.to_string();
         *self.calls.lock().unwrap().entry(key).or_default() += 1;
         if self.panic {
             panic!("scripted panic");
