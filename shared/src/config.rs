@@ -7,6 +7,7 @@
 //! | `BATON_LEASE_SECS` | step lease: longer than the worker's timeout, shorter than the queue's visibility timeout | 60 |
 //! | `BATON_PUBLIC_URL` | base URL shown to callers (trigger URLs) | taken from the first request's host |
 //! | `BATON_ALLOW_PRIVATE_TARGETS` | `1`: callbacks and HTTP blocks may reach private addresses | `0` |
+//! | `BATON_RUN_RETENTION_DAYS` | days a finished run is kept ([`crate::retention`]); `0`: for ever | 30 |
 //! | `BATON_TABLE`, `BATON_QUEUE_URL`, … | the AWS backend: see [`crate::aws`] | |
 
 use crate::app::AppConfig;
@@ -76,6 +77,14 @@ impl Config {
             }
         };
 
+        let run_retention = match crate::retention::parse_days(get("BATON_RUN_RETENTION_DAYS").as_deref()) {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(e);
+                defaults.run_retention
+            }
+        };
+
         let aws = match AwsSettings::from_vars(&var) {
             Ok(s) => Some(s),
             Err(Error::Validation { details, .. }) if !details.is_empty() => {
@@ -95,6 +104,7 @@ impl Config {
                     public_url: public_url.clone().unwrap_or_default(),
                     allow_private_targets,
                     max_receives: aws.max_receives,
+                    run_retention,
                     ..defaults
                 },
                 public_url,
@@ -143,6 +153,7 @@ mod tests {
             ("BATON_LEASE_SECS", "0"),
             ("BATON_PUBLIC_URL", "api.example.com"),
             ("BATON_ALLOW_PRIVATE_TARGETS", "maybe"),
+            ("BATON_RUN_RETENTION_DAYS", "-1"),
             ("BATON_TABLE", "t"),
         ])
         .unwrap_err();
@@ -153,6 +164,7 @@ mod tests {
                 "BATON_LEASE_SECS",
                 "BATON_PUBLIC_URL",
                 "BATON_ALLOW_PRIVATE_TARGETS",
+                "BATON_RUN_RETENTION_DAYS",
                 "BATON_QUEUE_URL",
                 "BATON_KMS_KEY_ID"
             ]
@@ -167,6 +179,7 @@ mod tests {
         assert_eq!(c.app.rate_limit_per_minute, d.rate_limit_per_minute);
         assert_eq!(c.app.lease, d.lease);
         assert!(!c.app.allow_private_targets);
+        assert_eq!(c.app.run_retention, Some(Duration::from_secs(30 * 24 * 3600)));
         assert_eq!(c.public_url, None);
         assert_eq!(c.app.public_url, "", "filled in from the first request");
         assert_eq!(c.aws.table, "baton-prod");
@@ -183,8 +196,10 @@ mod tests {
             ("BATON_ALLOW_PRIVATE_TARGETS", "1"),
             ("BATON_MAX_RECEIVES", "3"),
             ("BATON_DLQ_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/baton-dlq"),
+            ("BATON_RUN_RETENTION_DAYS", "7"),
         ]);
         let c = config(&vars).unwrap();
+        assert_eq!(c.app.run_retention, Some(Duration::from_secs(7 * 24 * 3600)));
         assert_eq!(c.app.rate_limit_per_minute, 42);
         assert_eq!(c.app.lease, Duration::from_secs(90));
         assert_eq!(c.public_url.as_deref(), Some("https://baton.example.com"));
@@ -192,5 +207,22 @@ mod tests {
         assert!(c.app.allow_private_targets);
         assert_eq!(c.aws.max_receives, 3);
         assert!(c.aws.dlq_url.is_some());
+    }
+
+    #[test]
+    fn run_retention_is_days_zero_keeps_runs_for_ever_and_anything_else_is_refused() {
+        let with = |v: &str| {
+            let mut vars = AWS.to_vec();
+            vars.push(("BATON_RUN_RETENTION_DAYS", v));
+            config(&vars)
+        };
+        assert_eq!(with("").unwrap().app.run_retention, Some(Duration::from_secs(30 * 24 * 3600)));
+        assert_eq!(with(" 90 ").unwrap().app.run_retention, Some(Duration::from_secs(90 * 24 * 3600)));
+        assert_eq!(with("0").unwrap().app.run_retention, None);
+        for bad in ["-1", "thirty", "1.5", "36501", "99999999999999999999"] {
+            let err = with(bad).unwrap_err();
+            assert_eq!(Config::named(&err.problems), ["BATON_RUN_RETENTION_DAYS"], "{bad}");
+            assert!(err.to_string().contains(&format!("not `{bad}`")), "{err}");
+        }
     }
 }
