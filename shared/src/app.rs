@@ -33,6 +33,9 @@ pub struct AppConfig {
     /// queue's redrive policy): a step still unfinished at that delivery is failed instead,
     /// so its run ends rather than waiting forever on a dead letter.
     pub max_receives: u32,
+    /// How long a finished run is kept (`BATON_RUN_RETENTION_DAYS`, default 30 days; `None`:
+    /// for ever). See [`crate::retention`] for what expires when.
+    pub run_retention: Option<Duration>,
 }
 
 impl Default for AppConfig {
@@ -48,6 +51,7 @@ impl Default for AppConfig {
             callback_window: Duration::from_secs(24 * 3600),
             callback_timeout: Duration::from_secs(10),
             max_receives: crate::aws::DEFAULT_MAX_RECEIVES,
+            run_retention: Some(Duration::from_secs(crate::retention::DEFAULT_DAYS * 24 * 3600)),
         }
     }
 }
@@ -64,6 +68,8 @@ pub struct App {
 pub type AppState = Arc<App>;
 
 impl App {
+    /// Every deployment builds its application here: `store` is wrapped so that run data
+    /// carries the retention TTL ([`crate::retention::Retained`]) unless retention is off.
     pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>, secrets: Arc<SecretBox>, config: AppConfig) -> AppState {
         Self::with_long_queue(store, queue, None, secrets, config)
     }
@@ -77,6 +83,10 @@ impl App {
         secrets: Arc<SecretBox>,
         config: AppConfig,
     ) -> AppState {
+        let store: Arc<dyn Store> = match config.run_retention {
+            Some(r) => Arc::new(crate::retention::Retained::new(store, r)),
+            None => store,
+        };
         let engine = Engine::new(store.clone(), queue.clone(), long_queue, secrets.clone(), config.clone());
         Arc::new(App { store, queue, engine, secrets, config })
     }

@@ -8,6 +8,7 @@
 //! | `BATON_PUBLIC_URL` | base URL shown to callers (trigger URLs) | taken from the first request's host |
 //! | `BATON_ALLOW_PRIVATE_TARGETS` | `1`: callbacks and HTTP blocks may reach private addresses | `0` |
 //! | `BATON_WORKER_QUEUE` | which queue a worker function drains: `steps`, or `long` for the long-step worker | `steps` |
+//! | `BATON_RUN_RETENTION_DAYS` | days a finished run is kept ([`crate::retention`]); `0`: for ever | 30 |
 //! | `BATON_TABLE`, `BATON_QUEUE_URL`, … | the AWS backend: see [`crate::aws`] | |
 
 use crate::app::AppConfig;
@@ -99,6 +100,13 @@ impl Config {
                 WorkerQueue::Steps
             }
         };
+        let run_retention = match crate::retention::parse_days(get("BATON_RUN_RETENTION_DAYS").as_deref()) {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(e);
+                defaults.run_retention
+            }
+        };
 
         let aws = match AwsSettings::from_vars(&var) {
             Ok(s) => Some(s),
@@ -119,6 +127,7 @@ impl Config {
                     public_url: public_url.clone().unwrap_or_default(),
                     allow_private_targets,
                     max_receives: aws.max_receives,
+                    run_retention,
                     ..defaults
                 },
                 public_url,
@@ -168,6 +177,7 @@ mod tests {
             ("BATON_LEASE_SECS", "0"),
             ("BATON_PUBLIC_URL", "api.example.com"),
             ("BATON_ALLOW_PRIVATE_TARGETS", "maybe"),
+            ("BATON_RUN_RETENTION_DAYS", "-1"),
             ("BATON_TABLE", "t"),
         ])
         .unwrap_err();
@@ -178,6 +188,7 @@ mod tests {
                 "BATON_LEASE_SECS",
                 "BATON_PUBLIC_URL",
                 "BATON_ALLOW_PRIVATE_TARGETS",
+                "BATON_RUN_RETENTION_DAYS",
                 "BATON_QUEUE_URL",
                 "BATON_KMS_KEY_ID"
             ]
@@ -192,6 +203,7 @@ mod tests {
         assert_eq!(c.app.rate_limit_per_minute, d.rate_limit_per_minute);
         assert_eq!(c.app.lease, d.lease);
         assert!(!c.app.allow_private_targets);
+        assert_eq!(c.app.run_retention, Some(Duration::from_secs(30 * 24 * 3600)));
         assert_eq!(c.public_url, None);
         assert_eq!(c.app.public_url, "", "filled in from the first request");
         assert_eq!(c.aws.table, "baton-prod");
@@ -208,8 +220,10 @@ mod tests {
             ("BATON_ALLOW_PRIVATE_TARGETS", "1"),
             ("BATON_MAX_RECEIVES", "3"),
             ("BATON_DLQ_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/baton-dlq"),
+            ("BATON_RUN_RETENTION_DAYS", "7"),
         ]);
         let c = config(&vars).unwrap();
+        assert_eq!(c.app.run_retention, Some(Duration::from_secs(7 * 24 * 3600)));
         assert_eq!(c.app.rate_limit_per_minute, 42);
         assert_eq!(c.app.lease, Duration::from_secs(90));
         assert_eq!(c.public_url.as_deref(), Some("https://baton.example.com"));
@@ -235,5 +249,22 @@ mod tests {
         assert_eq!(Config::named(&config(&vars).unwrap_err().problems), ["BATON_WORKER_QUEUE"]);
         let vars: Vec<_> = AWS.iter().copied().chain([("BATON_LONG_QUEUE_URL", "baton-long")]).collect();
         assert_eq!(Config::named(&config(&vars).unwrap_err().problems), ["BATON_LONG_QUEUE_URL"]);
+    }
+
+    #[test]
+    fn run_retention_is_days_zero_keeps_runs_for_ever_and_anything_else_is_refused() {
+        let with = |v: &str| {
+            let mut vars = AWS.to_vec();
+            vars.push(("BATON_RUN_RETENTION_DAYS", v));
+            config(&vars)
+        };
+        assert_eq!(with("").unwrap().app.run_retention, Some(Duration::from_secs(30 * 24 * 3600)));
+        assert_eq!(with(" 90 ").unwrap().app.run_retention, Some(Duration::from_secs(90 * 24 * 3600)));
+        assert_eq!(with("0").unwrap().app.run_retention, None);
+        for bad in ["-1", "thirty", "1.5", "36501", "99999999999999999999"] {
+            let err = with(bad).unwrap_err();
+            assert_eq!(Config::named(&err.problems), ["BATON_RUN_RETENTION_DAYS"], "{bad}");
+            assert!(err.to_string().contains(&format!("not `{bad}`")), "{err}");
+        }
     }
 }

@@ -22,6 +22,10 @@
 //! | app lookup by id (no account at the door) | `APP#{app_id}` | `APP` |
 //! | webhook block index (claim of a `webhook_id`) | `WEBHOOK#{uuid}` | `WEBHOOK` |
 //! | secrets data key (AWS: KMS-encrypted blob) | `CONFIG` | `SECRETS#DATAKEY` |
+//!
+//! Everything in a run's partition, and the run's index entry, is *run data*: it expires with
+//! the run ([`run_part`], [`crate::retention`]). A new kind of item written for a run goes into
+//! the run's partition, or is named in [`run_part`].
 
 use crate::store::Key;
 
@@ -46,11 +50,47 @@ pub fn versions_pk(acct: &str, wf: &str) -> String {
 pub fn version(acct: &str, wf: &str, v: u64) -> Key {
     Key::new(versions_pk(acct, wf), format!("V#{v:010}"))
 }
+/// Partition-key prefix of every run's partition.
+pub const RUN_PK_PREFIX: &str = "RUN#";
+/// Sort key of a run's own item (its header) in the run's partition.
+pub const RUN_SK: &str = "RUN";
 pub fn run_pk(run: &str) -> String {
-    format!("RUN#{run}")
+    format!("{RUN_PK_PREFIX}{run}")
 }
 pub fn run(run: &str) -> Key {
-    Key::new(run_pk(run), "RUN")
+    Key::new(run_pk(run), RUN_SK)
+}
+/// Which part of a run an item is; `None` for items that belong to no run (accounts, keys,
+/// workflows, triggers, apps, idempotency records, rate-limit windows, configuration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunPart<'a> {
+    /// The run item ([`run`]).
+    Header(&'a str),
+    /// The run's entry in its account's run list ([`run_index`]).
+    Index(&'a str),
+    /// Anything else in the run's partition: steps, split items, tasks, events, callback
+    /// deliveries.
+    Other(&'a str),
+}
+
+impl<'a> RunPart<'a> {
+    pub fn run_id(&self) -> &'a str {
+        match *self {
+            RunPart::Header(r) | RunPart::Index(r) | RunPart::Other(r) => r,
+        }
+    }
+}
+
+/// Whether `key` holds run data, and which part of which run: the one place that decides
+/// what expires with a run.
+pub fn run_part(key: &Key) -> Option<RunPart<'_>> {
+    if let Some(run) = key.pk.strip_prefix(RUN_PK_PREFIX) {
+        return Some(if key.sk == RUN_SK { RunPart::Header(run) } else { RunPart::Other(run) });
+    }
+    if key.pk.starts_with("ACCT#") && key.pk.ends_with("#RUNS") {
+        return Some(RunPart::Index(&key.sk));
+    }
+    None
 }
 /// A step's item. A split's item steps (`block[i]`) sort under `ITEM#`, before `RUN`: the
 /// run snapshot's range leaves them out, so a step's read does not grow with a split's width,
@@ -125,4 +165,36 @@ pub fn webhook(webhook_id: &str) -> Key {
 }
 pub fn secrets_data_key() -> Key {
     Key::new("CONFIG", "SECRETS#DATAKEY")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_item_of_a_run_is_run_data_and_nothing_else_is() {
+        let r = "run_01hzz";
+        assert_eq!(run_part(&run(r)), Some(RunPart::Header(r)));
+        assert_eq!(run_part(&run_index("acct_1", r)), Some(RunPart::Index(r)));
+        for k in [step(r, "a"), step(r, "body[7]"), task(r, "task_1"), event(r, 1, 2), callback(r, "dlv_1")] {
+            assert_eq!(run_part(&k), Some(RunPart::Other(r)), "{k:?}");
+        }
+        for k in [
+            account("acct_1"),
+            api_key_meta("acct_1", "key_1"),
+            api_key_lookup("abc"),
+            workflow("acct_1", "wf"),
+            version("acct_1", "wf", 1),
+            idempotency("acct_1", "wf", "k"),
+            rate_window("key_1", 7),
+            trigger("acct_1", "wf", "trg_1"),
+            hook_lookup("abc"),
+            app_listing("acct_1", "app_1"),
+            app("app_1"),
+            webhook("u"),
+            secrets_data_key(),
+        ] {
+            assert_eq!(run_part(&k), None, "{k:?}");
+        }
+    }
 }

@@ -22,6 +22,7 @@ pub mod model;
 pub mod net_guard;
 pub mod poller;
 pub mod queue;
+pub mod retention;
 pub mod secrets;
 pub mod signature;
 pub mod store;

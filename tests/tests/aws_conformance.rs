@@ -120,3 +120,57 @@ async fn an_update_without_changes_creates_or_keeps_the_item() {
     let kept = store.update(&key, Update::default(), None).await.unwrap();
     assert_eq!(kept.i64("a"), Some(1));
 }
+
+/// Retention on DynamoDB: every item of a finished run, read back raw from the table, carries
+/// the `ttl` attribute the table's TimeToLiveSpecification names (baton::retention).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_runs_items_carry_the_ttl_attribute() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use baton::app::{App, AppConfig};
+    use std::time::Duration;
+    let store = dynamo_store().await;
+    let app = App::new(
+        store.clone(),
+        sqs_queue().await,
+        Arc::new(baton::secrets::SecretBox::ephemeral()),
+        AppConfig { run_retention: Some(Duration::from_secs(7 * 86_400)), ..AppConfig::default() },
+    );
+    baton::workflows::create(store.as_ref(), "acct_ttl", baton_tests::transform_chain("chain", 3)).await.unwrap();
+    let req = baton::engine::StartRequest { input: serde_json::json!({"n": 1}), ..Default::default() };
+    let run = app.engine.execute_sync("acct_ttl", "chain", req, Duration::from_secs(20)).await.unwrap();
+    assert!(run.finished, "{:#}", run.run);
+    let run_id = run.run["run_id"].as_str().unwrap();
+    let now = baton::ids::now_ms() / 1000;
+    let horizon = baton::retention::run_start(run_id).unwrap() + 14 * 86_400;
+
+    let raw = |pk: String| {
+        let (client, table) = (store.client().clone(), store.table().to_string());
+        async move {
+            let out = client
+                .query()
+                .table_name(table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", AttributeValue::S(pk))
+                .send()
+                .await
+                .unwrap();
+            out.items().to_vec()
+        }
+    };
+    let ttl = |item: &std::collections::HashMap<String, AttributeValue>| -> i64 {
+        item.get("ttl").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{item:?}"))
+    };
+    let items = raw(baton::keys::run_pk(run_id)).await;
+    assert!(items.len() >= 4, "header and three steps: {items:?}");
+    for item in &items {
+        let sk = item["sk"].as_s().unwrap();
+        let want = if sk == baton::keys::RUN_SK { now + 7 * 86_400 } else { horizon };
+        assert!((ttl(item) - want).abs() <= 5, "{sk}: ttl {} not ≈ {want}", ttl(item));
+    }
+    let index = raw(baton::keys::runs_index_pk("acct_ttl")).await;
+    assert_eq!(index.len(), 1);
+    assert!((ttl(&index[0]) - (now + 7 * 86_400)).abs() <= 5, "{index:?}");
+    // The workflow it ran is no run data.
+    let wf = raw(baton::keys::workflows_pk("acct_ttl")).await;
+    assert!(wf.len() == 1 && !wf[0].contains_key("ttl"), "{wf:?}");
+}

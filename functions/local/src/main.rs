@@ -14,6 +14,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{error, info};
 
+/// How often the SQLite store is swept of expired items (runs past their retention,
+/// idempotency records, rate-limit windows).
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+
 #[derive(Parser, Debug)]
 #[command(name = "baton-local", version, about = "Baton, locally: API + workers + SQLite in one process")]
 struct Args {
@@ -56,6 +60,10 @@ struct Args {
     /// Time limit of one callback request, in ms.
     #[arg(long, env = "BATON_CALLBACK_TIMEOUT_MS", default_value_t = 10_000)]
     callback_timeout_ms: u64,
+    /// Days a finished run (all its steps, tasks, events and deliveries) is kept; an open run
+    /// is kept until twice this after its start. 0: keep runs for ever. Default 30.
+    #[arg(long, env = "BATON_RUN_RETENTION_DAYS")]
+    run_retention_days: Option<String>,
     /// File holding the AES-256 key that seals stored secrets (created on first start);
     /// default: the database path with the extension `.key`.
     #[arg(long, env = "BATON_KEY_FILE")]
@@ -84,6 +92,7 @@ async fn run(args: Args) -> Result<(), String> {
     if args.lease_secs == 0 {
         return Err("--lease-secs must be at least 1".into());
     }
+    let run_retention = baton::retention::parse_days(args.run_retention_days.as_deref())?;
     let config = AppConfig {
         rate_limit_per_minute: args.rate_limit,
         lease: Duration::from_secs(args.lease_secs),
@@ -93,6 +102,7 @@ async fn run(args: Args) -> Result<(), String> {
         callback_window: Duration::from_secs(args.callback_window_secs),
         callback_timeout: Duration::from_millis(args.callback_timeout_ms.max(1)),
         max_receives: args.max_receives.max(1),
+        run_retention,
         ..AppConfig::default()
     };
     let (app, db) = match args.backend.as_str() {
@@ -106,23 +116,10 @@ async fn run(args: Args) -> Result<(), String> {
         tokio::net::TcpListener::bind(args.addr).await.map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let pool = tokio::spawn(baton::poller::run(app.clone(), args.workers, stop_rx.clone()));
-    // DynamoDB deletes expired items itself; SQLite needs a sweep.
-    let purge = tokio::spawn({
-        let mut stop = stop_rx.clone();
-        async move {
-            let Some(db) = db else { return };
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(300)) => {}
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-                if let Err(e) = db.purge_expired() {
-                    tracing::warn!(error = %e, "purging expired items failed");
-                }
-            }
-        }
-    });
-    info!(addr = %args.addr, backend = %args.backend, workers = args.workers, "baton listening");
+    // DynamoDB deletes expired items itself; SQLite needs a sweep (at start, then periodically).
+    let sweeper = db.map(|db| tokio::spawn(baton::retention::sweep_sqlite_every(db, SWEEP_EVERY, stop_rx.clone())));
+    let retention = run_retention.map_or("for ever".to_string(), |r| format!("{} days", r.as_secs() / 86_400));
+    info!(addr = %args.addr, backend = %args.backend, workers = args.workers, %retention, "baton listening");
     let mut http_stop = stop_rx.clone();
     let server = axum::serve(listener, baton::api::router(app.clone())).with_graceful_shutdown(async move {
         let _ = http_stop.wait_for(|s| *s).await;
@@ -137,7 +134,9 @@ async fn run(args: Args) -> Result<(), String> {
     if tokio::time::timeout(Duration::from_secs(30), pool).await.is_err() {
         error!("workers did not stop within 30 s; their steps will be retried after the lease");
     }
-    purge.abort();
+    if let Some(s) = sweeper {
+        s.abort();
+    }
     signals.abort();
     info!("stopped");
     Ok(())

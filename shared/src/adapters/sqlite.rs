@@ -11,7 +11,8 @@
 //!
 //! Conditions and updates are evaluated in Rust inside the write transaction with
 //! [`store::eval_cond`] and [`store::apply_update`]; expired items count as absent everywhere
-//! and are deleted lazily by [`Sqlite::purge_expired`].
+//! and are deleted lazily by [`Sqlite::purge_expired`] (and a run's items with their run, by
+//! [`Sqlite::purge_expired_partitions`]; the local server sweeps with both).
 
 use crate::error::{Error, Result};
 use crate::ids::now_ms;
@@ -218,6 +219,32 @@ impl Sqlite {
                     )
                     .db()?;
                 st.execute(params![now_secs(), PURGE_BATCH]).db()
+            })?;
+            total += n;
+            if (n as i64) < PURGE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Deletes every item of each partition whose key starts with `pk_prefix` and whose head
+    /// item (sort key `head_sk`) has expired, the head itself excepted (the next
+    /// [`purge_expired`](Self::purge_expired) takes it): a run's items go with its run item,
+    /// whatever their own TTL. Returns how many. Batched and blocking like `purge_expired`.
+    pub fn purge_expired_partitions(&self, pk_prefix: &str, head_sk: &str) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let (prefix, head) = (pk_prefix.to_string(), head_sk.to_string());
+            let n = self.write_blocking(move |conn| {
+                let mut st = conn
+                    .prepare_cached(
+                        "DELETE FROM items WHERE (pk, sk) IN \
+                         (SELECT i.pk, i.sk FROM items h JOIN items i ON i.pk = h.pk \
+                          WHERE h.sk = ?1 AND h.expires_at <= ?2 AND substr(h.pk, 1, length(?3)) = ?3 \
+                          AND i.sk <> ?1 LIMIT ?4)",
+                    )
+                    .db()?;
+                st.execute(params![head, now_secs(), prefix, PURGE_BATCH]).db()
             })?;
             total += n;
             if (n as i64) < PURGE_BATCH {
