@@ -90,6 +90,9 @@ pub fn run_part(key: &Key) -> Option<RunPart<'_>> {
     if key.pk.starts_with("ACCT#") && key.pk.ends_with("#RUNS") {
         return Some(RunPart::Index(&key.sk));
     }
+    if key.pk.starts_with(WAIT_TOKEN_PREFIX) {
+        return Some(RunPart::Other(&key.sk));
+    }
     None
 }
 /// A step's item. A split's item steps (`block[i]`) sort under `ITEM#`, before `RUN`: the
@@ -116,6 +119,15 @@ pub fn split_item(step_key: &str) -> Option<(&str, usize)> {
 pub fn item_step_key(sk: &str) -> Option<String> {
     let (block, i) = sk.strip_prefix(ITEM_PREFIX)?.rsplit_once('#')?;
     Some(format!("{block}[{}]", i.parse::<usize>().ok()?))
+}
+const WAIT_TOKEN_PREFIX: &str = "WAITTOKEN#";
+/// Partition of the lookup of a wait by the hash of its token (see `engine::wait`): one
+/// item, found by a query since its sort key is the run id (so it expires with the run).
+pub fn wait_token_pk(hash: &str) -> String {
+    format!("{WAIT_TOKEN_PREFIX}{hash}")
+}
+pub fn wait_token(hash: &str, run: &str) -> Key {
+    Key::new(wait_token_pk(hash), run)
 }
 pub fn task(run: &str, task: &str) -> Key {
     Key::new(run_pk(run), format!("TASK#{task}"))

@@ -17,5 +17,5 @@ pub(super) fn run(block: &Block, data: &Value) -> Result<Outcome, StepError> {
             extra[k] = render(v, data)?;
         }
     }
-    Ok(Outcome::Wait(WaitSpec { kind, prompt, timeout, default, extra }))
+    Ok(Outcome::Wait(WaitSpec { kind, prompt, timeout, default, extra, token_hash: None }))
 }

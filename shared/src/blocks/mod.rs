@@ -56,6 +56,9 @@ pub struct WaitSpec {
     pub default: Option<Value>,
     /// Shown with the wait (assignee, options, schema, title).
     pub extra: Value,
+    /// SHA-256 of the token that resumes the wait from outside (`engine::new_wait_token`);
+    /// `None` for a wait resumed by id (a person's task).
+    pub token_hash: Option<String>,
 }
 
 /// The name the human block has always used for its wait.

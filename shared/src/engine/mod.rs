@@ -10,6 +10,7 @@
 mod plan;
 mod runs;
 mod snapshot;
+mod wait;
 mod worker;
 
 #[cfg(test)]
@@ -17,6 +18,7 @@ mod tests;
 
 pub use runs::{RunFilter, StartRequest, Started, SyncResult};
 pub use snapshot::{LAZY, Snapshot, is_terminal_run, is_terminal_step};
+pub use wait::new_wait_token;
 pub use worker::Handled;
 
 use crate::adapters::http::{GuardedHttp, HttpTransport};

@@ -571,13 +571,17 @@ fn updated_at(snap: &Snapshot) -> i64 {
 }
 
 /// The API shape of a run. Status is derived: a run that is not finished is
-/// `waiting_human` while a task is open, `running` once a step has started, else `pending`.
+/// `waiting_human` while a person's task is open, `running` once a step has started, else `pending`.
 pub fn run_view(snap: &Snapshot, with_steps: bool) -> Value {
     let r = &snap.run;
     let stored = snap.run_status();
     let status = if is_terminal_run(stored) {
         stored
-    } else if snap.tasks.values().any(|t| t.str("status") == Some("open")) {
+    } else if snap
+        .tasks
+        .values()
+        .any(|t| t.str("status") == Some("open") && super::wait::is_human(t.str("kind").unwrap_or("")))
+    {
         "waiting_human"
     } else if snap.steps.values().any(|s| s.str("status") != Some("pending") || s.i64("attempt").unwrap_or(0) > 0) {
         "running"

@@ -1,10 +1,10 @@
 //! The per-message function: the same code behind the SQS event source mapping, the local
 //! poller and sync execute.
 
-use super::plan::{Plan, event_write, run_write};
+use super::plan::{Plan, event_write};
 use super::snapshot::{Snapshot, is_lazy, is_terminal_step};
 use super::{Engine, FAN_CHUNK, Msg, now_ms};
-use crate::blocks::{self, BlockContext, Outcome as BlockOutcome, StepError, TaskSpec};
+use crate::blocks::{self, BlockContext, Outcome as BlockOutcome, StepError};
 use crate::callbacks;
 use crate::error::{Error, Result};
 use crate::keys;
@@ -43,7 +43,7 @@ pub struct Handled {
 }
 
 impl Handled {
-    fn ack(publish: Vec<Msg>) -> Self {
+    pub(crate) fn ack(publish: Vec<Msg>) -> Self {
         Handled { outcome: Some(Outcome::Ack), publish }
     }
     /// Acknowledge, nothing to publish.
@@ -77,7 +77,7 @@ pub(crate) enum Guard {
 }
 
 impl Guard {
-    fn cond(&self) -> Cond {
+    pub(crate) fn cond(&self) -> Cond {
         match self {
             Guard::Claimed(token) => Cond::And(vec![Cond::eq("status", "running"), Cond::eq("claim", token.as_str())]),
             Guard::Waiting(task) => {
@@ -95,7 +95,7 @@ impl Guard {
         }
     }
     /// Adds what the skipped claim would have written.
-    fn stamp(&self, u: Update, key: &str) -> Update {
+    pub(crate) fn stamp(&self, u: Update, key: &str) -> Update {
         match self {
             Guard::Unclaimed { attempt, started_at, lazy } => {
                 let u = u.set("attempt", attempt + 1).set("started_at", *started_at);
@@ -104,7 +104,7 @@ impl Guard {
             _ => u,
         }
     }
-    fn holds(&self, snap: &Snapshot, key: &str) -> bool {
+    pub(crate) fn holds(&self, snap: &Snapshot, key: &str) -> bool {
         let Some(step) = snap.steps.get(key) else { return false };
         let store_item = (!is_lazy(step)).then_some(step);
         crate::store::eval_cond(&self.cond(), store_item)
@@ -578,7 +578,14 @@ impl Engine {
         let block = pinned.graph.block(&block_id);
         let now = now_ms();
         let mut writes: Vec<Write> = extra.to_vec();
-        let waiting_delta = if matches!(guard, Guard::Waiting(_)) { -1 } else { 0 };
+        let waiting_delta = match guard {
+            Guard::Waiting(t)
+                if snap.tasks.get(t).is_some_and(|t| super::wait::is_human(t.str("kind").unwrap_or(""))) =>
+            {
+                -1
+            }
+            _ => 0,
+        };
         // `step.completed` events are read from the step items (`runs::run_events`); this
         // orders them among the events of the same millisecond.
         let ev_seq = snap.event_seq() as i64;
@@ -689,10 +696,11 @@ impl Engine {
                 outbox.push(o);
             }
         } else if waiting_delta != 0 && !completes {
-            let other_open = snap
-                .tasks
-                .iter()
-                .any(|(k, t)| t.str("status") == Some("open") && !matches!(guard, Guard::Waiting(g) if g == k));
+            let other_open = snap.tasks.iter().any(|(k, t)| {
+                t.str("status") == Some("open")
+                    && super::wait::is_human(t.str("kind").unwrap_or(""))
+                    && !matches!(guard, Guard::Waiting(g) if g == k)
+            });
             if !other_open {
                 writes.push(index_status(acct, run_id, "running", now));
             }
@@ -872,81 +880,6 @@ impl Engine {
         }
         let n = agg.i64("expected").unwrap_or(0) as usize;
         Ok(Handled::ack(fan_messages(run_id, body, from, n)))
-    }
-
-    async fn wait_step(&self, run_id: &str, key: &str, guard: Guard, spec: TaskSpec) -> Result<()> {
-        let task_id = crate::ids::new_id("task");
-        let now = now_ms();
-        let snap = Snapshot::require(&*self.store, run_id).await?;
-        if !guard.holds(&snap, key) {
-            return Ok(());
-        }
-        let acct = snap.run.str("account_id").unwrap_or_default().to_string();
-        let timeout_at = spec.timeout.map(|d| now + d.as_millis() as i64);
-        let mut task = Attrs::new();
-        task.insert("task_id".into(), json!(task_id));
-        task.insert("step_key".into(), json!(key));
-        task.insert("kind".into(), json!(spec.kind));
-        task.insert("prompt".into(), spec.prompt);
-        task.insert("status".into(), json!("open"));
-        task.insert("created_at".into(), json!(now));
-        if let Some(t) = timeout_at {
-            task.insert("timeout_at".into(), json!(t));
-        }
-        if let Some(d) = spec.default {
-            task.insert("default".into(), d);
-        }
-        if let Value::Object(extra) = spec.extra {
-            task.extend(extra);
-        }
-        let mut task_ids: Vec<String> =
-            snap.tasks.iter().filter(|(_, t)| t.str("status") == Some("open")).map(|(k, _)| k.clone()).collect();
-        task_ids.push(task_id.clone());
-        task_ids.sort();
-        let mut summary = callbacks::run_summary(&snap.run, "waiting_human", None, None, now);
-        summary["task_ids"] = json!(task_ids);
-        summary["task"] = json!({
-            "task_id": task_id, "step_key": key, "kind": task.get("kind"), "prompt": task.get("prompt"),
-            "timeout_at": timeout_at.map(crate::ids::ms_to_rfc3339),
-        });
-        let outbox = self.callback_outbox(&snap.run, callbacks::RUN_WAITING_HUMAN, summary, now).await?;
-        let mut writes = vec![
-            Write::Update {
-                key: keys::step(run_id, key),
-                update: guard.stamp(
-                    Update::default()
-                        .set("status", "waiting_human")
-                        .set("task_id", task_id.as_str())
-                        .remove("claim")
-                        .remove("lease_until"),
-                    key,
-                ),
-                cond: Some(guard.cond()),
-            },
-            Write::Put { item: Item::new(keys::task(run_id, &task_id), task), cond: Some(Cond::NotExists) },
-            run_write(run_id, now, 0, 1),
-            index_status(&acct, run_id, "waiting_human", now),
-            event_write(run_id, now, snap.event_seq(), "step.waiting", Some(key), json!({"task_id": task_id})),
-        ];
-        if let Some(o) = &outbox {
-            writes.push(o.write.clone());
-        }
-        match self.store.transact(writes).await {
-            Ok(()) => self.flush_outbox(outbox.into_iter().collect()).await,
-            Err(Error::Conflict(_)) => {
-                // Cancelled meanwhile, or the lease was lost: the new owner decides.
-                let snap = Snapshot::require(&*self.store, run_id).await?;
-                if snap.run_status() != "running" && guard.holds(&snap, key) {
-                    self.cancel_step(run_id, key, Cond::eq("status", "running")).await?;
-                }
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        }
-        if let Some(d) = spec.timeout {
-            self.send(vec![(Msg::TaskTimeout { r: run_id.into(), k: task_id }, d)]).await?;
-        }
-        Ok(())
     }
 
     async fn sleep_step(&self, run_id: &str, key: &str, guard: Guard, d: Duration) -> Result<()> {
@@ -1140,66 +1073,6 @@ impl Engine {
         Ok((upd, writes, outbox))
     }
 
-    async fn handle_task_timeout(&self, run_id: &str, task_id: &str) -> Result<Handled> {
-        let Some(snap) = Snapshot::load(&*self.store, run_id).await? else { return Ok(Handled::ack(Vec::new())) };
-        let Some(task) = snap.tasks.get(task_id) else { return Ok(Handled::ack(Vec::new())) };
-        if task.str("status") != Some("open") || snap.run_status() != "running" {
-            return Ok(Handled::ack(Vec::new()));
-        }
-        let now = now_ms();
-        let due = task.i64("timeout_at").unwrap_or(0);
-        if now < due {
-            self.send(vec![(
-                Msg::TaskTimeout { r: run_id.into(), k: task_id.into() },
-                Duration::from_millis((due - now) as u64),
-            )])
-            .await?;
-            return Ok(Handled::ack(Vec::new()));
-        }
-        let publish = match task.get("default").cloned() {
-            Some(default) => self.resolve_task(&snap, task_id, default, "timed_out").await?,
-            None => {
-                let step_key = task.str("step_key").unwrap_or_default().to_string();
-                let err = StepError::fatal("TIMEOUT", "the task was not completed before its timeout");
-                let extra = vec![task_close(run_id, task_id, "timed_out", Value::Null, now)];
-                self.finish_step(run_id, &step_key, Guard::Waiting(task_id.into()), Finish::Failed(err), extra, None)
-                    .await?
-                    .unwrap_or_default()
-            }
-        };
-        Ok(Handled::ack(publish))
-    }
-
-    /// Applies a person's answer (or a timeout's default) to a waiting step.
-    pub(crate) async fn resolve_task(
-        &self,
-        snap: &Snapshot,
-        task_id: &str,
-        answer: Value,
-        closed_as: &str,
-    ) -> Result<Vec<Msg>> {
-        let run_id = snap.run.key.pk.trim_start_matches("RUN#").to_string();
-        let task = snap.tasks.get(task_id).ok_or_else(|| Error::not_found(format!("task {task_id}")))?;
-        let step_key = task.str("step_key").unwrap_or_default().to_string();
-        let kind = task.str("kind").unwrap_or("question");
-        let acct = snap.run.str("account_id").unwrap_or_default();
-        let pinned = self
-            .pinned(acct, snap.run.str("workflow_id").unwrap_or_default(), snap.run.i64("version").unwrap_or(1) as u64)
-            .await?;
-        let block_id = snap.steps.get(&step_key).and_then(|s| s.str("block")).unwrap_or(&step_key).to_string();
-        let on_reject = pinned
-            .graph
-            .block(&block_id)
-            .and_then(|b| b.config.get("on_reject"))
-            .and_then(Value::as_str)
-            .unwrap_or("fail");
-        let (output, finish) = task_outcome(kind, &answer, on_reject)?;
-        let extra = vec![task_close(&run_id, task_id, closed_as, output, now_ms())];
-        self.finish_step(&run_id, &step_key, Guard::Waiting(task_id.into()), finish, extra, None)
-            .await?
-            .ok_or_else(|| Error::Conflict(format!("task {task_id} is no longer open")))
-    }
-
     async fn handle_sweep(&self, run_id: &str) -> Result<Handled> {
         let Some(snap) = Snapshot::load(&*self.store, run_id).await? else { return Ok(Handled::ack(Vec::new())) };
         if snap.run_status() != "running" {
@@ -1223,54 +1096,6 @@ impl Engine {
             }))
             .collect();
         Ok(Handled::ack(publish))
-    }
-}
-
-/// Validates a task answer and turns it into the step's output (or its failure).
-fn task_outcome(kind: &str, answer: &Value, on_reject: &str) -> Result<(Value, Finish)> {
-    let Value::Object(obj) = answer else {
-        return Err(Error::validation("A task answer must be a JSON object"));
-    };
-    if kind == "approval" {
-        let approved = match obj.get("approved") {
-            Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(Error::validation_at(vec![json!("approved")], "`approved` must be true or false")),
-            None => {
-                return Err(Error::validation_at(
-                    vec![json!("approved")],
-                    "`approved` (true or false) is required for an approval task",
-                ));
-            }
-        };
-        if let Some(f) = obj.get("feedback")
-            && !f.is_string()
-            && !f.is_null()
-        {
-            return Err(Error::validation_at(vec![json!("feedback")], "`feedback` must be a string"));
-        }
-        let out = answer.clone();
-        if !approved && on_reject != "continue" {
-            let fb = obj.get("feedback").and_then(Value::as_str).unwrap_or("");
-            let msg = if fb.is_empty() {
-                "rejected by the reviewer".to_string()
-            } else {
-                format!("rejected by the reviewer: {fb}")
-            };
-            return Ok((out, Finish::Failed(StepError::fatal("REJECTED", msg))));
-        }
-        return Ok((out.clone(), Finish::Completed { output: out, status: None, headers: None }));
-    }
-    let Some(output) = obj.get("output") else {
-        return Err(Error::validation_at(vec![json!("output")], "`output` is required to answer a question task"));
-    };
-    Ok((output.clone(), Finish::Completed { output: output.clone(), status: None, headers: None }))
-}
-
-fn task_close(run_id: &str, task_id: &str, status: &str, output: Value, now: i64) -> Write {
-    Write::Update {
-        key: keys::task(run_id, task_id),
-        update: Update::default().set("status", status).set("output", output).set("completed_at", now),
-        cond: Some(Cond::eq("status", "open")),
     }
 }
 

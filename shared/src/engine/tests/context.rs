@@ -152,3 +152,73 @@ async fn a_sync_execute_leaves_a_block_longer_than_its_deadline_to_the_workers()
     assert_eq!(run(&e.app, id).await["status"], "completed");
     assert_eq!(rec.seen().len(), 1, "run once, by a worker");
 }
+
+/// Waits for an outside callback: mints a token and hands it out through `tokens`.
+#[derive(Default)]
+struct AwaitsCallback {
+    tokens: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Executor for AwaitsCallback {
+    async fn execute(&self, _b: &Block, _cx: &BlockContext<'_>) -> BlockOutcome {
+        let (token, hash) = crate::engine::new_wait_token();
+        self.tokens.lock().unwrap().push(token);
+        BlockOutcome::Wait(crate::blocks::WaitSpec {
+            kind: "callback".into(),
+            prompt: Value::Null,
+            timeout: None,
+            default: None,
+            extra: json!({}),
+            token_hash: Some(hash),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_wait_resumed_by_its_token_commits_once_and_the_token_is_single_use() {
+    let e = env();
+    let cb = Arc::new(AwaitsCallback::default());
+    e.app.engine.register_executor("code", cb.clone());
+    let mut flow = code_flow(json!({"max_attempts": 1}), None);
+    flow["steps"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": "after", "type": "transform", "config": {"mapping": {"got": "{{steps.work.output.n}}"}}}));
+    flow["steps"][1]["id"] = json!("work");
+    install(&e.app, "wf", flow).await;
+    let id = start(&e.app, "wf", json!({})).await;
+    drain(&e.app, Duration::from_secs(10)).await;
+    let r = run(&e.app, &id).await;
+    assert_eq!(r["status"], "running", "a callback wait is not a person's: {r:#}");
+    assert!(r["tasks"][0].get("token_hash").is_none(), "the hash is never shown: {r:#}");
+    let token = cb.tokens.lock().unwrap()[0].clone();
+
+    let unknown = e.app.engine.resume_by_token("wt_nope", json!({"output": 1})).await.unwrap_err();
+    assert!(matches!(unknown, Error::NotFound(_)), "{unknown:?}");
+    let (run_id, step_key) = e.app.engine.resume_by_token(&token, json!({"output": {"n": 5}})).await.unwrap();
+    assert_eq!((run_id.as_str(), step_key.as_str()), (id.as_str(), "work"));
+    let again = e.app.engine.resume_by_token(&token, json!({"output": {"n": 6}})).await.unwrap_err();
+    assert!(matches!(again, Error::Conflict(_)), "{again:?}");
+    drain(&e.app, Duration::from_secs(10)).await;
+    let r = run(&e.app, &id).await;
+    assert_eq!(r["status"], "completed", "{r:#}");
+    assert_eq!(r["output"], json!({"got": 5}));
+    assert_eq!(e.counts.commits_of(&id, "work"), 1);
+}
+
+#[tokio::test]
+async fn a_callback_reporting_an_error_fails_its_step() {
+    let e = env();
+    let cb = Arc::new(AwaitsCallback::default());
+    e.app.engine.register_executor("code", cb.clone());
+    install(&e.app, "wf", code_flow(json!({"max_attempts": 1}), None)).await;
+    let id = start(&e.app, "wf", json!({})).await;
+    drain(&e.app, Duration::from_secs(10)).await;
+    let token = cb.tokens.lock().unwrap()[0].clone();
+    e.app.engine.resume_by_token(&token, json!({"error": {"message": "card declined"}})).await.unwrap();
+    let r = run(&e.app, &id).await;
+    assert_eq!(r["status"], "failed", "{r:#}");
+    assert_eq!(r["error"]["code"], "CALLBACK_ERROR");
+    assert!(r["error"]["message"].as_str().unwrap().contains("card declined"));
+}
