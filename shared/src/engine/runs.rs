@@ -58,7 +58,7 @@ impl Engine {
     /// Starts a run of the workflow's current version and enqueues its entry steps.
     /// When a safety-net sweep runs: after a lease and then some, so that a step a live
     /// worker holds is not published again while it runs (2 min by default).
-    fn sweep_after(&self) -> Duration {
+    pub(super) fn sweep_after(&self) -> Duration {
         (self.cfg.lease * 2).min(crate::queue::MAX_DELAY)
     }
 
@@ -395,20 +395,7 @@ impl Engine {
     /// for an approval. Returns the run afterwards.
     pub async fn complete_task(&self, acct: &str, run_id: &str, task_id: &str, answer: Value) -> Result<Value> {
         let snap = self.owned(acct, run_id).await?;
-        let task = snap.tasks.get(task_id).ok_or_else(|| Error::not_found(format!("task {task_id}")))?;
-        match task.str("status") {
-            Some("open") => {}
-            Some(s) => return Err(Error::Conflict(format!("task {task_id} is already {s}"))),
-            None => return Err(Error::Internal(format!("task {task_id} has no status"))),
-        }
-        if snap.run_status() != "running" {
-            return Err(Error::InvalidStatus(format!("run {run_id} is {}", snap.run_status())));
-        }
-        // The commit below and the send after it are two systems: a safety sweep queued first
-        // publishes the successors if this request dies in between.
-        self.send(vec![(Msg::Sweep { r: run_id.to_string() }, self.sweep_after())]).await?;
-        let publish = self.resolve_task(&snap, task_id, answer, "completed").await?;
-        self.send(publish.into_iter().map(|m| (m, Duration::ZERO)).collect()).await?;
+        self.resume(&snap, task_id, answer, |s| format!("task {task_id} is already {s}")).await?;
         self.get_run(acct, run_id).await
     }
 

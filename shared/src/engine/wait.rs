@@ -204,21 +204,40 @@ impl Engine {
         let snap = Snapshot::require(&*self.store, &run_id).await?;
         let task = snap.tasks.get(&task_id).ok_or_else(|| Error::not_found("callback token"))?;
         let step_key = task.str("step_key").unwrap_or_default().to_string();
+        let used = |s: &str| format!("this token was already used (the wait is {s})");
+        self.resume(&snap, &task_id, answer, used).await.map_err(|e| match e {
+            // Resumed by someone else between the read and the commit.
+            Error::Conflict(_) => Error::Conflict("this token was already used".into()),
+            e => e,
+        })?;
+        Ok((run_id, step_key))
+    }
+
+    /// Resumes the open wait `task_id` of the run in `snap` with `answer`, and sends what
+    /// follows. A wait no longer open is `Conflict` with `closed(its status)` as message; one
+    /// closed between the read and the commit is `Conflict` too.
+    pub(crate) async fn resume(
+        &self,
+        snap: &Snapshot,
+        task_id: &str,
+        answer: Value,
+        closed: impl Fn(&str) -> String,
+    ) -> Result<()> {
+        let run_id = snap.run.key.pk.trim_start_matches(keys::RUN_PK_PREFIX);
+        let task = snap.tasks.get(task_id).ok_or_else(|| Error::not_found(format!("task {task_id}")))?;
         match task.str("status") {
             Some("open") => {}
-            Some(s) => return Err(Error::Conflict(format!("this token was already used (the wait is {s})"))),
-            None => return Err(Error::Internal(format!("wait {task_id} has no status"))),
+            Some(s) => return Err(Error::Conflict(closed(s))),
+            None => return Err(Error::Internal(format!("task {task_id} has no status"))),
         }
         if snap.run_status() != "running" {
             return Err(Error::InvalidStatus(format!("run {run_id} is {}", snap.run_status())));
         }
-        self.send(vec![(Msg::Sweep { r: run_id.clone() }, (self.cfg.lease * 2).min(crate::queue::MAX_DELAY))]).await?;
-        let publish = self.resolve_task(&snap, &task_id, answer, "completed").await.map_err(|e| match e {
-            Error::Conflict(_) => Error::Conflict("this token was already used".into()),
-            e => e,
-        })?;
-        self.send(publish.into_iter().map(|m| (m, Duration::ZERO)).collect()).await?;
-        Ok((run_id, step_key))
+        // The commit below and the send after it are two systems: a safety sweep queued first
+        // publishes the successors if this request dies in between.
+        self.send(vec![(Msg::Sweep { r: run_id.to_string() }, self.sweep_after())]).await?;
+        let publish = self.resolve_task(snap, task_id, answer, "completed").await?;
+        self.send(publish.into_iter().map(|m| (m, Duration::ZERO)).collect()).await
     }
 }
 

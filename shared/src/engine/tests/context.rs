@@ -222,3 +222,21 @@ async fn a_callback_reporting_an_error_fails_its_step() {
     assert_eq!(r["error"]["code"], "CALLBACK_ERROR");
     assert!(r["error"]["message"].as_str().unwrap().contains("card declined"));
 }
+
+#[tokio::test]
+async fn a_token_of_a_cancelled_run_resumes_nothing() {
+    let e = env();
+    let cb = Arc::new(AwaitsCallback::default());
+    e.app.engine.register_executor("code", cb.clone());
+    install(&e.app, "wf", code_flow(json!({"max_attempts": 1}), None)).await;
+    let id = start(&e.app, "wf", json!({})).await;
+    drain(&e.app, Duration::from_secs(10)).await;
+    let token = cb.tokens.lock().unwrap()[0].clone();
+    e.app.engine.cancel_run(ACCT, &id).await.unwrap();
+    let err = e.app.engine.resume_by_token(&token, json!({"output": 1})).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict(_) | Error::InvalidStatus(_)), "{err:?}");
+    let r = run(&e.app, &id).await;
+    assert_eq!(r["status"], "cancelled", "{r:#}");
+    assert_eq!(step(&r, "work")["status"], "cancelled", "ended by the cancel, not by the token: {r:#}");
+    assert!(step(&r, "work")["output"].is_null(), "{r:#}");
+}
