@@ -43,10 +43,6 @@ impl GuardedHttp {
         GuardedHttp { client, targets }
     }
 
-    pub fn targets(&self) -> Targets {
-        self.targets
-    }
-
     /// The URL a request may go to, or why not: `field` names the setting in the message.
     pub fn vet(&self, field: &str, raw: &str) -> Result<reqwest::Url, String> {
         let url = net_guard::parse_url(field, raw).map_err(|e| e.to_string())?;
@@ -63,12 +59,6 @@ impl GuardedHttp {
     /// The client, for a URL [`vet`](Self::vet) let through.
     pub fn client(&self) -> Result<&reqwest::Client, String> {
         self.client.as_ref().map_err(Clone::clone)
-    }
-
-    /// Why a request failed, when the guard refused its target (the resolver's verdict,
-    /// wrapped by the connector and the client).
-    pub fn refusal(e: &reqwest::Error) -> Option<String> {
-        refused_in(e)
     }
 }
 

@@ -61,9 +61,6 @@ pub struct WaitSpec {
     pub token_hash: Option<String>,
 }
 
-/// The name the human block has always used for its wait.
-pub type TaskSpec = WaitSpec;
-
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
     Output(Value),
