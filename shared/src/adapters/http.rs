@@ -81,7 +81,12 @@ pub fn guarded_client(targets: Targets) -> reqwest::Result<reqwest::Client> {
 
 impl HttpTransport {
     pub fn new(targets: Targets) -> Self {
-        HttpTransport { http: GuardedHttp::new(targets) }
+        Self::over(GuardedHttp::new(targets))
+    }
+
+    /// Callbacks over a client the process already has (its connection pool shared).
+    pub fn over(http: GuardedHttp) -> Self {
+        HttpTransport { http }
     }
 }
 

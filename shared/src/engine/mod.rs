@@ -114,13 +114,14 @@ impl Engine {
         secrets: Arc<SecretBox>,
         cfg: AppConfig,
     ) -> Self {
-        let targets = Targets::from_allow_private(cfg.allow_private_targets);
-        let transport = Arc::new(HttpTransport::new(targets));
+        // One client (one connection pool) for callbacks and blocks.
+        let http = GuardedHttp::new(Targets::from_allow_private(cfg.allow_private_targets));
+        let transport = Arc::new(HttpTransport::over(http.clone()));
         Engine {
             store,
             queue,
             long_queue,
-            services: Services { secrets, http: GuardedHttp::new(targets) },
+            services: Services { secrets, http },
             cfg,
             transport,
             versions: Mutex::new(HashMap::new()),
