@@ -1,17 +1,21 @@
 //! The DynamoDB adapter's claim check: attribute values too large for a DynamoDB item, kept
-//! in one S3 bucket, each object named by the item it belongs to and the SHA-256 of its bytes.
-//! When and why values go here, and what it costs: [`crate::adapters::dynamo`]'s module doc.
+//! in one S3 bucket, each object named by the partition of the item it belongs to and the
+//! SHA-256 of its bytes. When and why values go here, and what it costs:
+//! [`crate::adapters::dynamo`]'s module doc.
 //!
-//! Object keys: `<class>/<pk>/<sk>/<sha256 hex>` (`<class>/h/<sha256 of pk and sk>/<sha256>`
-//! when the item's keys are too long for S3's 1,024 bytes). Content addressing makes every
-//! object immutable: writing the same value twice writes the same bytes, a reader checks the
-//! digest, and a cache of objects read needs no invalidation.
+//! Object keys: `<class>/<pk>/<sha256 hex>` (`<class>/h/<sha256 of pk>/<sha256>` when the
+//! partition key is too long for S3's 1,024 bytes). Content addressing makes every object
+//! immutable: writing the same value twice writes the same bytes, a reader checks the digest,
+//! and a cache of objects needs no invalidation. One value in several items of a partition is
+//! one object: a run's input and its starter step's output, a step's output and the run's.
 //!
 //! The class is the object's lifetime, which the bucket's lifecycle rules enforce: `t<d>`
 //! objects expire `d` days after they were written (`d` in [`LIFETIME_DAYS`]), `keep/` ones
 //! never. A value goes to the shortest class that outlives its item's TTL (so an item never
 //! outlives its values), and to `keep/` when the item has no TTL or one beyond the longest
-//! class. Objects are never deleted one by one: a value replaced or removed, an item deleted
+//! class. Every write of a value writes its object again (S3 counts an object's age from its
+//! last write), except when this process wrote it less than [`REWRITE_AFTER`] ago, which the
+//! class's margin covers. Objects are never deleted one by one: a value replaced or removed, an item deleted
 //! or a transaction refused after its values were written leaves an object nobody refers to,
 //! which its lifecycle rule removes with the rest of its class (a `keep/` one stays; Baton's
 //! large values all belong to run items, which carry a TTL while retention is on).
@@ -30,6 +34,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// Lifetimes of the expiring object classes, in days: one lifecycle rule each
 /// (`template.yaml`'s `PayloadBucket` has the same list; `tests/tests/template.rs` checks).
@@ -41,6 +46,9 @@ const DAY_SECS: i64 = 24 * 3600;
 /// Clocks of S3 and of this process may disagree a little: a class must outlive the item's
 /// TTL by this much.
 const CLOCK_MARGIN_SECS: i64 = 3600;
+/// How long after writing an object this process takes it as fresh: well inside the classes'
+/// margin ([`CLOCK_MARGIN_SECS`]), so an object not written again still outlives its new item.
+pub const REWRITE_AFTER: std::time::Duration = std::time::Duration::from_secs(20 * 60);
 /// S3's longest object key.
 const MAX_OBJECT_KEY_BYTES: usize = 1024;
 /// Objects read (or written) recently, kept parsed, up to this many bytes of JSON (a few times
@@ -66,17 +74,14 @@ pub fn class(expires_at: Option<i64>, now: i64) -> String {
         .unwrap_or_else(|| KEEP_PREFIX.to_string())
 }
 
-/// The object key of a value whose bytes have the digest `sha256` (hex), of the item `key`.
+/// The object key of a value whose bytes have the digest `sha256` (hex), of an item of the
+/// partition `key.pk`.
 pub fn object_key(class: &str, key: &Key, sha256: &str) -> String {
-    let plain = format!("{class}/{}/{}/{sha256}", key.pk, key.sk);
+    let plain = format!("{class}/{}/{sha256}", key.pk);
     if plain.len() <= MAX_OBJECT_KEY_BYTES {
         return plain;
     }
-    let mut h = Sha256::new();
-    h.update(key.pk.as_bytes());
-    h.update([0]);
-    h.update(key.sk.as_bytes());
-    format!("{class}/h/{}/{sha256}", hex::encode(h.finalize()))
+    format!("{class}/h/{}/{sha256}", digest(key.pk.as_bytes()))
 }
 
 /// Hex SHA-256 of `bytes`.
@@ -141,27 +146,36 @@ pub struct Payloads {
 
 #[derive(Debug, Default)]
 struct Cache {
-    values: HashMap<String, (Arc<Value>, usize)>,
+    /// Value, its size in bytes of JSON, and when this process last wrote it (if it did).
+    values: HashMap<String, (Arc<Value>, usize, Option<Instant>)>,
     order: VecDeque<String>,
     bytes: usize,
 }
 
 impl Cache {
     fn get(&self, key: &str) -> Option<Arc<Value>> {
-        self.values.get(key).map(|(v, _)| v.clone())
+        self.values.get(key).map(|(v, _, _)| v.clone())
     }
 
-    fn insert(&mut self, key: &str, value: Arc<Value>, size: usize) {
-        if size > CACHE_BYTES / 4 || self.values.contains_key(key) {
+    fn fresh(&self, key: &str) -> bool {
+        self.values.get(key).and_then(|(_, _, w)| *w).is_some_and(|w| w.elapsed() < REWRITE_AFTER)
+    }
+
+    fn insert(&mut self, key: &str, value: Arc<Value>, size: usize, written: Option<Instant>) {
+        if size > CACHE_BYTES / 4 {
+            return;
+        }
+        if let Some(e) = self.values.get_mut(key) {
+            e.2 = written.or(e.2);
             return;
         }
         while self.bytes + size > CACHE_BYTES {
             let Some(old) = self.order.pop_front() else { break };
-            if let Some((_, n)) = self.values.remove(&old) {
+            if let Some((_, n, _)) = self.values.remove(&old) {
                 self.bytes -= n;
             }
         }
-        self.values.insert(key.to_string(), (value, size));
+        self.values.insert(key.to_string(), (value, size, written));
         self.order.push_back(key.to_string());
         self.bytes += size;
     }
@@ -188,9 +202,14 @@ impl Payloads {
         &self.client
     }
 
-    /// Writes one object (`bytes` is `value` as JSON) and remembers the value.
+    /// Writes one object (`bytes` is `value` as JSON) and remembers the value; a no-op when
+    /// this process wrote it less than [`REWRITE_AFTER`] ago.
     pub(crate) async fn put(&self, key: &str, bytes: Vec<u8>, value: Arc<Value>) -> Result<()> {
+        if self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).fresh(key) {
+            return Ok(());
+        }
         let size = bytes.len();
+        let started = Instant::now();
         metrics::count(Op::S3PutObject);
         metrics::add(Op::S3PutBytes, size as u64);
         self.client
@@ -202,7 +221,7 @@ impl Payloads {
             .send()
             .await
             .map_err(|e| s3_error("PutObject", e))?;
-        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, value, size);
+        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, value, size, Some(started));
         Ok(())
     }
 
@@ -234,7 +253,12 @@ impl Payloads {
         let value: Value = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Internal(format!("s3: object {key} is not the JSON it was written as: {e}")))?;
         let value = Arc::new(value);
-        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, value.clone(), bytes.len());
+        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(
+            key,
+            value.clone(),
+            bytes.len(),
+            None,
+        );
         Ok(value)
     }
 }
@@ -314,10 +338,11 @@ mod tests {
     #[test]
     fn object_keys_fit_s3() {
         let k = object_key("t64", &Key::new("RUN#run_1", "STEP#a"), &digest(b"x"));
-        assert_eq!(k, format!("t64/RUN#run_1/STEP#a/{}", digest(b"x")));
-        let long = object_key("keep", &Key::new("p".repeat(2048), "s".repeat(1024)), &digest(b"x"));
+        assert_eq!(k, format!("t64/RUN#run_1/{}", digest(b"x")));
+        assert_eq!(k, object_key("t64", &Key::new("RUN#run_1", "RUN"), &digest(b"x")), "one object per partition");
+        let long = object_key("keep", &Key::new("p".repeat(2048), "s"), &digest(b"x"));
         assert!(long.len() <= MAX_OBJECT_KEY_BYTES && long.starts_with("keep/h/"), "{long}");
-        assert_ne!(long, object_key("keep", &Key::new("p".repeat(2048), "S".repeat(1024)), &digest(b"x")));
+        assert_ne!(long, object_key("keep", &Key::new("P".repeat(2048), "s"), &digest(b"x")));
     }
 
     #[test]
