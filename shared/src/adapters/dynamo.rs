@@ -14,6 +14,73 @@
 //!   live or absent, and when it finds an expired item, that item is deleted (conditionally
 //!   on its `ttl`) and the update retried.
 //! - Request and capacity-unit counters for the cost model go to [`crate::metrics`].
+//!
+//! ## Large values: the S3 claim check
+//!
+//! The port holds items up to [`MAX_ITEM_BYTES`] (two 1 MiB payloads and 64 KiB more: a run
+//! item carries its input and its output); DynamoDB stops at 400 KB. With a payload bucket
+//! ([`DynamoStore::with_payloads`], `BATON_BUCKET`) the adapter keeps large attribute values in
+//! S3 ([`super::s3`]), invisibly to the port's callers:
+//!
+//! - **What goes out**: every value that DynamoDB would count as more than
+//!   [`OFFLOAD_VALUE_BYTES`] (64 KiB; `value_size` follows DynamoDB's sizing rules, which
+//!   can count a third more than the JSON); then, while the item's part in DynamoDB is still
+//!   over [`INLINE_ITEM_BYTES`] (300 KiB, a margin under 400 KB), the largest of the values
+//!   over [`MAX_COND_VALUE_BYTES`] of JSON (many medium values). Decided per write from the
+//!   values it writes: a put's attributes, an update's `set`, each write of a transaction.
+//!   Values are top-level attributes, whole; small attributes (status, leases, counters,
+//!   timestamps) always stay in DynamoDB, so conditions and counters keep running there.
+//! - **Order**: the objects are written (in parallel) before the DynamoDB request, so no item
+//!   ever refers to an object that is not there. A refused condition or transaction leaves
+//!   objects nobody refers to; they are harmless and their lifecycle rule deletes them.
+//! - **The claim**: the attribute keeps its name and holds a binary value (`B`), JSON
+//!   `{"s3": <object key>, "len": <bytes>}`. The adapter writes every caller value as a
+//!   string, number, boolean, null, list or map, never as a binary, so a claim cannot be
+//!   mistaken for a value nor a value for a claim, and no attribute name is taken from callers.
+//! - **Reads**: `get`, `query` and the item an `update` returns resolve their claims, every
+//!   object of one call fetched at once (at most [`s3::MAX_PARALLEL_GETS`] in flight); values
+//!   this process wrote or read recently come from a small cache (objects are immutable:
+//!   content-addressed, the digest checked on every read). An expired item is dropped before
+//!   its values are fetched.
+//! - **Size of updates**: an update that writes a large value first reads the item
+//!   (`GetItem`) to check that the item with the update applied stays within
+//!   [`MAX_ITEM_BYTES`] (values in S3 count by their length) and to learn its TTL for the
+//!   objects' lifetime class. Updates of small values are not read first: DynamoDB's own
+//!   400 KB bounds what they can add. Two concurrent updates that each write a large value to
+//!   one item are checked against the item as each read it; Baton never does that (a step's
+//!   output is written by the holder of its lease).
+//! - **Conditions** compare with values of at most [`MAX_COND_VALUE_BYTES`] (the port refuses
+//!   larger ones on every backend: `Error::Validation`). A value kept in S3 is larger than
+//!   that, so an `Eq` on its attribute is false (as it is on SQLite), `Not(Eq)` true and
+//!   `AttrAbsent` false; ordering conditions (`Lt`…`Ge`) on such an attribute are false here,
+//!   where SQLite would compare the long string: conditions on large attributes are not
+//!   supported (Baton orders only counters and timestamps).
+//! - **Lifetime**: each object lives in the shortest lifetime class that outlives its item's
+//!   TTL (`keep/` without one); the bucket's lifecycle rules expire each class (see
+//!   [`super::s3`]). A TTL extended later past its values' class would outlive them; Baton's
+//!   TTLs only shrink (retention: a finished run's TTL is shorter than the open run's).
+//! - Without a bucket ([`DynamoStore::new`] alone), an item over 400 KB is `PayloadTooLarge`.
+//!
+//! **Cost of one 1 MiB step** (us-east-1 list prices; a step output of 1,048,576 bytes,
+//! written once in the commit's transaction, read once by a later step):
+//!
+//! | | write | read | storage | one step (+ storage) |
+//! |---|---|---|---|---|
+//! | S3 claim check | 1 PUT: $0.005/1,000 = $0.000005; the claim (~0.2 KB) rides on the step's item write | 1 GET: $0.0004/1,000 = $0.0000004, none when cached; + 1 RRU for the size check ($0.00000025) | $0.023/GB-month: $0.0000225/month | **≈ $0.0000057** (+ $0.0000225/month, kept up to its class's days) |
+//! | DynamoDB, chunked items | 1,024 WRU, doubled in a transaction: 2,048 × $1.25/M = $0.00256 (1,024 WRU = $0.00128 outside one) | 256 RRU (strongly consistent, 4 KB each) × $0.25/M = $0.000064 | $0.25/GB-month: $0.000244/month | **≈ $0.0026** (+ $0.000244/month) |
+//!
+//! S3 is about 460× cheaper per large step (≈ $5.65 vs ≈ $2,620 per million 1 MiB steps;
+//! at DynamoDB's current on-demand prices, $0.625/M WRU and $0.125/M RRU as in
+//! `tests/cost.rs`, the chunks cost half that, still ≈ 230× more) and ≈ 11× cheaper to keep;
+//! chunks would also need up to three more items in every commit's 100-item, 4 MB
+//! transaction. Above 64 KiB a value costs at least 64 WRU (128 in a transaction, $0.00016)
+//! in DynamoDB against $0.0000054 for an S3 round trip, so even the threshold is far past the
+//! break-even (a few KB); it stays at 64 KiB for latency: an S3 request takes tens of
+//! milliseconds against DynamoDB's few, which only values this large (whose transfer takes
+//! that long anyway) should pay. Measured on moto (`aws_conformance`,
+//! `a_one_mib_step_costs_an_s3_put_per_value_and_reads_them_once`): a sync run with a 1 MiB
+//! input and a 1 MiB output writes 3 objects (the input, the output, the finished run's
+//! output in its shorter lifetime class) and reads none back (the cache).
 
 use super::s3::{self, Payloads};
 use crate::error::{Error, Result};
@@ -54,7 +121,7 @@ const MAX_ATTEMPTS: usize = 4;
 /// An attribute value that DynamoDB would count as more than this goes to S3.
 pub const OFFLOAD_VALUE_BYTES: usize = 64 * 1024;
 /// After that, values go to S3 largest first while the item's part in DynamoDB is larger than
-/// this (DynamoDB's limit is 400 KB; [`value_size`] estimates its count from above).
+/// this (DynamoDB's limit is 400 KB; `value_size` estimates its count from above).
 pub const INLINE_ITEM_BYTES: usize = 300 * 1024;
 
 type AttrMap = HashMap<String, AttributeValue>;

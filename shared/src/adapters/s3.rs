@@ -47,7 +47,7 @@ const DAY_SECS: i64 = 24 * 3600;
 /// TTL by this much.
 const CLOCK_MARGIN_SECS: i64 = 3600;
 /// How long after writing an object this process takes it as fresh: well inside the classes'
-/// margin ([`CLOCK_MARGIN_SECS`]), so an object not written again still outlives its new item.
+/// margin (an hour), so an object not written again still outlives its new item.
 pub const REWRITE_AFTER: std::time::Duration = std::time::Duration::from_secs(20 * 60);
 /// S3's longest object key.
 const MAX_OBJECT_KEY_BYTES: usize = 1024;
