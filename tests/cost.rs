@@ -33,6 +33,15 @@ pub const DDB_READ_PER_MILLION: f64 = 0.125;
 /// SQS standard queue, per million requests, each 64 KB chunk of payload one request
 /// (<https://aws.amazon.com/sqs/pricing/>).
 pub const SQS_PER_MILLION: f64 = 0.40;
+/// S3 Standard, per million PUT requests ($0.005 per 1,000; <https://aws.amazon.com/s3/pricing/>):
+/// the DynamoDB adapter's large values.
+pub const S3_PUT_PER_MILLION: f64 = 5.0;
+/// S3 Standard, per million GET requests ($0.0004 per 1,000; same page).
+pub const S3_GET_PER_MILLION: f64 = 0.4;
+/// S3 Standard storage, per GB-month (first 50 TB; same page).
+pub const S3_GB_MONTH: f64 = 0.023;
+/// DynamoDB Standard storage, per GB-month (<https://aws.amazon.com/dynamodb/pricing/on-demand/>).
+pub const DDB_GB_MONTH: f64 = 0.25;
 /// Lambda, per million requests (<https://aws.amazon.com/lambda/pricing/>).
 pub const LAMBDA_REQUEST_PER_MILLION: f64 = 0.20;
 /// Lambda arm64, per GB-second (same page, first 6 billion GB-s per month).
@@ -81,12 +90,16 @@ pub const REPORTED: &[Op] = &[
     Op::SqsDeleteMessageBatch,
     Op::SqsChangeMessageVisibility,
     Op::SqsBilledRequests,
+    Op::S3PutObject,
+    Op::S3GetObject,
 ];
 
 /// Dollars per million, by item.
 #[derive(Debug, Clone, Copy)]
 pub struct Cost {
     pub dynamodb: f64,
+    /// Requests only (storage is per month: [`S3_GB_MONTH`]).
+    pub s3: f64,
     pub sqs: f64,
     pub lambda: f64,
     pub api_gateway: f64,
@@ -94,7 +107,7 @@ pub struct Cost {
 
 impl Cost {
     pub fn total(&self) -> f64 {
-        self.dynamodb + self.sqs + self.lambda + self.api_gateway
+        self.dynamodb + self.s3 + self.sqs + self.lambda + self.api_gateway
     }
 }
 
@@ -124,10 +137,12 @@ impl Measured {
             self.per_step(Op::DdbReadUnits),
             self.per_step(Op::SqsBilledRequests),
         );
+        let s3 =
+            self.per_step(Op::S3PutObject) * S3_PUT_PER_MILLION + self.per_step(Op::S3GetObject) * S3_GET_PER_MILLION;
         let invokes = self.invocations as f64 / self.steps_total() as f64;
         let gb_seconds = invokes * LAMBDA_MEMORY_MB / 1024.0 * LAMBDA_MS_PER_INVOCATION / 1000.0;
         let lambda = invokes * LAMBDA_REQUEST_PER_MILLION + gb_seconds * 1e6 * LAMBDA_ARM_GB_SECOND;
-        Cost { dynamodb, sqs, lambda, api_gateway: 0.0 }
+        Cost { dynamodb, s3, sqs, lambda, api_gateway: 0.0 }
     }
 
     /// Dollars per million run starts over HTTP (API Gateway + one API function invocation).
@@ -137,9 +152,11 @@ impl Measured {
             self.per_start(Op::DdbReadUnits),
             self.per_start(Op::SqsBilledRequests),
         );
+        let s3 =
+            self.per_start(Op::S3PutObject) * S3_PUT_PER_MILLION + self.per_start(Op::S3GetObject) * S3_GET_PER_MILLION;
         let gb_seconds = LAMBDA_MEMORY_MB / 1024.0 * LAMBDA_MS_PER_INVOCATION / 1000.0;
         let lambda = LAMBDA_REQUEST_PER_MILLION + gb_seconds * 1e6 * LAMBDA_ARM_GB_SECOND;
-        Cost { dynamodb, sqs, lambda, api_gateway: HTTP_API_PER_MILLION }
+        Cost { dynamodb, s3, sqs, lambda, api_gateway: HTTP_API_PER_MILLION }
     }
 
     /// Dollars per million steps with the run starts spread over the run's steps.
@@ -147,6 +164,7 @@ impl Measured {
         let (s, r, n) = (self.step_cost(), self.start_cost(), self.blocks as f64);
         Cost {
             dynamodb: s.dynamodb + r.dynamodb / n,
+            s3: s.s3 + r.s3 / n,
             sqs: s.sqs + r.sqs / n,
             lambda: s.lambda + r.lambda / n,
             api_gateway: r.api_gateway / n,
@@ -172,9 +190,10 @@ impl Measured {
         let line = |out: &mut String, what: &str, c: Cost| {
             let _ = writeln!(
                 out,
-                "{what:<34} ${:>6.3}  (DynamoDB {:.3}, SQS {:.3}, Lambda {:.3}, API Gateway {:.3})",
+                "{what:<34} ${:>6.3}  (DynamoDB {:.3}, S3 {:.3}, SQS {:.3}, Lambda {:.3}, API Gateway {:.3})",
                 c.total(),
                 c.dynamodb,
+                c.s3,
                 c.sqs,
                 c.lambda,
                 c.api_gateway
@@ -207,7 +226,12 @@ pub async fn measure(moto: &Moto, runs: usize, blocks: usize) -> Result<Measured
     let table = unique_name("cost");
     dynamo::create_table(&ddb, &table).await.map_err(|e| e.to_string())?;
     let (url, dlq) = sqs::create_queues(&sqs_client, &unique_name("cost"), 10).await.map_err(|e| e.to_string())?;
-    let store = Arc::new(DynamoStore::new(ddb, table));
+    // As deployed: large values in a payload bucket (none are large here).
+    let s3_client = baton::aws::s3_client(&cfg);
+    let bucket = baton::adapters::s3::bucket_for_table(&table);
+    baton::adapters::s3::create_bucket(&s3_client, &bucket).await.map_err(|e| e.to_string())?;
+    let payloads = baton::adapters::s3::Payloads::new(s3_client, bucket);
+    let store = Arc::new(DynamoStore::new(ddb, table).with_payloads(payloads));
     let queue = Arc::new(SqsQueue::new(sqs_client, url, Some(dlq)));
     let config = AppConfig { lease: Duration::from_secs(30), ..AppConfig::default() };
     let app = App::new(store.clone(), queue.clone(), Arc::new(baton::secrets::SecretBox::ephemeral()), config);

@@ -1,4 +1,4 @@
-//! A moto server (DynamoDB, SQS, KMS emulator) for the AWS adapters' tests.
+//! A moto server (DynamoDB, SQS, KMS, S3 emulator) for the AWS adapters' tests.
 //!
 //! [`moto`] starts one moto server per test process on a free loopback port, the first time
 //! a test asks for it: `infra/moto_server.py` (moto's server with two fixes where moto

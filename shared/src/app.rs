@@ -44,7 +44,8 @@ impl Default for AppConfig {
             rate_limit_per_minute: 500,
             lease: Duration::from_secs(60),
             sync_deadline: Duration::from_secs(25),
-            max_body_bytes: 1024 * 1024,
+            // A run input of the full payload limit, with the request's other fields around it.
+            max_body_bytes: crate::store::MAX_PAYLOAD_BYTES + 64 * 1024,
             public_url: "http://127.0.0.1:3000".into(),
             allow_private_targets: false,
             callback_backoff: Duration::from_secs(10),

@@ -9,7 +9,7 @@
 //! | `BATON_ALLOW_PRIVATE_TARGETS` | `1`: callbacks and HTTP blocks may reach private addresses | `0` |
 //! | `BATON_WORKER_QUEUE` | which queue a worker function drains: `steps`, or `long` for the long-step worker | `steps` |
 //! | `BATON_RUN_RETENTION_DAYS` | days a finished run is kept ([`crate::retention`]); `0`: for ever | 30 |
-//! | `BATON_TABLE`, `BATON_QUEUE_URL`, … | the AWS backend: see [`crate::aws`] | |
+//! | `BATON_TABLE`, `BATON_BUCKET`, `BATON_QUEUE_URL`, … | the AWS backend: see [`crate::aws`] | `BATON_BUCKET`: `<table>-payloads` |
 
 use crate::app::AppConfig;
 use crate::aws::AwsSettings;
@@ -179,6 +179,7 @@ mod tests {
             ("BATON_ALLOW_PRIVATE_TARGETS", "maybe"),
             ("BATON_RUN_RETENTION_DAYS", "-1"),
             ("BATON_TABLE", "t"),
+            ("BATON_BUCKET", "no_underscores"),
         ])
         .unwrap_err();
         assert_eq!(
@@ -189,6 +190,7 @@ mod tests {
                 "BATON_PUBLIC_URL",
                 "BATON_ALLOW_PRIVATE_TARGETS",
                 "BATON_RUN_RETENTION_DAYS",
+                "BATON_BUCKET",
                 "BATON_QUEUE_URL",
                 "BATON_KMS_KEY_ID"
             ]
@@ -207,6 +209,7 @@ mod tests {
         assert_eq!(c.public_url, None);
         assert_eq!(c.app.public_url, "", "filled in from the first request");
         assert_eq!(c.aws.table, "baton-prod");
+        assert_eq!(c.aws.bucket, "baton-prod-payloads", "the payload bucket is named after the table");
         assert_eq!(c.aws.kms_key_id.as_deref(), Some("alias/baton-prod"));
     }
 
@@ -221,6 +224,7 @@ mod tests {
             ("BATON_MAX_RECEIVES", "3"),
             ("BATON_DLQ_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/baton-dlq"),
             ("BATON_RUN_RETENTION_DAYS", "7"),
+            ("BATON_BUCKET", "baton-prod-payloadbucket-1a2b3c"),
         ]);
         let c = config(&vars).unwrap();
         assert_eq!(c.app.run_retention, Some(Duration::from_secs(7 * 24 * 3600)));
@@ -231,6 +235,7 @@ mod tests {
         assert!(c.app.allow_private_targets);
         assert_eq!(c.aws.max_receives, 3);
         assert!(c.aws.dlq_url.is_some());
+        assert_eq!(c.aws.bucket, "baton-prod-payloadbucket-1a2b3c");
         assert_eq!(c.worker_queue, WorkerQueue::Steps);
     }
 

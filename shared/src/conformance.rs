@@ -63,6 +63,10 @@ macro_rules! store_conformance_tests {
                 transact_rejects_more_than_max_items,
                 oversized_item_is_payload_too_large,
                 item_just_under_limit_is_accepted,
+                one_mib_payloads_roundtrip_through_every_read_and_write,
+                many_medium_attributes_roundtrip,
+                conditions_on_items_with_large_payloads_still_work,
+                large_condition_value_is_validation_error,
                 empty_key_parts_are_validation_errors,
                 expired_items_are_invisible_and_count_as_absent,
                 update_on_expired_item_starts_fresh,
@@ -138,8 +142,8 @@ pub mod store {
     use super::{assert_conflict, assert_validation, now_secs, unique};
     use crate::Error;
     use crate::store::{
-        Attrs, Cond, Item, Key, MAX_ITEM_BYTES, MAX_QUERY_LIMIT, MAX_TRANSACT_ITEMS, Query, SkRange, Store, Update,
-        Write, query_all,
+        Attrs, Cond, Item, Key, MAX_COND_VALUE_BYTES, MAX_ITEM_BYTES, MAX_PAYLOAD_BYTES, MAX_QUERY_LIMIT,
+        MAX_TRANSACT_ITEMS, Query, SkRange, Store, Update, Write, query_all,
     };
     use serde_json::{Value, json};
     use std::sync::Arc;
@@ -428,12 +432,20 @@ pub mod store {
         let writes = vec![put_w(&other, json!({"v": 1}), None), put_w(&key, json!({"blob": blob}), None)];
         too_large(store.transact(writes).await, "transact");
         assert_eq!(store.get(&other).await.unwrap(), None, "the transaction wrote nothing");
-        // An update that grows an item past the limit is rejected too.
-        let half = "y".repeat(210 * 1024);
-        store.put(item(&key, json!({"a": half})), None).await.unwrap();
+        // An update that grows an item past the limit is rejected too, alone or in a transaction.
+        let half = "y".repeat(MAX_ITEM_BYTES / 2 + 1024);
+        store.put(item(&key, json!({"a": half, "n": 1})), None).await.unwrap();
         let r = store.update(&key, Update::default().set("b", half.clone()), None).await.map(|_| ());
         too_large(r, "growing update");
-        assert_eq!(store.get(&key).await.unwrap().unwrap().get("b"), None);
+        let grow = Write::Update { key: key.clone(), update: Update::default().set("b", half.clone()), cond: None };
+        too_large(store.transact(vec![put_w(&other, json!({"v": 1}), None), grow]).await, "growing transact update");
+        let got = store.get(&key).await.unwrap().unwrap();
+        assert_eq!((got.get("b"), got.get("a")), (None, Some(&json!(half))));
+        assert_eq!(store.get(&other).await.unwrap(), None, "the transaction wrote nothing");
+        // Replacing the large value by another as large keeps the item under the limit.
+        let again = "z".repeat(MAX_ITEM_BYTES / 2 + 1024);
+        let got = store.update(&key, Update::default().set("a", again.clone()).add("n", 1), None).await.unwrap();
+        assert_eq!((got.get("a"), got.i64("n")), (Some(&json!(again)), Some(2)));
     }
 
     pub async fn item_just_under_limit_is_accepted(store: Arc<dyn Store>) {
@@ -441,6 +453,148 @@ pub mod store {
         let it = item(&key, json!({"blob": "x".repeat(MAX_ITEM_BYTES - 1024)}));
         store.put(it.clone(), None).await.unwrap();
         assert_eq!(store.get(&key).await.unwrap(), Some(it));
+    }
+
+    /// A JSON document of about `bytes` bytes with every JSON type in it (numbers of every
+    /// kind, nested maps and lists, unicode and escapes), different for each `seed`.
+    fn document(bytes: usize, seed: u64) -> Value {
+        let mut rows = Vec::new();
+        let mut size = 0;
+        let mut i: u64 = 0;
+        while size < bytes {
+            let row = json!({
+                "i": i, "seed": seed, "neg": -(i as i64), "f": i as f64 + 0.25, "ok": i.is_multiple_of(2), "none": null,
+                "text": format!("row {i} of {seed}: héllo ✓ 𝄞 \"quoted\" \\ tab\t"),
+                "tags": ["a", i, {"deep": [i, [], {}]}],
+            });
+            size += serde_json::to_vec(&row).unwrap().len() + 1;
+            rows.push(row);
+            i += 1;
+        }
+        json!({"rows": rows})
+    }
+
+    pub async fn one_mib_payloads_roundtrip_through_every_read_and_write(store: Arc<dyn Store>) {
+        let pk = unique("payload");
+        let (a, b, c, d) = (Key::new(&pk, "a"), Key::new(&pk, "b"), Key::new(&pk, "c"), Key::new(&pk, "d"));
+        // A run item's worst case: a 1 MiB input and a 1 MiB output, plus small attributes.
+        let input = json!("i".repeat(MAX_PAYLOAD_BYTES - 2));
+        let output = document(MAX_PAYLOAD_BYTES - 1024, 1);
+        assert!(serde_json::to_vec(&output).unwrap().len() <= MAX_PAYLOAD_BYTES);
+        let mut run = item(&a, json!({"status": "running", "input": input, "output": output, "n": 1}));
+        run.expires_at = Some(now_secs() + 3600);
+        store.put(run.clone(), Some(Cond::NotExists)).await.unwrap();
+        assert_eq!(store.get(&a).await.unwrap().as_ref(), Some(&run), "put, then get");
+
+        // Transaction: a put and an update that each write a payload, beside small writes.
+        let big_b = document(MAX_PAYLOAD_BYTES - 1024, 2);
+        let big_c = json!("c".repeat(MAX_PAYLOAD_BYTES - 2));
+        store.put(item(&c, json!({"status": "pending"})), None).await.unwrap();
+        store
+            .transact(vec![
+                put_w(&b, json!({"output": big_b, "k": "b"}), Some(Cond::NotExists)),
+                Write::Update {
+                    key: c.clone(),
+                    update: Update::default().set("status", "done").set("output", big_c.clone()),
+                    cond: Some(Cond::eq("status", "pending")),
+                },
+                Write::Update { key: a.clone(), update: Update::default().add("n", 1), cond: Some(Cond::Exists) },
+                Write::Check { key: d.clone(), cond: Cond::NotExists },
+            ])
+            .await
+            .unwrap();
+        assert_eq!(store.get(&b).await.unwrap().unwrap().attrs, attrs(json!({"output": big_b, "k": "b"})));
+        let got_c = store.get(&c).await.unwrap().unwrap();
+        assert_eq!(got_c.attrs, attrs(json!({"status": "done", "output": big_c})), "transact update");
+
+        // Update: the returned item and a later read hold the new payload; a small update of
+        // an item with payloads returns them too.
+        let big_d = document(MAX_PAYLOAD_BYTES - 4096, 3);
+        let got = store.update(&d, Update::default().set("output", big_d.clone()).set("s", "x"), None).await.unwrap();
+        assert_eq!(got.attrs, attrs(json!({"output": big_d, "s": "x"})), "update returns the new item");
+        let got = store.update(&a, Update::default().set("status", "completed"), None).await.unwrap();
+        run.attrs.insert("status".into(), json!("completed"));
+        run.attrs.insert("n".into(), json!(2));
+        assert_eq!(got, run, "a small update returns the payloads it did not touch");
+
+        // Query: every item of the partition, payloads resolved, in order; pages too.
+        let all = query_all(store.as_ref(), Query::partition(&pk)).await.unwrap();
+        assert_eq!(all.iter().map(|i| i.key.sk.as_str()).collect::<Vec<_>>(), ["a", "b", "c", "d"]);
+        assert_eq!(all[0], run);
+        assert_eq!(all[3].get("output"), Some(&big_d));
+        let page = store.query(Query { limit: 1, descending: true, ..Query::partition(&pk) }).await.unwrap();
+        assert_eq!(page.items[0].get("output"), Some(&big_d));
+
+        // A payload replaced by a small value, then removed, is gone from reads.
+        let got = store.update(&b, Update::default().set("output", "small"), None).await.unwrap();
+        assert_eq!(got.attrs, attrs(json!({"output": "small", "k": "b"})));
+        let got = store.update(&c, Update::default().remove("output"), None).await.unwrap();
+        assert_eq!(got.attrs, attrs(json!({"status": "done"})));
+        assert_eq!(store.get(&c).await.unwrap().unwrap().attrs, attrs(json!({"status": "done"})));
+        // And a put replaces an item with payloads whole.
+        store.put(item(&d, json!({"v": 1})), None).await.unwrap();
+        assert_eq!(store.get(&d).await.unwrap().unwrap().attrs, attrs(json!({"v": 1})));
+    }
+
+    pub async fn many_medium_attributes_roundtrip(store: Arc<dyn Store>) {
+        // Twenty values of 40 KiB: each small, together twice DynamoDB's own item limit.
+        let key = Key::new(unique("medium"), "item");
+        let mut v = serde_json::Map::new();
+        for i in 0..20 {
+            v.insert(format!("part{i:02}"), json!(format!("{i:02}").repeat(20 * 1024)));
+        }
+        let it = item(&key, Value::Object(v.clone()));
+        store.put(it.clone(), None).await.unwrap();
+        assert_eq!(store.get(&key).await.unwrap(), Some(it));
+        // The same through an update of a fresh item.
+        let key = Key::new(unique("medium"), "updated");
+        let update = Update { set: v.clone(), ..Update::default() };
+        let got = store.update(&key, update, Some(Cond::NotExists)).await.unwrap();
+        assert_eq!(got.attrs, v);
+        assert_eq!(store.get(&key).await.unwrap().unwrap().attrs, v);
+    }
+
+    pub async fn conditions_on_items_with_large_payloads_still_work(store: Arc<dyn Store>) {
+        // What the engine does to a step holding a large output: claims and counters on its
+        // small attributes; conditions comparing with the payload's attribute are false.
+        let key = Key::new(unique("payload-cond"), "step");
+        let output = json!("o".repeat(MAX_PAYLOAD_BYTES / 2));
+        store.put(item(&key, json!({"status": "completed", "output": output, "claim": "t1"})), None).await.unwrap();
+        assert_conflict(
+            store.update(&key, Update::default().set("x", 1), Some(Cond::AttrAbsent("output".into()))).await,
+            "the payload attribute is present",
+        );
+        assert_conflict(
+            store.update(&key, Update::default().set("x", 1), Some(Cond::eq("output", "o"))).await,
+            "the payload is not a small value",
+        );
+        let cond = Cond::eq("status", "completed")
+            .and(Cond::eq("claim", "t1"))
+            .and(Cond::Not(Box::new(Cond::eq("output", "o"))));
+        let got = store.update(&key, Update::default().add("seen", 1).remove("claim"), Some(cond)).await.unwrap();
+        assert_eq!(got.get("output"), Some(&output));
+        assert_eq!(got.i64("seen"), Some(1));
+        store.delete(&key, Some(Cond::eq("status", "completed"))).await.unwrap();
+        assert_eq!(store.get(&key).await.unwrap(), None);
+    }
+
+    pub async fn large_condition_value_is_validation_error(store: Arc<dyn Store>) {
+        let key = Key::new(unique("cond-size"), "item");
+        store.put(item(&key, json!({"v": 1})), None).await.unwrap();
+        let big = json!("v".repeat(MAX_COND_VALUE_BYTES));
+        let fits = json!("v".repeat(MAX_COND_VALUE_BYTES - 2));
+        assert_validation(store.put(item(&key, json!({})), Some(Cond::eq("v", big.clone()))).await, "put");
+        let upd = || Update::default().set("w", 1);
+        assert_validation(
+            store.update(&key, upd(), Some(Cond::Not(Box::new(Cond::eq("v", big.clone()))))).await,
+            "update",
+        );
+        assert_validation(store.delete(&key, Some(Cond::Lt("v".into(), big.clone()))).await, "delete");
+        let check = Write::Check { key: key.clone(), cond: Cond::Or(vec![Cond::Exists, Cond::eq("v", big.clone())]) };
+        assert_validation(store.transact(vec![check]).await, "transact");
+        assert_eq!(store.get(&key).await.unwrap().unwrap().attrs, attrs(json!({"v": 1})), "nothing changed");
+        // At the limit, the condition is evaluated as usual.
+        assert_conflict(store.update(&key, upd(), Some(Cond::eq("v", fits))).await, "a value at the limit");
     }
 
     pub async fn empty_key_parts_are_validation_errors(store: Arc<dyn Store>) {

@@ -3,7 +3,7 @@
 //!
 //! Two families: the port operations every adapter counts (`store.*`, `queue.*`), and the
 //! billable AWS requests and capacity units the DynamoDB/SQS/KMS adapters count (`ddb.*`,
-//! `sqs.*`, `kms.*`), which is what the AWS bill is made of.
+//! `sqs.*`, `kms.*`, `s3.*`), which is what the AWS bill is made of.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -66,6 +66,12 @@ ops! {
     KmsGenerateDataKey => "kms.GenerateDataKey",
     KmsDecrypt => "kms.Decrypt",
     KmsOther => "kms.other",
+    // S3: the DynamoDB adapter's claim check for large values (`adapters::s3`).
+    S3PutObject => "s3.PutObject",
+    S3GetObject => "s3.GetObject",
+    S3Other => "s3.other",
+    /// Bytes written to S3 (what storage is billed on, per month).
+    S3PutBytes => "s3.put_bytes",
 }
 
 const N: usize = Op::ALL.len();

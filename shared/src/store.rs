@@ -15,9 +15,22 @@ pub type Attrs = Map<String, Value>;
 pub const MAX_TRANSACT_ITEMS: usize = 100;
 /// Largest page a [`Store::query`] may be asked for.
 pub const MAX_QUERY_LIMIT: usize = 1000;
-/// Largest encoded item (attributes as JSON) an adapter must accept; DynamoDB's limit is
-/// 400 KB including names, so we keep a margin.
-pub const MAX_ITEM_BYTES: usize = 350 * 1024;
+/// Largest payload Baton accepts as one value: a run's input, a step's output, a task's
+/// answer (1 MiB of JSON, the HTTP body limit's size). Every adapter stores values this large:
+/// SQLite in its row, DynamoDB out of line in S3 (`adapters::dynamo`, the claim check).
+pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+/// Largest item an adapter must accept, measured as its attributes' compact JSON plus the
+/// lengths of its partition and sort keys. The contract: an item holds at most **two**
+/// payloads of [`MAX_PAYLOAD_BYTES`] plus 64 KiB of everything else, since the run item
+/// carries both the run's input and its output. Larger items are `Error::PayloadTooLarge`.
+/// (DynamoDB's own limit is 400 KB; its adapter keeps large values in S3 to reach this.)
+pub const MAX_ITEM_BYTES: usize = 2 * MAX_PAYLOAD_BYTES + 64 * 1024;
+/// Largest value a [`Cond`] may compare with (compact JSON); larger is `Error::Validation`.
+/// Conditions test small attributes (status, lease tokens, counters, timestamps); a value
+/// this size or smaller is never moved out of line by an adapter, so an equality test against
+/// an attribute whose value lives elsewhere (DynamoDB's S3 claim check) is false on every
+/// backend, which is also the truth.
+pub const MAX_COND_VALUE_BYTES: usize = 4 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
@@ -142,6 +155,12 @@ pub enum Write {
 }
 
 impl Write {
+    pub fn cond(&self) -> Option<&Cond> {
+        match self {
+            Write::Put { cond, .. } | Write::Update { cond, .. } | Write::Delete { cond, .. } => cond.as_ref(),
+            Write::Check { cond, .. } => Some(cond),
+        }
+    }
     pub fn key(&self) -> &Key {
         match self {
             Write::Put { item, .. } => &item.key,
@@ -195,7 +214,10 @@ pub struct Page {
 ///   absent for conditions, whether or not the backend has deleted them yet.
 /// - `transact` is all-or-nothing, takes at most [`MAX_TRANSACT_ITEMS`] writes, and rejects
 ///   two writes on the same key with `Error::Validation`.
-/// - Items larger than [`MAX_ITEM_BYTES`] are rejected with `Error::PayloadTooLarge`.
+/// - Items larger than [`MAX_ITEM_BYTES`] are rejected with `Error::PayloadTooLarge`, and
+///   so is an update that would make one that large.
+/// - A condition comparing with a value over [`MAX_COND_VALUE_BYTES`] is `Error::Validation`
+///   ([`check_cond`]).
 /// - A page may hold fewer items than `limit` and still carry a cursor.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -221,6 +243,30 @@ pub async fn query_all(store: &dyn Store, mut q: Query) -> Result<Vec<Item>> {
             None => return Ok(out),
         }
     }
+}
+
+/// Refuses a condition that compares with a value over [`MAX_COND_VALUE_BYTES`]. Every
+/// adapter calls it before a conditional write.
+pub fn check_cond(cond: &Cond) -> Result<()> {
+    match cond {
+        Cond::Exists | Cond::NotExists | Cond::AttrAbsent(_) => Ok(()),
+        Cond::Eq(n, v) | Cond::Lt(n, v) | Cond::Le(n, v) | Cond::Gt(n, v) | Cond::Ge(n, v) => {
+            let size = serde_json::to_vec(v)?.len();
+            if size > MAX_COND_VALUE_BYTES {
+                return Err(crate::error::Error::validation(format!(
+                    "a condition on `{n}` compares with a value of {size} bytes; conditions compare values of at most {MAX_COND_VALUE_BYTES} bytes"
+                )));
+            }
+            Ok(())
+        }
+        Cond::And(cs) | Cond::Or(cs) => cs.iter().try_for_each(check_cond),
+        Cond::Not(c) => check_cond(c),
+    }
+}
+
+/// [`check_cond`] on every condition of a transaction.
+pub fn check_write_conds(writes: &[Write]) -> Result<()> {
+    writes.iter().filter_map(Write::cond).try_for_each(check_cond)
 }
 
 /// Evaluates a condition against the current item, as every adapter without native

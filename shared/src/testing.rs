@@ -28,6 +28,7 @@ fn live(item: Option<&Item>) -> Option<&Item> {
 }
 
 fn check(cond: Option<&Cond>, item: Option<&Item>) -> Result<()> {
+    cond.map_or(Ok(()), store::check_cond)?;
     match cond {
         Some(c) if !store::eval_cond(c, live(item)) => Err(Error::Conflict("condition failed".into())),
         _ => Ok(()),
@@ -37,7 +38,7 @@ fn check(cond: Option<&Cond>, item: Option<&Item>) -> Result<()> {
 fn check_size(item: &Item) -> Result<()> {
     let n = serde_json::to_vec(&item.attrs)?.len();
     if n > MAX_ITEM_BYTES {
-        return Err(Error::PayloadTooLarge(format!("item of {n} bytes")));
+        return Err(Error::PayloadTooLarge(format!("item of {n} bytes; the limit is {MAX_ITEM_BYTES}")));
     }
     Ok(())
 }
@@ -54,6 +55,9 @@ impl MemStore {
     }
 
     fn apply(map: &mut BTreeMap<Key, Item>, w: Write) -> Result<()> {
+        if w.key().pk.is_empty() || w.key().sk.is_empty() {
+            return Err(Error::validation("partition and sort keys must not be empty"));
+        }
         match w {
             Write::Put { item, .. } => {
                 check_size(&item)?;
@@ -130,6 +134,11 @@ impl Store for MemStore {
     async fn query(&self, q: Query) -> Result<Page> {
         if q.limit == 0 || q.limit > MAX_QUERY_LIMIT {
             return Err(Error::validation("query limit out of range"));
+        }
+        if let SkRange::Between(a, b) = &q.range
+            && a > b
+        {
+            return Err(Error::validation("query range: lower bound is above upper bound"));
         }
         let after = match &q.cursor {
             Some(c) => Some(
@@ -268,5 +277,12 @@ impl Store for CountingStore {
     }
     async fn query(&self, query: Query) -> Result<Page> {
         self.inner.query(query).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    mod store_conformance {
+        crate::store_conformance_tests!(async { std::sync::Arc::new(crate::testing::MemStore::new()) });
     }
 }

@@ -38,7 +38,9 @@ async fn moto_script_prints_working_exports() {
         .collect();
     let _stop = Stop(vars.get("BATON_MOTO_PID").cloned());
     assert!(out.status.success(), "moto.sh failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    for name in ["AWS_ENDPOINT_URL", "BATON_TABLE", "BATON_QUEUE_URL", "BATON_DLQ_URL", "BATON_KMS_KEY_ID"] {
+    for name in
+        ["AWS_ENDPOINT_URL", "BATON_TABLE", "BATON_BUCKET", "BATON_QUEUE_URL", "BATON_DLQ_URL", "BATON_KMS_KEY_ID"]
+    {
         assert!(vars.contains_key(name), "moto.sh exports {name}: {stdout}");
     }
     assert_eq!(vars["BATON_BACKEND"], "aws");
@@ -53,6 +55,11 @@ async fn moto_script_prints_working_exports() {
     use baton::queue::{Message, Queue};
     use baton::store::{Item, Key, Store};
     backend.store.put(Item::new(Key::new("p", "s"), Default::default()), None).await.unwrap();
+    // The bucket it made holds the large values.
+    assert_eq!(settings.bucket, "script-table-payloads");
+    let big: baton::store::Attrs = [("v".to_string(), serde_json::json!("x".repeat(200_000)))].into_iter().collect();
+    backend.store.put(Item::new(Key::new("p", "big"), big.clone()), None).await.unwrap();
+    assert_eq!(backend.store.get(&Key::new("p", "big")).await.unwrap().unwrap().attrs, big);
     backend.queue.send(Message::now("hello")).await.unwrap();
     let got = backend.queue.receive(1, std::time::Duration::from_secs(5), std::time::Duration::from_secs(5)).await;
     assert_eq!(got.unwrap()[0].body, "hello");

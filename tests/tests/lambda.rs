@@ -97,6 +97,7 @@ fn wait_for_port(port: u16, what: &str, procs: &mut Processes) {
 /// The deployment's resources in moto, named uniquely for this test.
 struct Stack {
     table: String,
+    bucket: String,
     queue_url: String,
     dlq_url: String,
     kms_key_id: String,
@@ -107,11 +108,13 @@ async fn stack() -> Stack {
     let config = moto().sdk_config().await;
     let table = unique_name("lambda-e2e");
     baton::adapters::dynamo::create_table(&aws_sdk_dynamodb::Client::new(&config), &table).await.unwrap();
+    let bucket = baton::adapters::s3::bucket_for_table(&table);
+    baton::adapters::s3::create_bucket(&baton::aws::s3_client(&config), &bucket).await.unwrap();
     let sqs = aws_sdk_sqs::Client::new(&config);
     let (queue_url, dlq_url) = baton::adapters::sqs::create_queues(&sqs, &unique_name("steps"), 3).await.unwrap();
     let key = aws_sdk_kms::Client::new(&config).create_key().description("baton lambda e2e").send().await.unwrap();
     let kms_key_id = key.key_metadata().unwrap().key_id().to_string();
-    Stack { table, queue_url, dlq_url, kms_key_id, sqs }
+    Stack { table, bucket, queue_url, dlq_url, kms_key_id, sqs }
 }
 
 impl Stack {
@@ -128,6 +131,7 @@ impl Stack {
             ("AWS_SECRET_ACCESS_KEY", "testing".into()),
             ("RUST_LOG", "info".into()),
             ("BATON_TABLE", self.table.clone()),
+            ("BATON_BUCKET", self.bucket.clone()),
             ("BATON_QUEUE_URL", self.queue_url.clone()),
             ("BATON_DLQ_URL", self.dlq_url.clone()),
             ("BATON_KMS_KEY_ID", self.kms_key_id.clone()),

@@ -109,3 +109,38 @@ fn the_environment_is_exactly_what_the_functions_read() {
     }
     assert_eq!(set, read);
 }
+
+#[test]
+fn the_payload_bucket_expires_each_lifetime_class_and_every_function_may_read_it() {
+    let text = template();
+    let bucket = resource(&text, "PayloadBucket");
+    assert!(!bucket.is_empty(), "template.yaml has a PayloadBucket");
+    let mut rules = Vec::new();
+    let mut prefix = None;
+    for line in &bucket {
+        if let Some(p) = value(line, "Prefix") {
+            prefix = Some(p.to_string());
+        }
+        if let Some(d) = value(line, "ExpirationInDays") {
+            rules.push((prefix.take().expect("Prefix before ExpirationInDays"), d.parse::<u32>().unwrap()));
+        }
+    }
+    let want: Vec<(String, u32)> = baton::adapters::s3::LIFETIME_DAYS
+        .iter()
+        .map(|d| (format!("{}/", baton::adapters::s3::lifetime_prefix(*d)), *d))
+        .collect();
+    assert_eq!(rules, want, "one rule per class, each expiring after its class's days");
+    assert!(!bucket.iter().any(|l| l.contains(baton::adapters::s3::KEEP_PREFIX)), "keep/ never expires");
+    for name in ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"] {
+        assert!(bucket.iter().any(|l| value(l, name) == Some("true")), "PayloadBucket: {name}");
+    }
+    assert!(bucket.iter().any(|l| value(l, "SSEAlgorithm").is_some()), "PayloadBucket is encrypted");
+    for part in
+        Part::ALL.iter().copied().map(resource_name).chain(["WorkerFunction".into(), "LongWorkerFunction".into()])
+    {
+        let lines = resource(&text, &part).join("\n");
+        assert!(lines.contains("s3:GetObject"), "{part} may read values kept in S3");
+        assert!(lines.contains("${PayloadBucket.Arn}/*"), "{part}: on the bucket's objects only");
+        assert!(!lines.contains("s3:*") && !lines.contains("s3:DeleteObject"), "{part}: no more than that");
+    }
+}

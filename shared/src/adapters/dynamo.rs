@@ -14,23 +14,94 @@
 //!   live or absent, and when it finds an expired item, that item is deleted (conditionally
 //!   on its `ttl`) and the update retried.
 //! - Request and capacity-unit counters for the cost model go to [`crate::metrics`].
+//!
+//! ## Large values: the S3 claim check
+//!
+//! The port holds items up to [`MAX_ITEM_BYTES`] (two 1 MiB payloads and 64 KiB more: a run
+//! item carries its input and its output); DynamoDB stops at 400 KB. With a payload bucket
+//! ([`DynamoStore::with_payloads`], `BATON_BUCKET`) the adapter keeps large attribute values in
+//! S3 ([`super::s3`]), invisibly to the port's callers:
+//!
+//! - **What goes out**: every value that DynamoDB would count as more than
+//!   [`OFFLOAD_VALUE_BYTES`] (64 KiB; `value_size` follows DynamoDB's sizing rules, which
+//!   can count a third more than the JSON); then, while the item's part in DynamoDB is still
+//!   over [`INLINE_ITEM_BYTES`] (300 KiB, a margin under 400 KB), the largest of the values
+//!   over [`MAX_COND_VALUE_BYTES`] of JSON (many medium values). Decided per write from the
+//!   values it writes: a put's attributes, an update's `set`, each write of a transaction.
+//!   Values are top-level attributes, whole; small attributes (status, leases, counters,
+//!   timestamps) always stay in DynamoDB, so conditions and counters keep running there.
+//! - **Order**: the objects are written (in parallel) before the DynamoDB request, so no item
+//!   ever refers to an object that is not there. A refused condition or transaction leaves
+//!   objects nobody refers to; they are harmless and their lifecycle rule deletes them.
+//! - **The claim**: the attribute keeps its name and holds a binary value (`B`), JSON
+//!   `{"s3": <object key>, "len": <bytes>}`. The adapter writes every caller value as a
+//!   string, number, boolean, null, list or map, never as a binary, so a claim cannot be
+//!   mistaken for a value nor a value for a claim, and no attribute name is taken from callers.
+//! - **Reads**: `get`, `query` and the item an `update` returns resolve their claims, every
+//!   object of one call fetched at once (at most [`s3::MAX_PARALLEL_GETS`] in flight); values
+//!   this process wrote or read recently come from a small cache (objects are immutable:
+//!   content-addressed, the digest checked on every read). An expired item is dropped before
+//!   its values are fetched.
+//! - **Size of updates**: an update that writes a large value first reads the item
+//!   (`GetItem`) to check that the item with the update applied stays within
+//!   [`MAX_ITEM_BYTES`] (values in S3 count by their length) and to learn its TTL for the
+//!   objects' lifetime class. Updates of small values are not read first: DynamoDB's own
+//!   400 KB bounds what they can add. Two concurrent updates that each write a large value to
+//!   one item are checked against the item as each read it; Baton never does that (a step's
+//!   output is written by the holder of its lease).
+//! - **Conditions** compare with values of at most [`MAX_COND_VALUE_BYTES`] (the port refuses
+//!   larger ones on every backend: `Error::Validation`). A value kept in S3 is larger than
+//!   that, so an `Eq` on its attribute is false (as it is on SQLite), `Not(Eq)` true and
+//!   `AttrAbsent` false; ordering conditions (`Lt`…`Ge`) on such an attribute are false here,
+//!   where SQLite would compare the long string: conditions on large attributes are not
+//!   supported (Baton orders only counters and timestamps).
+//! - **Lifetime**: each object lives in the shortest lifetime class that outlives its item's
+//!   TTL (`keep/` without one); the bucket's lifecycle rules expire each class (see
+//!   [`super::s3`]). A TTL extended later past its values' class would outlive them; Baton's
+//!   TTLs only shrink (retention: a finished run's TTL is shorter than the open run's).
+//! - Without a bucket ([`DynamoStore::new`] alone), an item over 400 KB is `PayloadTooLarge`.
+//!
+//! **Cost of one 1 MiB step** (us-east-1 list prices; a step output of 1,048,576 bytes,
+//! written once in the commit's transaction, read once by a later step):
+//!
+//! | | write | read | storage | one step (+ storage) |
+//! |---|---|---|---|---|
+//! | S3 claim check | 1 PUT: $0.005/1,000 = $0.000005; the claim (~0.2 KB) rides on the step's item write | 1 GET: $0.0004/1,000 = $0.0000004, none when cached; + 1 RRU for the size check ($0.00000025) | $0.023/GB-month: $0.0000225/month | **≈ $0.0000057** (+ $0.0000225/month, kept up to its class's days) |
+//! | DynamoDB, chunked items | 1,024 WRU, doubled in a transaction: 2,048 × $1.25/M = $0.00256 (1,024 WRU = $0.00128 outside one) | 256 RRU (strongly consistent, 4 KB each) × $0.25/M = $0.000064 | $0.25/GB-month: $0.000244/month | **≈ $0.0026** (+ $0.000244/month) |
+//!
+//! S3 is about 460× cheaper per large step (≈ $5.65 vs ≈ $2,620 per million 1 MiB steps;
+//! at DynamoDB's current on-demand prices, $0.625/M WRU and $0.125/M RRU as in
+//! `tests/cost.rs`, the chunks cost half that, still ≈ 230× more) and ≈ 11× cheaper to keep;
+//! chunks would also need up to three more items in every commit's 100-item, 4 MB
+//! transaction. Above 64 KiB a value costs at least 64 WRU (128 in a transaction, $0.00016)
+//! in DynamoDB against $0.0000054 for an S3 round trip, so even the threshold is far past the
+//! break-even (a few KB); it stays at 64 KiB for latency: an S3 request takes tens of
+//! milliseconds against DynamoDB's few, which only values this large (whose transfer takes
+//! that long anyway) should pay. Measured on moto (`aws_conformance`,
+//! `a_one_mib_step_costs_an_s3_put_per_value_and_reads_them_once`): a sync run with a 1 MiB
+//! input and a 1 MiB output writes 3 objects (the input, the output, the finished run's
+//! output in its shorter lifetime class) and reads none back (the cache).
 
+use super::s3::{self, Payloads};
 use crate::error::{Error, Result};
 use crate::metrics::{self, Op};
 use crate::store::{
-    self, Attrs, Cond, Item, Key, MAX_ITEM_BYTES, MAX_QUERY_LIMIT, MAX_TRANSACT_ITEMS, Page, Query, SkRange, Store,
-    Update, Write,
+    self, Attrs, Cond, Item, Key, MAX_COND_VALUE_BYTES, MAX_ITEM_BYTES, MAX_QUERY_LIMIT, MAX_TRANSACT_ITEMS, Page,
+    Query, SkRange, Store, Update, Write,
 };
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, KeySchemaElement, KeyType, Put,
     ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
     Update as DdbUpdate,
 };
+use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::{Number, Value};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Partition key attribute.
@@ -47,19 +118,33 @@ pub const MAX_SK_BYTES: usize = 1024;
 const NEVER_STORED: &str = "_";
 /// Retries of a write that met an expired item or a transaction conflict before giving up.
 const MAX_ATTEMPTS: usize = 4;
+/// An attribute value that DynamoDB would count as more than this goes to S3.
+pub const OFFLOAD_VALUE_BYTES: usize = 64 * 1024;
+/// After that, values go to S3 largest first while the item's part in DynamoDB is larger than
+/// this (DynamoDB's limit is 400 KB; `value_size` estimates its count from above).
+pub const INLINE_ITEM_BYTES: usize = 300 * 1024;
 
 type AttrMap = HashMap<String, AttributeValue>;
 
-/// The store port on one DynamoDB table.
+/// The store port on one DynamoDB table, with large values in an S3 bucket.
 #[derive(Clone, Debug)]
 pub struct DynamoStore {
     client: Client,
     table: String,
+    payloads: Option<Arc<Payloads>>,
 }
 
 impl DynamoStore {
+    /// A store on `table` alone: an item must fit DynamoDB's 400 KB, larger ones are
+    /// `PayloadTooLarge` (the port's contract needs [`with_payloads`](Self::with_payloads)).
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self { client, table: table.into(), payloads: None }
+    }
+
+    /// Keeps values too large for DynamoDB in `payloads`' bucket (see the module doc).
+    pub fn with_payloads(mut self, payloads: Payloads) -> Self {
+        self.payloads = Some(Arc::new(payloads));
+        self
     }
 
     pub fn table(&self) -> &str {
@@ -68,6 +153,10 @@ impl DynamoStore {
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    pub fn payloads(&self) -> Option<&Payloads> {
+        self.payloads.as_deref()
     }
 }
 
@@ -217,7 +306,17 @@ fn ttl_of(m: &AttrMap) -> Option<i64> {
     }
 }
 
-fn parse_item(m: &AttrMap) -> Result<Item> {
+/// An item as DynamoDB returned it: values kept in S3 are still claims, their attributes
+/// hold `null` (in their place, so the attributes keep their order once resolved).
+struct Raw {
+    item: Item,
+    /// (caller's attribute name, claim).
+    claims: Vec<(String, Claim)>,
+    /// The item's size in DynamoDB (as [`size_of`] measures it), for the read-unit counter.
+    bytes: usize,
+}
+
+fn parse_item(m: &AttrMap) -> Result<Raw> {
     let s = |name: &str| match m.get(name) {
         Some(AttributeValue::S(s)) => Ok(s.clone()),
         _ => Err(Error::Internal(format!("dynamodb: item without string attribute {name}"))),
@@ -226,12 +325,24 @@ fn parse_item(m: &AttrMap) -> Result<Item> {
     let mut names: Vec<&String> = m.keys().collect();
     names.sort();
     let mut attrs = Attrs::new();
+    let mut claims = Vec::new();
+    let mut claimed = 0;
     for n in names {
         if let Some(name) = unescape(n) {
-            attrs.insert(name.to_string(), from_av(&m[n])?);
+            let v = match &m[n] {
+                AttributeValue::B(b) => {
+                    let c = Claim::from_blob(b)?;
+                    claimed += c.s3.len() + 16;
+                    claims.push((name.to_string(), c));
+                    Value::Null
+                }
+                av => from_av(av)?,
+            };
+            attrs.insert(name.to_string(), v);
         }
     }
-    Ok(Item { key, attrs, expires_at: ttl_of(m) })
+    let bytes = size_of(&key, &attrs)? + claimed;
+    Ok(Raw { item: Item { key, attrs, expires_at: ttl_of(m) }, claims, bytes })
 }
 
 fn expired(m: &AttrMap, now: i64) -> bool {
@@ -273,6 +384,275 @@ fn write_units(bytes: usize) -> u64 {
 /// Read request units of a strongly consistent read of `bytes` (1 per started 4 KB, at least 1).
 fn read_units(bytes: usize) -> u64 {
     bytes.div_ceil(4096).max(1) as u64
+}
+
+// ---------------------------------------------------------------------------------------------
+// Large values: the S3 claim check
+// ---------------------------------------------------------------------------------------------
+
+/// The size DynamoDB counts for a value, by its documented rules, rounded up: strings by their
+/// UTF-8 length, numbers a byte per two digits plus one, booleans and nulls one byte, lists
+/// and maps three bytes plus one per element (and a map's keys). The JSON length can be a
+/// third less than this (`[0,0,…]`: two bytes an element in JSON, three in DynamoDB).
+fn value_size(v: &Value) -> usize {
+    match v {
+        Value::Null | Value::Bool(_) => 1,
+        Value::Number(n) => n.to_string().len() / 2 + 2,
+        Value::String(s) => s.len(),
+        Value::Array(a) => 3 + a.iter().map(|x| 1 + value_size(x)).sum::<usize>(),
+        Value::Object(m) => 3 + m.iter().map(|(k, x)| 1 + k.len() + value_size(x)).sum::<usize>(),
+    }
+}
+
+/// DynamoDB's count of an item's key and TTL attributes.
+fn key_size(key: &Key) -> usize {
+    PK.len() + key.pk.len() + SK.len() + key.sk.len() + TTL.len() + 21
+}
+
+/// A value kept in S3: its object and its length in bytes of JSON.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Claim {
+    s3: String,
+    len: usize,
+}
+
+impl Claim {
+    /// What stands for the value in DynamoDB: a binary attribute, a type this adapter never
+    /// writes for a caller's value ([`to_av`]), so no value can pass for a claim.
+    fn to_av(&self) -> Result<AttributeValue> {
+        Ok(AttributeValue::B(Blob::new(serde_json::to_vec(self)?)))
+    }
+
+    fn from_blob(b: &Blob) -> Result<Self> {
+        serde_json::from_slice(b.as_ref()).map_err(|e| Error::Internal(format!("dynamodb: unreadable S3 claim: {e}")))
+    }
+}
+
+/// A value chosen for S3, serialized.
+struct Pending<'a> {
+    name: &'a str,
+    bytes: Vec<u8>,
+    value: &'a Value,
+}
+
+/// What one write put in S3 before going to DynamoDB.
+#[derive(Default)]
+struct Offload {
+    /// The claims to store instead of the values, by the caller's attribute name.
+    claims: HashMap<String, AttributeValue>,
+    /// The values written, by object key (a returned item resolves them without a read).
+    known: HashMap<String, Arc<Value>>,
+    /// Bytes of JSON the item no longer holds, for the write-unit counter.
+    moved: usize,
+}
+
+/// Which of a write's values go to S3: every one DynamoDB would count as more than
+/// [`OFFLOAD_VALUE_BYTES`]; then, while the item's DynamoDB part is still over
+/// [`INLINE_ITEM_BYTES`], the largest of those over [`MAX_COND_VALUE_BYTES`] of JSON (a value
+/// a condition may compare with stays in DynamoDB). `base` is the size of the item's other
+/// attributes in DynamoDB.
+fn choose<'a>(attrs: impl Iterator<Item = (&'a String, &'a Value)>, base: usize) -> Result<Vec<Pending<'a>>> {
+    const CLAIM_SIZE: usize = 256;
+    let mut sized: Vec<(&String, &Value, usize)> = attrs.map(|(k, v)| (k, v, value_size(v))).collect();
+    let mut inline = base + sized.iter().map(|(k, _, n)| k.len() + 1 + n).sum::<usize>();
+    sized.sort_by_key(|s| std::cmp::Reverse(s.2));
+    let mut out = Vec::new();
+    for (name, value, n) in sized {
+        if n <= OFFLOAD_VALUE_BYTES && inline <= INLINE_ITEM_BYTES {
+            break;
+        }
+        let bytes = serde_json::to_vec(value)?;
+        if n > OFFLOAD_VALUE_BYTES || bytes.len() > MAX_COND_VALUE_BYTES {
+            inline = (inline + CLAIM_SIZE).saturating_sub(n);
+            out.push(Pending { name, bytes, value });
+        }
+    }
+    Ok(out)
+}
+
+/// The write's values that may go to S3: those it sets and neither removes nor adds to.
+fn settable(update: &Update) -> impl Iterator<Item = (&String, &Value)> {
+    update.set.iter().filter(|(k, _)| !update.remove.contains(k) && !update.add.iter().any(|(n, _)| n == *k))
+}
+
+/// The item's size as the port measures it ([`size_of`]: compact JSON of the attributes, plus
+/// the keys) once `update` is applied to `current`, whose claims count as the values they
+/// stand for; `pending` are the update's values bound for S3, already serialized.
+fn size_after(key: &Key, current: Option<&Raw>, update: &Update, pending: &[Pending<'_>]) -> Result<usize> {
+    let json_len = |v: &Value| serde_json::to_vec(v).map(|b| b.len());
+    let mut sizes: HashMap<&str, usize> = HashMap::new();
+    if let Some(raw) = current {
+        for (k, v) in &raw.item.attrs {
+            sizes.insert(k, json_len(v)?);
+        }
+        for (k, c) in &raw.claims {
+            sizes.insert(k, c.len);
+        }
+    }
+    for (k, v) in &update.set {
+        let n = match pending.iter().find(|p| p.name == k) {
+            Some(p) => p.bytes.len(),
+            None => json_len(v)?,
+        };
+        sizes.insert(k, n);
+    }
+    for k in &update.remove {
+        sizes.remove(k.as_str());
+    }
+    for (k, _) in &update.add {
+        // A counter: at most the digits of an i64.
+        sizes.insert(k, 20);
+    }
+    let mut total = 2 + key.pk.len() + key.sk.len() + sizes.len().saturating_sub(1);
+    for (k, n) in sizes {
+        total += serde_json::to_string(k)?.len() + 1 + n;
+    }
+    Ok(total)
+}
+
+impl DynamoStore {
+    /// Writes `pending` to S3 under `class`, returning the claims that replace them.
+    async fn upload(&self, key: &Key, pending: Vec<Pending<'_>>, class: &str) -> Result<Offload> {
+        let mut o = Offload::default();
+        let Some(payloads) = &self.payloads else { return Ok(o) };
+        let mut puts = Vec::with_capacity(pending.len());
+        for p in pending {
+            let claim = Claim { s3: s3::object_key(class, key, &s3::digest(&p.bytes)), len: p.bytes.len() };
+            let value = Arc::new(p.value.clone());
+            o.claims.insert(p.name.to_string(), claim.to_av()?);
+            o.known.insert(claim.s3.clone(), value.clone());
+            o.moved += claim.len;
+            puts.push((claim.s3, p.bytes, value));
+        }
+        stream::iter(puts)
+            .map(|(k, bytes, value): (String, Vec<u8>, Arc<Value>)| async move { payloads.put(&k, bytes, value).await })
+            .buffer_unordered(s3::MAX_PARALLEL_GETS)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(o)
+    }
+
+    /// Sends a put's large values to S3 (none without a bucket).
+    async fn offload_put(&self, item: &Item) -> Result<Offload> {
+        if self.payloads.is_none() {
+            return Ok(Offload::default());
+        }
+        let pending = choose(item.attrs.iter(), key_size(&item.key))?;
+        if pending.is_empty() {
+            return Ok(Offload::default());
+        }
+        self.upload(&item.key, pending, &s3::class(item.expires_at, now_secs())).await
+    }
+
+    /// Sends an update's large values to S3. Only then is the item read first: for its size
+    /// after the update (the port's limit, [`MAX_ITEM_BYTES`], counts the values in S3 too) and
+    /// for its TTL (the values' class) when the update leaves the TTL as it is.
+    async fn offload_update(&self, key: &Key, update: &Update) -> Result<Offload> {
+        if self.payloads.is_none() {
+            return Ok(Offload::default());
+        }
+        let pending = choose(settable(update), key_size(key))?;
+        if pending.is_empty() {
+            return Ok(Offload::default());
+        }
+        let current = self.read_raw(key).await?;
+        let size = size_after(key, current.as_ref(), update, &pending)?;
+        if size > MAX_ITEM_BYTES {
+            return Err(Error::PayloadTooLarge(format!(
+                "the update makes item {}/{} {size} bytes; the limit is {MAX_ITEM_BYTES}",
+                key.pk, key.sk
+            )));
+        }
+        let ttl = match update.expires_at {
+            Some(t) => t,
+            None => current.and_then(|c| c.item.expires_at),
+        };
+        self.upload(key, pending, &s3::class(ttl, now_secs())).await
+    }
+
+    async fn offload(&self, w: &Write) -> Result<Offload> {
+        match w {
+            Write::Put { item, .. } => self.offload_put(item).await,
+            Write::Update { key, update, .. } => self.offload_update(key, update).await,
+            Write::Delete { .. } | Write::Check { .. } => Ok(Offload::default()),
+        }
+    }
+
+    /// The live item at `key`, claims unresolved (one strongly consistent GetItem).
+    async fn read_raw(&self, key: &Key) -> Result<Option<Raw>> {
+        metrics::count(Op::DdbGetItem);
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_map(key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("GetItem", e))?;
+        let Some(m) = out.item() else {
+            metrics::count(Op::DdbReadUnits);
+            return Ok(None);
+        };
+        let raw = parse_item(m)?;
+        metrics::add(Op::DdbReadUnits, read_units(raw.bytes));
+        Ok(if expired(m, now_secs()) { None } else { Some(raw) })
+    }
+
+    /// Replaces the claims of `raws` by their values: from `known` (values this call wrote),
+    /// else from S3, every object of the call at once (up to [`s3::MAX_PARALLEL_GETS`]).
+    async fn resolve(&self, mut raws: Vec<Raw>, known: &HashMap<String, Arc<Value>>) -> Result<Vec<Item>> {
+        let mut wanted: Vec<String> = Vec::new();
+        for raw in &raws {
+            for (_, c) in &raw.claims {
+                if !known.contains_key(&c.s3) && !wanted.contains(&c.s3) {
+                    wanted.push(c.s3.clone());
+                }
+            }
+        }
+        let fetched: HashMap<String, Arc<Value>> = if wanted.is_empty() {
+            HashMap::new()
+        } else {
+            let Some(payloads) = &self.payloads else {
+                return Err(Error::Internal(format!(
+                    "dynamodb: table {} holds values kept in S3, but this store has no bucket (BATON_BUCKET)",
+                    self.table
+                )));
+            };
+            stream::iter(wanted)
+                .map(|k: String| async move { payloads.get(&k).await.map(|v| (k, v)) })
+                .buffer_unordered(s3::MAX_PARALLEL_GETS)
+                .try_collect()
+                .await?
+        };
+        for raw in &mut raws {
+            for (name, c) in std::mem::take(&mut raw.claims) {
+                let v = known
+                    .get(&c.s3)
+                    .or_else(|| fetched.get(&c.s3))
+                    .ok_or_else(|| Error::internal(format!("s3: value {} was not read", c.s3)))?;
+                raw.item.attrs.insert(name, Value::clone(v));
+            }
+        }
+        Ok(raws.into_iter().map(|r| r.item).collect())
+    }
+
+    async fn resolve_one(&self, raw: Raw, known: &HashMap<String, Arc<Value>>) -> Result<Item> {
+        if raw.claims.is_empty() {
+            return Ok(raw.item);
+        }
+        let mut items = self.resolve(vec![raw], known).await?;
+        items.pop().ok_or_else(|| Error::internal("dynamodb: an item vanished while resolving its values"))
+    }
+}
+
+/// The item to put, its large values replaced by their claims.
+fn stored_item(item: &Item, o: &Offload) -> AttrMap {
+    let mut m = item_map(item);
+    for (name, av) in &o.claims {
+        m.insert(escape(name), av.clone());
+    }
+    m
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -416,7 +796,7 @@ impl Expr {
 
     /// The update as one expression, with [`store::apply_update`]'s order (set, then remove,
     /// then add) folded in, since DynamoDB refuses two actions on one attribute.
-    fn update(&mut self, u: &Update) -> String {
+    fn update(&mut self, u: &Update, claims: &HashMap<String, AttributeValue>) -> String {
         let mut set = Vec::new();
         let mut remove = Vec::new();
         let mut add = Vec::new();
@@ -433,12 +813,12 @@ impl Expr {
                 continue;
             }
             let delta = deltas.iter().find(|(n, _)| n == k).map(|(_, d)| *d);
-            let v = match (delta, v.as_i64()) {
-                (Some(d), Some(i)) => Value::from(i + d),
-                (Some(d), None) => Value::from(d),
-                (None, _) => v.clone(),
+            let av = match (delta, v.as_i64()) {
+                (Some(d), Some(i)) => to_av(&Value::from(i + d)),
+                (Some(d), None) => to_av(&Value::from(d)),
+                (None, _) => claims.get(k).cloned().unwrap_or_else(|| to_av(v)),
             };
-            let (n, v) = (self.attr(k), self.value(to_av(&v)));
+            let (n, v) = (self.attr(k), self.value(av));
             set.push(format!("{n} = {v}"));
         }
         for k in &u.remove {
@@ -568,18 +948,23 @@ impl DynamoStore {
         if holds_on_absent { ttl_of(old) } else { None }
     }
 
-    async fn transact_once(&self, writes: &[Write]) -> Result<std::result::Result<(), TxFailure>> {
+    async fn transact_once(
+        &self,
+        writes: &[Write],
+        offloads: &[Offload],
+    ) -> Result<std::result::Result<(), TxFailure>> {
         let mut items = Vec::with_capacity(writes.len());
         let mut units = 0;
-        for w in writes {
+        for (w, o) in writes.iter().zip(offloads) {
             let mut e = Expr::new();
+            let claimed = 256 * o.claims.len();
             let item = match w {
                 Write::Put { item, cond } => {
-                    units += 2 * write_units(size_of(&item.key, &item.attrs)?);
+                    units += 2 * write_units(size_of(&item.key, &item.attrs)? - o.moved + claimed);
                     let c = cond.as_ref().map(|c| e.cond(c));
                     let put = Put::builder()
                         .table_name(&self.table)
-                        .set_item(Some(item_map(item)))
+                        .set_item(Some(stored_item(item, o)))
                         .set_condition_expression(c)
                         .set_expression_attribute_names(e.names())
                         .set_expression_attribute_values(e.values())
@@ -591,9 +976,9 @@ impl DynamoStore {
                 Write::Update { key, update, cond } => {
                     // DynamoDB bills the larger of the item before and after; without reading it,
                     // the written attributes are the estimate (exact for items under 1 KB).
-                    units += 2 * write_units(size_of(key, &update.set)?);
+                    units += 2 * write_units(size_of(key, &update.set)? - o.moved + claimed);
                     let c = e.update_cond(cond.as_ref());
-                    let u = e.update(update);
+                    let u = e.update(update, &o.claims);
                     let upd = DdbUpdate::builder()
                         .table_name(&self.table)
                         .set_key(Some(key_map(key)))
@@ -727,38 +1112,27 @@ impl Store for DynamoStore {
     async fn get(&self, key: &Key) -> Result<Option<Item>> {
         metrics::count(Op::StoreGet);
         check_key(key)?;
-        metrics::count(Op::DdbGetItem);
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key_map(key)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| sdk_error("GetItem", e))?;
-        let Some(m) = out.item() else {
-            metrics::count(Op::DdbReadUnits);
-            return Ok(None);
-        };
-        let item = parse_item(m)?;
-        metrics::add(Op::DdbReadUnits, read_units(size_of(&item.key, &item.attrs)?));
-        if expired(m, now_secs()) { Ok(None) } else { Ok(Some(item)) }
+        match self.read_raw(key).await? {
+            Some(raw) => Ok(Some(self.resolve_one(raw, &HashMap::new()).await?)),
+            None => Ok(None),
+        }
     }
 
     async fn put(&self, item: Item, cond: Option<Cond>) -> Result<()> {
         metrics::count(Op::StorePut);
         check_key(&item.key)?;
         let size = check_size(&item.key, &item.attrs)?;
+        cond.as_ref().map_or(Ok(()), store::check_cond)?;
+        let offload = self.offload_put(&item).await?;
         let mut e = Expr::new();
         let c = cond.as_ref().map(|c| e.cond(c));
         metrics::count(Op::DdbPutItem);
-        metrics::add(Op::DdbWriteUnits, write_units(size));
+        metrics::add(Op::DdbWriteUnits, write_units(size - offload.moved + 256 * offload.claims.len()));
         let r = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item_map(&item)))
+            .set_item(Some(stored_item(&item, &offload)))
             .set_condition_expression(c)
             .set_expression_attribute_names(e.names())
             .set_expression_attribute_values(e.values())
@@ -777,10 +1151,12 @@ impl Store for DynamoStore {
         metrics::count(Op::StoreUpdate);
         check_key(key)?;
         check_size(key, &update.set)?;
+        cond.as_ref().map_or(Ok(()), store::check_cond)?;
+        let offload = self.offload_update(key, &update).await?;
         for _ in 0..MAX_ATTEMPTS {
             let mut e = Expr::new();
             let c = e.update_cond(cond.as_ref());
-            let mut u = e.update(&update);
+            let mut u = e.update(&update, &offload.claims);
             if u.is_empty() {
                 u = self.noop_update(&mut e);
             }
@@ -801,9 +1177,9 @@ impl Store for DynamoStore {
             match r {
                 Ok(out) => {
                     let m = out.attributes().ok_or_else(|| Error::internal("dynamodb UpdateItem: no attributes"))?;
-                    let item = parse_item(m)?;
-                    metrics::add(Op::DdbWriteUnits, write_units(size_of(&item.key, &item.attrs)?));
-                    return Ok(item);
+                    let raw = parse_item(m)?;
+                    metrics::add(Op::DdbWriteUnits, write_units(raw.bytes));
+                    return self.resolve_one(raw, &offload.known).await;
                 }
                 Err(err) => {
                     metrics::count(Op::DdbWriteUnits);
@@ -831,6 +1207,7 @@ impl Store for DynamoStore {
     async fn delete(&self, key: &Key, cond: Option<Cond>) -> Result<()> {
         metrics::count(Op::StoreDelete);
         check_key(key)?;
+        cond.as_ref().map_or(Ok(()), store::check_cond)?;
         let mut e = Expr::new();
         let c = cond.as_ref().map(|c| e.cond(c));
         metrics::count(Op::DdbDeleteItem);
@@ -882,8 +1259,12 @@ impl Store for DynamoStore {
                 _ => {}
             }
         }
+        store::check_write_conds(&writes)?;
+        // Large values go to S3 first; if the transaction is then refused, they are orphans
+        // that their lifecycle rule deletes (see `adapters::s3`).
+        let offloads: Vec<Offload> = futures::future::try_join_all(writes.iter().map(|w| self.offload(w))).await?;
         for attempt in 0..MAX_ATTEMPTS {
-            match self.transact_once(&writes).await? {
+            match self.transact_once(&writes, &offloads).await? {
                 Ok(()) => return Ok(()),
                 Err(TxFailure::Expired(stale)) => {
                     for (key, ttl) in stale {
@@ -950,14 +1331,15 @@ impl Store for DynamoStore {
             .send()
             .await
             .map_err(|e| sdk_error("Query", e))?;
-        let mut items = Vec::with_capacity(out.items().len());
+        let mut raws = Vec::with_capacity(out.items().len());
         let mut bytes = 0;
         for m in out.items() {
-            let item = parse_item(m)?;
-            bytes += size_of(&item.key, &item.attrs)?;
-            items.push(item);
+            let raw = parse_item(m)?;
+            bytes += raw.bytes;
+            raws.push(raw);
         }
         metrics::add(Op::DdbReadUnits, read_units(bytes));
+        let items = self.resolve(raws, &HashMap::new()).await?;
         let next_cursor = match out.last_evaluated_key() {
             Some(k) => match k.get(SK) {
                 Some(AttributeValue::S(sk)) => Some(encode_cursor(sk)),
@@ -1029,7 +1411,7 @@ mod tests {
     fn update_expression_covers_set_remove_add_and_ttl() {
         let mut e = Expr::new();
         let u = Update { expires_at: Some(None), ..Update::default().set("a", 1).remove("b").add("n", 2) };
-        let s = e.update(&u);
+        let s = e.update(&u, &HashMap::new());
         assert!(s.starts_with("SET ") && s.contains(" REMOVE ") && s.contains(" ADD "), "{s}");
         assert_eq!(e.names.values().filter(|n| *n == TTL).count(), 1);
     }

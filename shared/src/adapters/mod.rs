@@ -4,10 +4,12 @@
 //!   table, for the local deployment.
 //! - [`http`]: outbound HTTP for callbacks (the `callbacks::Transport` port).
 //! - [`dynamo`] and [`sqs`]: one DynamoDB table and an SQS standard queue with its
-//!   dead-letter queue, for the AWS deployment (wired up in [`crate::aws`]).
+//!   dead-letter queue, for the AWS deployment (wired up in [`crate::aws`]); [`s3`] holds
+//!   the DynamoDB adapter's large values.
 
 pub mod dynamo;
 pub mod http;
+pub mod s3;
 pub mod sqlite;
 pub mod sqs;
 

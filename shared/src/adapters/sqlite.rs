@@ -802,6 +802,7 @@ impl Store for SqliteStore {
     async fn put(&self, item: Item, cond: Option<Cond>) -> Result<()> {
         metrics::count(Op::StorePut);
         check_key(&item.key)?;
+        cond.as_ref().map_or(Ok(()), store::check_cond)?;
         let json = encode(&item.key, &item.attrs)?;
         self.db
             .write(move |tx| {
@@ -816,6 +817,7 @@ impl Store for SqliteStore {
     async fn update(&self, key: &Key, update: Update, cond: Option<Cond>) -> Result<Item> {
         metrics::count(Op::StoreUpdate);
         check_key(key)?;
+        cond.as_ref().map_or(Ok(()), store::check_cond)?;
         let key = key.clone();
         self.db
             .write(move |tx| {
@@ -835,6 +837,7 @@ impl Store for SqliteStore {
     async fn delete(&self, key: &Key, cond: Option<Cond>) -> Result<()> {
         metrics::count(Op::StoreDelete);
         check_key(key)?;
+        cond.as_ref().map_or(Ok(()), store::check_cond)?;
         let key = key.clone();
         self.db
             .write(move |tx| {
@@ -862,6 +865,7 @@ impl Store for SqliteStore {
                 return Err(Error::validation(format!("two writes on {}/{} in one transaction", k.pk, k.sk)));
             }
         }
+        store::check_write_conds(&writes)?;
         // Encode puts up front: an oversized item fails the call before any condition.
         let encoded: Vec<Option<String>> = writes
             .iter()

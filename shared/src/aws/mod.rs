@@ -7,12 +7,13 @@
 //! | variable | meaning |
 //! |---|---|
 //! | `BATON_TABLE` | DynamoDB table name (required) |
+//! | `BATON_BUCKET` | S3 bucket of the values too large for a DynamoDB item (default: `<table>-payloads`, lowercased, see [`s3::bucket_for_table`]) |
 //! | `BATON_QUEUE_URL` | SQS step queue URL (required); with `BATON_CREATE_RESOURCES=1` it may be a bare queue *name* |
 //! | `BATON_DLQ_URL` | its dead-letter queue URL (optional; only used to list dead letters) |
 //! | `BATON_LONG_QUEUE_URL` | the long-step queue (optional): steps whose block needs more time than a worker invocation has go there, to the long-step worker; with `BATON_CREATE_RESOURCES=1` it may be a bare name |
 //! | `BATON_KMS_KEY_ID` | KMS key (id, ARN or `alias/…`) that wraps the data key sealing stored secrets |
 //! | `BATON_SECRET_KEY` | instead of KMS: the sealing key itself, 64 hex digits (development only) |
-//! | `BATON_CREATE_RESOURCES` | `1`: create the table, queues and (without a key setting) a KMS key when missing; development against moto only |
+//! | `BATON_CREATE_RESOURCES` | `1`: create the table, queues, bucket and (without a key setting) a KMS key when missing; development against moto only |
 //! | `BATON_MAX_RECEIVES` | receives before a message is dead-lettered (default 10; the redrive policy of queues we create) |
 //!
 //! Plus the standard `AWS_REGION`, `AWS_ENDPOINT_URL` (moto) and credentials, read by aws-config.
@@ -24,6 +25,7 @@
 //! start instead of one per secret.
 
 use crate::adapters::dynamo::{self, DynamoStore};
+use crate::adapters::s3::{self, Payloads};
 use crate::adapters::sqs::{self, SqsQueue};
 use crate::error::{Detail, Error, Result};
 use crate::keys;
@@ -43,6 +45,8 @@ pub const DEFAULT_MAX_RECEIVES: u32 = 10;
 #[derive(Clone, PartialEq, Eq)]
 pub struct AwsSettings {
     pub table: String,
+    /// The payload bucket: `BATON_BUCKET`, or the name derived from the table's.
+    pub bucket: String,
     /// Queue URL; with `create_resources`, may also be a bare queue name.
     pub queue_url: String,
     pub dlq_url: Option<String>,
@@ -58,6 +62,7 @@ impl std::fmt::Debug for AwsSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AwsSettings")
             .field("table", &self.table)
+            .field("bucket", &self.bucket)
             .field("queue_url", &self.queue_url)
             .field("dlq_url", &self.dlq_url)
             .field("long_queue_url", &self.long_queue_url)
@@ -113,6 +118,15 @@ impl AwsSettings {
         if table.is_none() {
             bad("BATON_TABLE", "is not set (the DynamoDB table name)");
         }
+        let bucket = match get("BATON_BUCKET") {
+            Some(b) => {
+                if let Err(e) = s3::check_bucket_name(&b) {
+                    bad("BATON_BUCKET", &format!("must be an S3 bucket name: {e}"));
+                }
+                b
+            }
+            None => s3::bucket_for_table(table.as_deref().unwrap_or_default()),
+        };
         let queue_url = get("BATON_QUEUE_URL");
         if queue_url.is_none() {
             bad("BATON_QUEUE_URL", "is not set (the SQS step queue URL)");
@@ -146,6 +160,7 @@ impl AwsSettings {
         }
         Ok(Self {
             table: table.unwrap_or_default(),
+            bucket,
             queue_url: queue_url.unwrap_or_default(),
             dlq_url: get("BATON_DLQ_URL"),
             long_queue_url,
@@ -182,6 +197,19 @@ pub async fn local_sdk_config(endpoint: &str, region: &str) -> SdkConfig {
         .await
 }
 
+/// The S3 client of the payload bucket: checksums only where S3 requires them (objects are
+/// content-addressed and their digest is checked on every read), and path-style addressing
+/// when an endpoint is set (moto answers at one host, not at `<bucket>.<host>`).
+pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
+    let conf = aws_sdk_s3::config::Builder::from(config)
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .force_path_style(config.endpoint_url().is_some())
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
 /// Connects to the table, the queue and the secret key that `settings` name, creating them
 /// first with `create_resources`.
 pub async fn connect(settings: &AwsSettings) -> Result<AwsBackend> {
@@ -193,8 +221,10 @@ pub async fn connect(settings: &AwsSettings) -> Result<AwsBackend> {
 pub async fn connect_with(config: &SdkConfig, settings: &AwsSettings) -> Result<AwsBackend> {
     let ddb = aws_sdk_dynamodb::Client::new(config);
     let sqs_client = aws_sdk_sqs::Client::new(config);
+    let s3_client = s3_client(config);
     let (queue_url, dlq_url) = if settings.create_resources {
         dynamo::create_table(&ddb, &settings.table).await?;
+        s3::create_bucket(&s3_client, &settings.bucket).await?;
         let name = queue_name(&settings.queue_url);
         let (q, d) = sqs::create_queues(&sqs_client, name, settings.max_receives).await?;
         (q, settings.dlq_url.clone().or(Some(d)))
@@ -209,7 +239,9 @@ pub async fn connect_with(config: &SdkConfig, settings: &AwsSettings) -> Result<
         Some(url) => Some(Arc::new(SqsQueue::new(sqs_client.clone(), url.clone(), None))),
         None => None,
     };
-    let store = Arc::new(DynamoStore::new(ddb, settings.table.clone()));
+    let store = Arc::new(
+        DynamoStore::new(ddb, settings.table.clone()).with_payloads(Payloads::new(s3_client, settings.bucket.clone())),
+    );
     let queue = Arc::new(SqsQueue::new(sqs_client, queue_url, dlq_url));
     let secrets = match (&settings.kms_key_id, &settings.secret_key) {
         (None, Some(hex)) => SecretBox::from_hex(hex)?,
@@ -353,6 +385,20 @@ mod tests {
         assert!(!s.create_resources);
         assert_eq!(s.dlq_url, None);
         assert_eq!(queue_name(&s.queue_url), "steps");
+        assert_eq!(s.bucket, "baton-payloads", "derived from the table name");
+    }
+
+    #[test]
+    fn the_bucket_is_named_or_derived_from_the_table() {
+        let base = [("BATON_TABLE", "Baton_Dev"), ("BATON_QUEUE_URL", "q"), ("BATON_CREATE_RESOURCES", "1")];
+        assert_eq!(settings(&base).unwrap().bucket, "baton-dev-payloads");
+        let mut named = base.to_vec();
+        named.push(("BATON_BUCKET", "my-payloads.example"));
+        assert_eq!(settings(&named).unwrap().bucket, "my-payloads.example");
+        let mut bad = base.to_vec();
+        bad.push(("BATON_BUCKET", "Not_A_Bucket"));
+        let err = settings(&bad).unwrap_err().to_string();
+        assert!(err.contains("BATON_BUCKET"), "{err}");
     }
 
     #[test]

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 /// Most item steps `GET /runs/{id}` lists (the split's step counts them all).
 const MAX_ITEMS_SHOWN: usize = 1000;
-/// Largest run input (serialized).
-pub const MAX_INPUT_BYTES: usize = 256 * 1024;
+/// Largest run input (serialized): the payload limit of every backend.
+pub const MAX_INPUT_BYTES: usize = crate::store::MAX_PAYLOAD_BYTES;
 const IDEMPOTENCY_WINDOW_SECS: i64 = 24 * 3600;
 
 #[derive(Clone, Debug, Default)]
@@ -133,8 +133,11 @@ impl Engine {
         let version = head.i64("version").unwrap_or(1) as u64;
         let pinned = self.pinned(acct, wf_id, version).await?;
         let mut input = if req.input.is_null() { json!({}) } else { req.input };
-        if serde_json::to_vec(&input)?.len() > MAX_INPUT_BYTES {
-            return Err(Error::PayloadTooLarge(format!("run input is larger than {MAX_INPUT_BYTES} bytes")));
+        let size = serde_json::to_vec(&input)?.len();
+        if size > MAX_INPUT_BYTES {
+            return Err(Error::PayloadTooLarge(format!(
+                "The run input is {size} bytes of JSON; the limit is {MAX_INPUT_BYTES} bytes (1 MiB)"
+            )));
         }
         if let (Some(schema), Some(validator)) = (&pinned.input_schema, &pinned.validator) {
             apply_defaults(schema, &mut input, 0);

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::keys;
 use crate::model::Block;
 use crate::queue::{MAX_DELAY, Outcome};
-use crate::store::{Attrs, Cond, Item, Query, Update, Write, query_all};
+use crate::store::{Attrs, Cond, Item, MAX_PAYLOAD_BYTES, Query, Update, Write, query_all};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -528,6 +528,7 @@ impl Engine {
         extra: Vec<Write>,
         first: Option<Snapshot>,
     ) -> Result<Option<Vec<Msg>>> {
+        let finish = within_limit(finish)?;
         let mut first = first;
         for _ in 0..MAX_COMMIT_TRIES {
             let snap = match first.take() {
@@ -1129,6 +1130,23 @@ fn fan_messages(run_id: &str, body: &str, from: usize, n: usize) -> Vec<Msg> {
         msgs.push(Msg::Fan { r: run_id.to_string(), s: body.to_string(), f: to });
     }
     msgs
+}
+
+/// An output over the payload limit fails its step `OUTPUT_TOO_LARGE` before any commit (the
+/// store could hold a little more), as one the store refuses does: a block's output, a split's
+/// collection of its items' outputs, a task's answer.
+fn within_limit(finish: Finish) -> Result<Finish> {
+    if let Finish::Completed { output, .. } = &finish {
+        let size = serde_json::to_vec(output)?.len();
+        if size > MAX_PAYLOAD_BYTES {
+            let m = format!("the output is {size} bytes of JSON; the limit is {MAX_PAYLOAD_BYTES} bytes (1 MiB)");
+            return Ok(Finish::Failed(StepError::fatal(
+                "OUTPUT_TOO_LARGE",
+                format!("the step's result is too large to store: {m}"),
+            )));
+        }
+    }
+    Ok(finish)
 }
 
 /// The failure a commit error stands for when the step's own result is what cannot be
