@@ -157,6 +157,24 @@ impl Drop for Moto {
     }
 }
 
+/// The S3 SDK's client for moto: an independent reader of what Baton's own signed S3
+/// requests (`baton::adapters::s3::S3Client`) wrote.
+pub fn sdk_s3(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(config).force_path_style(true).build())
+}
+
+/// The keys and sizes of the objects in `bucket`, sorted.
+pub async fn list_objects(config: &aws_config::SdkConfig, bucket: &str) -> Vec<(String, i64)> {
+    let out = sdk_s3(config).list_objects_v2().bucket(bucket).send().await.expect("ListObjectsV2 on moto");
+    let mut v: Vec<(String, i64)> = out
+        .contents()
+        .iter()
+        .map(|o| (o.key().unwrap_or_default().to_string(), o.size().unwrap_or_default()))
+        .collect();
+    v.sort();
+    v
+}
+
 /// A name no other test uses (table or queue names: letters, digits, `-`).
 pub fn unique_name(tag: &str) -> String {
     format!("{tag}-{}", ulid::Ulid::new().to_string().to_ascii_lowercase())

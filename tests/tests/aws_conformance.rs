@@ -191,17 +191,8 @@ async fn large_values_live_in_s3_under_their_items_class() {
     use serde_json::json;
     let store = dynamo_store().await;
     let payloads = store.payloads().expect("the store has a bucket");
-    let (s3c, bucket) = (payloads.client().clone(), payloads.bucket().to_string());
-    let objects = || {
-        let (s3c, bucket) = (s3c.clone(), bucket.clone());
-        async move {
-            let out = s3c.list_objects_v2().bucket(bucket).send().await.unwrap();
-            let mut v: Vec<(String, i64)> =
-                out.contents().iter().map(|o| (o.key().unwrap().to_string(), o.size().unwrap())).collect();
-            v.sort();
-            v
-        }
-    };
+    let (cfg, bucket) = (moto().sdk_config().await, payloads.bucket().to_string());
+    let objects = || baton_tests::moto::list_objects(&cfg, &bucket);
     let raw = |key: &Key| {
         let (client, table, key) = (store.client().clone(), store.table().to_string(), key.clone());
         async move {

@@ -181,11 +181,8 @@ async fn one_mib_payloads_on_dynamodb_with_s3() {
 
     // The large values are S3 objects in the bucket named after the table, under their items...
     let cfg = moto().sdk_config().await;
-    let s3c = baton::aws::s3_client(&cfg);
     let bucket = baton::adapters::s3::bucket_for_table(&table);
-    let listed = s3c.list_objects_v2().bucket(&bucket).send().await.unwrap();
-    let objects: Vec<(String, i64)> =
-        listed.contents().iter().map(|o| (o.key().unwrap().to_string(), o.size().unwrap())).collect();
+    let objects = baton_tests::moto::list_objects(&cfg, &bucket).await;
     let run_pk = baton::keys::run_pk(&runs[0]);
     let of_run: Vec<&(String, i64)> = objects.iter().filter(|(k, _)| k.contains(&format!("/{run_pk}/"))).collect();
     // The input (in the run item and the starter's output: one object) and the transform's

@@ -23,13 +23,14 @@
 use crate::error::{Error, Result};
 use crate::metrics::{self, Op};
 use crate::store::Key;
-use aws_sdk_s3::Client;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{
-    BucketLifecycleConfiguration, BucketLocationConstraint, CreateBucketConfiguration, ExpirationStatus,
-    LifecycleExpiration, LifecycleRule, LifecycleRuleFilter,
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_sigv4::http_request::{
+    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings, UriPathNormalizationMode,
+    sign,
 };
+use aws_sigv4::sign::v4;
+use base64::Engine as _;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
@@ -139,7 +140,7 @@ pub fn check_bucket_name(name: &str) -> std::result::Result<(), String> {
 /// The S3 side of the claim check: one bucket, and a cache of the objects read.
 #[derive(Debug)]
 pub struct Payloads {
-    client: Client,
+    client: S3Client,
     bucket: String,
     cache: Mutex<Cache>,
 }
@@ -181,16 +182,8 @@ impl Cache {
     }
 }
 
-fn s3_error<E, R>(op: &str, e: aws_sdk_s3::error::SdkError<E, R>) -> Error
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    Error::Internal(format!("s3 {op}: {}", DisplayErrorContext(e)))
-}
-
 impl Payloads {
-    pub fn new(client: Client, bucket: impl Into<String>) -> Self {
+    pub fn new(client: S3Client, bucket: impl Into<String>) -> Self {
         Self { client, bucket: bucket.into(), cache: Mutex::new(Cache::default()) }
     }
 
@@ -198,7 +191,7 @@ impl Payloads {
         &self.bucket
     }
 
-    pub fn client(&self) -> &Client {
+    pub fn client(&self) -> &S3Client {
         &self.client
     }
 
@@ -213,14 +206,9 @@ impl Payloads {
         metrics::count(Op::S3PutObject);
         metrics::add(Op::S3PutBytes, size as u64);
         self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type("application/json")
-            .body(ByteStream::from(bytes))
-            .send()
-            .await
-            .map_err(|e| s3_error("PutObject", e))?;
+            .send("PutObject", "PUT", &self.bucket, key, "", &[("content-type", "application/json")], bytes)
+            .await?
+            .ok("PutObject")?;
         self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, value, size, Some(started));
         Ok(())
     }
@@ -231,22 +219,14 @@ impl Payloads {
             return Ok(v);
         }
         metrics::count(Op::S3GetObject);
-        let out = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
-            Ok(out) => out,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
-                return Err(Error::Internal(format!(
-                    "s3: the value {key} of a live item is missing from bucket {} (deleted by hand, or its lifecycle rule is shorter than the template's)",
-                    self.bucket
-                )));
-            }
-            Err(e) => return Err(s3_error("GetObject", e)),
-        };
-        let bytes = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| Error::Internal(format!("s3 GetObject {key}: reading the body: {e}")))?
-            .into_bytes();
+        let out = self.client.send("GetObject", "GET", &self.bucket, key, "", &[], Vec::new()).await?;
+        if out.code() == Some("NoSuchKey") {
+            return Err(Error::Internal(format!(
+                "s3: the value {key} of a live item is missing from bucket {} (deleted by hand, or its lifecycle rule is shorter than the template's)",
+                self.bucket
+            )));
+        }
+        let bytes = out.ok("GetObject")?;
         if key.rsplit('/').next() != Some(digest(&bytes).as_str()) {
             return Err(Error::Internal(format!("s3: object {key} does not hold the value it was written with")));
         }
@@ -263,51 +243,244 @@ impl Payloads {
     }
 }
 
-/// The lifecycle rules of the payload bucket: one per class of [`LIFETIME_DAYS`].
-fn lifecycle() -> Result<BucketLifecycleConfiguration> {
-    let build = |e: aws_sdk_s3::error::BuildError| Error::Internal(format!("s3 request: {e}"));
-    let mut rules = Vec::new();
-    for days in LIFETIME_DAYS {
-        let prefix = lifetime_prefix(days);
-        rules.push(
-            LifecycleRule::builder()
-                .id(format!("expire-{prefix}"))
-                .status(ExpirationStatus::Enabled)
-                .filter(LifecycleRuleFilter::builder().prefix(format!("{prefix}/")).build())
-                .expiration(LifecycleExpiration::builder().days(days as i32).build())
-                .build()
-                .map_err(build)?,
-        );
-    }
-    BucketLifecycleConfiguration::builder().set_rules(Some(rules)).build().map_err(build)
+/// The lifecycle rules of the payload bucket, as S3's XML: one per class of [`LIFETIME_DAYS`].
+fn lifecycle_xml() -> String {
+    let rules: String = LIFETIME_DAYS
+        .iter()
+        .map(|days| {
+            let prefix = lifetime_prefix(*days);
+            format!(
+                "<Rule><ID>expire-{prefix}</ID><Filter><Prefix>{prefix}/</Prefix></Filter><Status>Enabled</Status><Expiration><Days>{days}</Days></Expiration></Rule>"
+            )
+        })
+        .collect();
+    format!(
+        r#"<LifecycleConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">{rules}</LifecycleConfiguration>"#
+    )
 }
 
 /// Creates the bucket (with its lifecycle rules) unless it exists. For development and tests;
 /// on AWS the template creates it.
-pub async fn create_bucket(client: &Client, bucket: &str) -> Result<()> {
-    let region = client.config().region().map(|r| r.as_ref().to_string());
-    let mut req = client.create_bucket().bucket(bucket);
-    if let Some(r) = region.filter(|r| r != "us-east-1") {
-        let c = CreateBucketConfiguration::builder().location_constraint(BucketLocationConstraint::from(r.as_str()));
-        req = req.create_bucket_configuration(c.build());
-    }
+pub async fn create_bucket(client: &S3Client, bucket: &str) -> Result<()> {
+    check_bucket_name(bucket).map_err(Error::Internal)?;
+    let body = if client.region == "us-east-1" {
+        Vec::new()
+    } else {
+        format!(
+            r#"<CreateBucketConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><LocationConstraint>{}</LocationConstraint></CreateBucketConfiguration>"#,
+            client.region
+        )
+        .into_bytes()
+    };
     metrics::count(Op::S3Other);
-    match req.send().await {
-        Ok(_) => {}
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists()) => {}
-        Err(e) => return Err(s3_error("CreateBucket", e)),
+    let out = client.send("CreateBucket", "PUT", bucket, "", "", &[], body).await?;
+    if !matches!(out.code(), Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")) {
+        out.ok("CreateBucket")?;
     }
+    // S3 wants an integrity checksum on this request; SHA-256 is one it takes.
+    let body = lifecycle_xml().into_bytes();
+    let checksum = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&body));
     metrics::count(Op::S3Other);
     client
-        .put_bucket_lifecycle_configuration()
-        .bucket(bucket)
-        .lifecycle_configuration(lifecycle()?)
-        .send()
-        .await
-        .map_err(|e| s3_error("PutBucketLifecycleConfiguration", e))?;
+        .send(
+            "PutBucketLifecycleConfiguration",
+            "PUT",
+            bucket,
+            "",
+            "lifecycle",
+            &[("content-type", "application/xml"), ("x-amz-checksum-sha256", &checksum)],
+            body,
+        )
+        .await?
+        .ok("PutBucketLifecycleConfiguration")?;
     Ok(())
+}
+
+/// The few S3 requests the claim check makes, signed with SigV4 over the process's reqwest
+/// client. Not the S3 SDK: its generated code for S3's hundred operations would add about
+/// 1.1 MB to every Lambda zip, for four requests whose shapes are fixed.
+///
+/// Retries what S3 asks to be retried (500, 503 `SlowDown`) and failed connections, a few
+/// times with a short backoff: every request is idempotent (content-addressed puts).
+#[derive(Clone)]
+pub struct S3Client {
+    http: reqwest::Client,
+    region: String,
+    /// An endpoint of the caller's (moto), addressed path-style: `<endpoint>/<bucket>/<key>`.
+    endpoint: Option<String>,
+    credentials: Option<SharedCredentialsProvider>,
+    cached: Arc<tokio::sync::Mutex<Option<Credentials>>>,
+}
+
+impl std::fmt::Debug for S3Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Client").field("region", &self.region).field("endpoint", &self.endpoint).finish()
+    }
+}
+
+/// Attempts of one request (the first included).
+const ATTEMPTS: u32 = 4;
+/// Credentials are fetched again this long before they expire.
+const CREDENTIALS_MARGIN: std::time::Duration = std::time::Duration::from_secs(300);
+/// Bound on one request: a 1 MiB object on a cold connection takes well under a second.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// S3's answer to one request.
+#[derive(Debug)]
+pub struct S3Response {
+    pub status: u16,
+    pub body: bytes::Bytes,
+}
+
+impl S3Response {
+    /// The `<Code>` of S3's XML error body, if this is an error.
+    pub fn code(&self) -> Option<&str> {
+        if self.status < 300 {
+            return None;
+        }
+        let text = std::str::from_utf8(&self.body).ok()?;
+        let start = text.find("<Code>")? + "<Code>".len();
+        let len = text[start..].find("</Code>")?;
+        Some(&text[start..start + len])
+    }
+
+    /// The body of a successful answer; else an error naming the operation and S3's code.
+    pub fn ok(self, op: &str) -> Result<bytes::Bytes> {
+        if (200..300).contains(&self.status) {
+            return Ok(self.body);
+        }
+        Err(Error::Internal(format!("s3 {op}: HTTP {} {}", self.status, self.code().unwrap_or("(no error code)"))))
+    }
+}
+
+impl S3Client {
+    /// A client for the region, endpoint and credentials of `config`, on `http`.
+    pub fn new(config: &aws_config::SdkConfig, http: reqwest::Client) -> Self {
+        Self {
+            http,
+            region: config.region().map(|r| r.as_ref().to_string()).unwrap_or_else(|| "us-east-1".to_string()),
+            endpoint: config.endpoint_url().map(|e| e.trim_end_matches('/').to_string()),
+            credentials: config.credentials_provider(),
+            cached: Arc::default(),
+        }
+    }
+
+    /// The URL of `key` in `bucket` (`key` empty: the bucket), with `query` (already encoded).
+    fn url(&self, bucket: &str, key: &str, query: &str) -> String {
+        let path = encode_key(key);
+        let base = match &self.endpoint {
+            Some(e) => format!("{e}/{bucket}/{path}"),
+            // A dotted name does not match S3's wildcard certificate as a host name.
+            None if bucket.contains('.') => format!("https://s3.{}.amazonaws.com/{bucket}/{path}", self.region),
+            None => format!("https://{bucket}.s3.{}.amazonaws.com/{path}", self.region),
+        };
+        if query.is_empty() { base } else { format!("{base}?{query}") }
+    }
+
+    async fn credentials(&self) -> Result<Credentials> {
+        let mut cached = self.cached.lock().await;
+        if let Some(c) = cached.as_ref() {
+            let fresh = c
+                .expiry()
+                .is_none_or(|t| t.duration_since(std::time::SystemTime::now()).is_ok_and(|d| d > CREDENTIALS_MARGIN));
+            if fresh {
+                return Ok(c.clone());
+            }
+        }
+        let provider = self
+            .credentials
+            .as_ref()
+            .ok_or_else(|| Error::Internal("s3: no AWS credentials are configured".to_string()))?;
+        let c = provider.provide_credentials().await.map_err(|e| Error::Internal(format!("s3 credentials: {e}")))?;
+        *cached = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Sends one signed request. An answer of S3's (an error status included) is `Ok`; a
+    /// request that could not be made or signed, or still failing after the retries, is `Err`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn send(
+        &self,
+        op: &str,
+        method: &str,
+        bucket: &str,
+        key: &str,
+        query: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<S3Response> {
+        let url = self.url(bucket, key, query);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let last = attempt >= ATTEMPTS;
+            let req = self.signed(method, &url, headers, &body).await?;
+            match req.body(body.clone()).send().await {
+                Ok(res) => {
+                    let status = res.status().as_u16();
+                    let retry = matches!(status, 500 | 503) && !last;
+                    match res.bytes().await {
+                        Ok(body) if !retry => return Ok(S3Response { status, body }),
+                        Ok(_) => {}
+                        Err(e) if last => return Err(Error::Internal(format!("s3 {op}: reading the answer: {e}"))),
+                        Err(_) => {}
+                    }
+                }
+                Err(e) if last => return Err(Error::Internal(format!("s3 {op}: {e}"))),
+                Err(_) => {}
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
+        }
+    }
+
+    async fn signed(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<reqwest::RequestBuilder> {
+        let identity = self.credentials().await?.into();
+        let mut settings = SigningSettings::default();
+        // S3's rules: the payload's digest is a signed header, the path is encoded once and
+        // not normalised (object keys may hold `//` or `.`).
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name("s3")
+            .time(std::time::SystemTime::now())
+            .settings(settings)
+            .build()
+            .map_err(|e| Error::Internal(format!("s3 signing: {e}")))?
+            .into();
+        let signable = SignableRequest::new(method, url, headers.iter().copied(), SignableBody::Bytes(body))
+            .map_err(|e| Error::Internal(format!("s3 signing {url}: {e}")))?;
+        let (instructions, _) =
+            sign(signable, &params).map_err(|e| Error::Internal(format!("s3 signing: {e}")))?.into_parts();
+        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut req = self.http.request(method, url).timeout(REQUEST_TIMEOUT);
+        for (name, value) in headers.iter().copied().chain(instructions.headers()) {
+            req = req.header(name, value);
+        }
+        Ok(req)
+    }
+}
+
+/// An object key as a URL path: every byte but the unreserved ones and `/` percent-encoded
+/// (S3's rule, which its signature repeats).
+fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -364,8 +537,25 @@ mod tests {
 
     #[test]
     fn lifecycle_has_one_rule_per_class() {
-        let l = lifecycle().unwrap();
-        assert_eq!(l.rules().len(), LIFETIME_DAYS.len());
-        assert!(l.rules().iter().all(|r| r.expiration().and_then(|e| e.days()).is_some()));
+        let xml = lifecycle_xml();
+        assert_eq!(xml.matches("<Rule>").count(), LIFETIME_DAYS.len());
+        assert!(xml.contains("<ID>expire-t64</ID><Filter><Prefix>t64/</Prefix></Filter>"), "{xml}");
+        assert!(xml.contains("<Expiration><Days>4096</Days></Expiration>"), "{xml}");
+        assert!(!xml.contains("keep"), "objects without a TTL never expire");
+    }
+
+    #[test]
+    fn object_keys_are_encoded_once_as_paths() {
+        assert_eq!(encode_key("t1/RUN#run_1/ab"), "t1/RUN%23run_1/ab");
+        assert_eq!(encode_key("a b+c%/é"), "a%20b%2Bc%25/%C3%A9");
+    }
+
+    #[test]
+    fn error_codes_come_from_s3s_xml() {
+        let r = S3Response { status: 404, body: "<Error><Code>NoSuchKey</Code><Message>x</Message></Error>".into() };
+        assert_eq!(r.code(), Some("NoSuchKey"));
+        let e = r.ok("GetObject").unwrap_err().to_string();
+        assert!(e.contains("GetObject") && e.contains("404") && e.contains("NoSuchKey"), "{e}");
+        assert_eq!(S3Response { status: 200, body: "<Code>x</Code>".into() }.code(), None);
     }
 }

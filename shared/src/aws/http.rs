@@ -17,12 +17,22 @@ use std::time::Duration;
 /// Connect timeout when the SDK asks for none (the SDK's own default).
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
 
-/// The client every SDK client of this process shares (one connection pool).
+/// The reqwest client of every AWS request of this process, the SDK's and the payload
+/// bucket's (one connection pool).
+pub fn aws_http() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            // Building fails only if the TLS backend cannot start (no input is involved);
+            // reqwest's default client is the same minus the timeout.
+            reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).http1_only().build().unwrap_or_default()
+        })
+        .clone()
+}
+
+/// The HTTP client of the SDK's clients: [`aws_http`].
 pub fn sdk_http_client() -> SharedHttpClient {
-    // Building fails only if the TLS backend cannot start (no input is involved); reqwest's
-    // default client is the same minus the timeout.
-    let client = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).http1_only().build().unwrap_or_default();
-    SharedHttpClient::new(ReqwestClient { client })
+    SharedHttpClient::new(ReqwestClient { client: aws_http() })
 }
 
 #[derive(Clone, Debug)]

@@ -177,7 +177,7 @@ fn is_url(s: &str) -> bool {
 }
 
 mod http;
-pub use http::sdk_http_client;
+pub use http::{aws_http, sdk_http_client};
 
 /// SDK configuration from the standard AWS environment (region, `AWS_ENDPOINT_URL`,
 /// credentials), with [`sdk_http_client`].
@@ -197,17 +197,10 @@ pub async fn local_sdk_config(endpoint: &str, region: &str) -> SdkConfig {
         .await
 }
 
-/// The S3 client of the payload bucket: checksums only where S3 requires them (objects are
-/// content-addressed and their digest is checked on every read), and path-style addressing
-/// when an endpoint is set (moto answers at one host, not at `<bucket>.<host>`).
-pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
-    use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
-    let conf = aws_sdk_s3::config::Builder::from(config)
-        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-        .force_path_style(config.endpoint_url().is_some())
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
+/// The S3 client of the payload bucket, for the region, endpoint (moto: path-style) and
+/// credentials of `config`.
+pub fn s3_client(config: &SdkConfig) -> s3::S3Client {
+    s3::S3Client::new(config, http::aws_http())
 }
 
 /// Connects to the table, the queue and the secret key that `settings` name, creating them
