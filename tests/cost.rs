@@ -81,8 +81,10 @@ pub const REPORTED: &[Op] = &[
     Op::DdbTransactWriteItems,
     Op::DdbTransactItems,
     Op::DdbQuery,
+    Op::DdbBatchGetItem,
     Op::DdbWriteUnits,
     Op::DdbReadUnits,
+    Op::DdbReadBytes,
     Op::SqsSendMessage,
     Op::SqsSendMessageBatch,
     Op::SqsReceiveMessage,
@@ -280,6 +282,98 @@ pub async fn measure(moto: &Moto, runs: usize, blocks: usize) -> Result<Measured
         }
     }
     Ok(Measured { runs, blocks, start, steps, invocations, elapsed })
+}
+
+/// DynamoDB reads of one step message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepReads {
+    /// Read requests (GetItem, BatchGetItem, Query).
+    pub requests: u64,
+    pub units: u64,
+    /// Bytes of the items read.
+    pub bytes: u64,
+}
+
+/// One run of a chain of a starter and `blocks - 1` transforms, each step's output about
+/// `output_bytes` of JSON (the run input carries them), handled one message at a time
+/// against `moto`: what each step read, by step key, in order. `names_predecessor`: each
+/// transform's template reads its predecessor's output (else the run input).
+pub async fn reads_per_step(
+    moto: &Moto,
+    blocks: usize,
+    output_bytes: usize,
+    names_predecessor: bool,
+) -> Result<Vec<(String, StepReads)>, String> {
+    let cfg = moto.sdk_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&cfg);
+    let sqs_client = aws_sdk_sqs::Client::new(&cfg);
+    let table = unique_name("reads");
+    dynamo::create_table(&ddb, &table).await.map_err(|e| e.to_string())?;
+    let (url, dlq) = sqs::create_queues(&sqs_client, &unique_name("reads"), 10).await.map_err(|e| e.to_string())?;
+    let s3_client = baton::aws::s3_client(&cfg);
+    let bucket = baton::adapters::s3::bucket_for_table(&table);
+    baton::adapters::s3::create_bucket(&s3_client, &bucket).await.map_err(|e| e.to_string())?;
+    let payloads = baton::adapters::s3::Payloads::new(s3_client, bucket);
+    let store = Arc::new(DynamoStore::new(ddb, table).with_payloads(payloads));
+    let queue = Arc::new(SqsQueue::new(sqs_client, url, Some(dlq)));
+    let config = AppConfig { lease: Duration::from_secs(30), ..AppConfig::default() };
+    let app = App::new(store.clone(), queue.clone(), Arc::new(baton::secrets::SecretBox::ephemeral()), config);
+    let (account, _) = baton::accounts::register(store.as_ref(), "reads", None).await.map_err(|e| e.to_string())?;
+    let acct = account["id"].as_str().ok_or("account without id")?.to_string();
+    let mut steps = vec![json!({"id": "start", "type": "starter"})];
+    for i in 1..blocks {
+        let source = match (names_predecessor, i) {
+            (true, 1) => "steps.start.output.blob".to_string(),
+            (true, _) => format!("steps.t{}.output.blob", i - 1),
+            (false, _) => "input.blob".to_string(),
+        };
+        steps.push(json!({
+            "id": format!("t{i}"),
+            "type": "transform",
+            "config": {"mapping": {"blob": format!("{{{{{source}}}}}"), "i": i}},
+        }));
+    }
+    let wf = json!({"id": "long", "name": "long chain", "status": "active", "steps": steps});
+    baton::workflows::create(store.as_ref(), &acct, wf).await.map_err(|e| e.to_string())?;
+    let input = json!({"blob": "b".repeat(output_bytes)});
+    let req = StartRequest { input, source: "api".into(), ..Default::default() };
+    let started = app.engine.start_run(&acct, "long", req).await.map_err(|e| e.to_string())?;
+    let run_id = started.run["run_id"].as_str().unwrap_or_default().to_string();
+
+    let mut out = Vec::new();
+    let t0 = Instant::now();
+    while out.len() < blocks {
+        if t0.elapsed() > Duration::from_secs(60 + blocks as u64) {
+            return Err(format!("only {} of {blocks} steps ran", out.len()));
+        }
+        let msgs =
+            queue.receive(1, Duration::from_secs(30), Duration::from_secs(1)).await.map_err(|e| e.to_string())?;
+        for m in msgs {
+            let before = metrics::snapshot();
+            let (outcome, successors) = app.engine.process_deferred(&m.body, false).await;
+            let d = delta(&before);
+            if !successors.is_empty() {
+                queue.send_batch(successors).await.map_err(|e| e.to_string())?;
+            }
+            if outcome != Outcome::Ack {
+                return Err(format!("a step was not acknowledged: {outcome:?}"));
+            }
+            queue.delete_batch(std::slice::from_ref(&m.receipt)).await.map_err(|e| e.to_string())?;
+            let body: serde_json::Value = serde_json::from_str(&m.body).map_err(|e| e.to_string())?;
+            let n = |op: Op| d.get(&op).copied().unwrap_or(0);
+            let reads = StepReads {
+                requests: n(Op::DdbGetItem) + n(Op::DdbBatchGetItem) + n(Op::DdbQuery),
+                units: n(Op::DdbReadUnits),
+                bytes: n(Op::DdbReadBytes),
+            };
+            out.push((body["s"].as_str().unwrap_or_default().to_string(), reads));
+        }
+    }
+    let run = app.engine.get_run(&acct, &run_id).await.map_err(|e| e.to_string())?;
+    if run["status"] != "completed" {
+        return Err(format!("the run did not complete: {}", run["status"]));
+    }
+    Ok(out)
 }
 
 /// Plays the event source mapping until `steps` messages were acknowledged and the queue is

@@ -47,6 +47,7 @@ macro_rules! store_conformance_tests {
             $factory,
             [
                 get_missing_returns_none,
+                get_many_returns_items_in_key_order_with_gaps,
                 put_then_get_roundtrips_attrs_and_ttl,
                 put_replaces_whole_item,
                 conditional_put_not_exists_conflicts_when_present,
@@ -170,6 +171,49 @@ pub mod store {
     pub async fn get_missing_returns_none(store: Arc<dyn Store>) {
         let pk = unique("get-missing");
         assert_eq!(store.get(&Key::new(&pk, "nothing")).await.unwrap(), None);
+    }
+
+    pub async fn get_many_returns_items_in_key_order_with_gaps(store: Arc<dyn Store>) {
+        let pk = unique("get-many");
+        assert_eq!(store.get_many(&[]).await.unwrap(), Vec::<Option<Item>>::new());
+        // More keys than one DynamoDB request takes, some missing, one expired, one repeated,
+        // one holding a value too large for a DynamoDB item, one in another partition.
+        let mut keys = Vec::new();
+        for i in 0..130 {
+            let key = Key::new(&pk, format!("k{i:03}"));
+            if i % 3 != 0 {
+                store.put(item(&key, json!({"i": i})), None).await.unwrap();
+            }
+            keys.push(key);
+        }
+        let expired = Key::new(&pk, "expired");
+        let mut it = item(&expired, json!({"i": -1}));
+        it.expires_at = Some(now_secs() - 10);
+        store.put(it, None).await.unwrap();
+        let large = Key::new(&pk, "large");
+        let big = "x".repeat(crate::store::MAX_PAYLOAD_BYTES - 2);
+        store.put(item(&large, json!({"big": big})), None).await.unwrap();
+        let other = Key::new(unique("get-many-other"), "k001");
+        store.put(item(&other, json!({"i": "other"})), None).await.unwrap();
+        keys.extend([expired, large.clone(), keys[1].clone(), other]);
+
+        let got = store.get_many(&keys).await.unwrap();
+        assert_eq!(got.len(), keys.len());
+        for (i, (k, g)) in keys.iter().zip(&got).enumerate().take(130) {
+            match g {
+                Some(it) => {
+                    assert!(i % 3 != 0, "{k:?} was never written");
+                    assert_eq!(&it.key, k);
+                    assert_eq!(it.get("i"), Some(&json!(i)));
+                }
+                None => assert!(i % 3 == 0, "{k:?} is missing"),
+            }
+        }
+        assert_eq!(got[130], None, "an expired item is invisible");
+        assert_eq!(got[131].as_ref().and_then(|it| it.str("big")).map(str::len), Some(big.len()));
+        assert_eq!(got[132].as_ref().and_then(|it| it.get("i")), Some(&json!(1)), "a repeated key");
+        assert_eq!(got[133].as_ref().and_then(|it| it.get("i")), Some(&json!("other")), "keys of any partition");
+        assert_eq!(got[131], store.get(&large).await.unwrap(), "the same item as get reads");
     }
 
     pub async fn put_then_get_roundtrips_attrs_and_ttl(store: Arc<dyn Store>) {

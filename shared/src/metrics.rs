@@ -27,6 +27,8 @@ macro_rules! ops {
 
 ops! {
     StoreGet => "store.get",
+    /// One `get_many` call, however many keys.
+    StoreGetMany => "store.get_many",
     StorePut => "store.put",
     StoreUpdate => "store.update",
     StoreDelete => "store.delete",
@@ -44,6 +46,7 @@ ops! {
     DdbDeleteItem => "ddb.DeleteItem",
     DdbTransactWriteItems => "ddb.TransactWriteItems",
     DdbQuery => "ddb.Query",
+    DdbBatchGetItem => "ddb.BatchGetItem",
     /// Items written or checked by TransactWriteItems calls.
     DdbTransactItems => "ddb.transact_items",
     DdbOther => "ddb.other",
@@ -53,6 +56,8 @@ ops! {
     /// Read request units: 1 per started 4 KB of a strongly consistent read (a query sums
     /// its items' sizes first).
     DdbReadUnits => "ddb.read_units",
+    /// Bytes of the items DynamoDB read (what read units are billed on).
+    DdbReadBytes => "ddb.read_bytes",
     // SQS requests (a batch call is one request).
     SqsSendMessage => "sqs.SendMessage",
     SqsSendMessageBatch => "sqs.SendMessageBatch",

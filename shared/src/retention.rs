@@ -180,6 +180,9 @@ impl Store for Retained {
     async fn get(&self, key: &Key) -> Result<Option<Item>> {
         self.inner.get(key).await
     }
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Item>>> {
+        self.inner.get_many(keys).await
+    }
 
     async fn put(&self, mut item: Item, cond: Option<Cond>) -> Result<()> {
         self.stamp_item(&mut item, self.now());

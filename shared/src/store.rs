@@ -222,6 +222,15 @@ pub struct Page {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn get(&self, key: &Key) -> Result<Option<Item>>;
+    /// The items at `keys`, in the order of `keys` (`None` where there is none), as one read
+    /// where the backend can (DynamoDB: `BatchGetItem`, 100 keys per request, unprocessed keys
+    /// asked again; SQLite: one connection and prepared statement), each item as strongly consistent as [`get`]'s.
+    /// Any number of keys; a key may repeat. The default asks [`get`] for each key at once.
+    ///
+    /// [`get`]: Store::get
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Item>>> {
+        futures::future::try_join_all(keys.iter().map(|k| self.get(k))).await
+    }
     /// Replaces the whole item.
     async fn put(&self, item: Item, cond: Option<Cond>) -> Result<()>;
     /// Applies `update` and returns the item as it is afterwards.

@@ -215,15 +215,34 @@ impl Queue for MemQueue {
 
 /// A store that passes everything to another and counts, per item, the writes that landed
 /// and set a terminal step status: a double commit of a step shows as a count of 2, whatever
-/// the events say.
+/// the events say. It also counts read calls and the items they returned.
 pub struct CountingStore {
     inner: std::sync::Arc<dyn Store>,
     commits: Mutex<std::collections::HashMap<Key, usize>>,
+    reads: Mutex<Reads>,
+}
+
+/// Read calls a [`CountingStore`] passed on, and the items they returned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reads {
+    pub gets: usize,
+    pub get_manys: usize,
+    pub queries: usize,
+    pub items: usize,
 }
 
 impl CountingStore {
     pub fn new(inner: std::sync::Arc<dyn Store>) -> Self {
-        Self { inner, commits: Mutex::new(Default::default()) }
+        Self { inner, commits: Mutex::new(Default::default()), reads: Mutex::new(Reads::default()) }
+    }
+
+    /// The reads so far.
+    pub fn reads(&self) -> Reads {
+        *self.reads.lock().unwrap()
+    }
+
+    fn read(&self, f: impl FnOnce(&mut Reads)) {
+        f(&mut self.reads.lock().unwrap());
     }
 
     /// How many landed writes ended the step `step_key` of `run_id`.
@@ -243,7 +262,20 @@ impl CountingStore {
 #[async_trait]
 impl Store for CountingStore {
     async fn get(&self, key: &Key) -> Result<Option<Item>> {
-        self.inner.get(key).await
+        let out = self.inner.get(key).await?;
+        self.read(|r| {
+            r.gets += 1;
+            r.items += usize::from(out.is_some());
+        });
+        Ok(out)
+    }
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Item>>> {
+        let out = self.inner.get_many(keys).await?;
+        self.read(|r| {
+            r.get_manys += 1;
+            r.items += out.iter().flatten().count();
+        });
+        Ok(out)
     }
     async fn put(&self, item: Item, cond: Option<Cond>) -> Result<()> {
         let (key, status) = (item.key.clone(), item.get("status").cloned());
@@ -276,7 +308,12 @@ impl Store for CountingStore {
         Ok(())
     }
     async fn query(&self, query: Query) -> Result<Page> {
-        self.inner.query(query).await
+        let out = self.inner.query(query).await?;
+        self.read(|r| {
+            r.queries += 1;
+            r.items += out.items.len();
+        });
+        Ok(out)
     }
 }
 

@@ -94,9 +94,9 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, KeySchemaElement, KeyType, Put,
-    ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
-    Update as DdbUpdate,
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, KeySchemaElement, KeyType,
+    KeysAndAttributes, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
+    TimeToLiveSpecification, TransactWriteItem, Update as DdbUpdate,
 };
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::{Number, Value};
@@ -315,6 +315,11 @@ struct Raw {
     /// The item's size in DynamoDB (as [`size_of`] measures it), for the read-unit counter.
     bytes: usize,
 }
+
+/// Most keys of one `BatchGetItem` request (DynamoDB's limit).
+const BATCH_GET_KEYS: usize = 100;
+/// Requests for one chunk of keys before its unprocessed keys are an error.
+const BATCH_GET_ROUNDS: u32 = 8;
 
 fn parse_item(m: &AttrMap) -> Result<Raw> {
     let s = |name: &str| match m.get(name) {
@@ -596,7 +601,65 @@ impl DynamoStore {
         };
         let raw = parse_item(m)?;
         metrics::add(Op::DdbReadUnits, read_units(raw.bytes));
+        metrics::add(Op::DdbReadBytes, raw.bytes as u64);
         Ok(if expired(m, now_secs()) { None } else { Some(raw) })
+    }
+
+    /// The live items at `keys` (distinct keys), claims unresolved: `BatchGetItem`, strongly
+    /// consistent, [`BATCH_GET_KEYS`] keys per request, the keys DynamoDB leaves unprocessed
+    /// (throttling, the 16 MB answer limit) asked again after a short backoff.
+    async fn read_raw_many(&self, keys: &[Key]) -> Result<HashMap<Key, Raw>> {
+        let now = now_secs();
+        let mut found = HashMap::new();
+        for chunk in keys.chunks(BATCH_GET_KEYS) {
+            let mut pending: Vec<AttrMap> = chunk.iter().map(key_map).collect();
+            let mut round = 0u32;
+            while !pending.is_empty() {
+                if round > 0 {
+                    tokio::time::sleep(Duration::from_millis(20u64 << round.min(6))).await;
+                }
+                round += 1;
+                if round > BATCH_GET_ROUNDS {
+                    return Err(Error::Internal(format!(
+                        "dynamodb BatchGetItem: {} keys still unprocessed after {BATCH_GET_ROUNDS} rounds",
+                        pending.len()
+                    )));
+                }
+                let asked = pending.len();
+                let ka = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut pending)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| Error::Internal(format!("dynamodb BatchGetItem request: {e}")))?;
+                metrics::count(Op::DdbBatchGetItem);
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, ka)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("BatchGetItem", e))?;
+                let items = out.responses().and_then(|r| r.get(&self.table)).map(Vec::as_slice).unwrap_or_default();
+                // A key with no item is billed like a small read.
+                let misses = asked.saturating_sub(items.len());
+                let unprocessed: Vec<AttrMap> = out
+                    .unprocessed_keys()
+                    .and_then(|u| u.get(&self.table))
+                    .map(|k| k.keys().to_vec())
+                    .unwrap_or_default();
+                metrics::add(Op::DdbReadUnits, misses.saturating_sub(unprocessed.len()) as u64);
+                for m in items {
+                    let raw = parse_item(m)?;
+                    metrics::add(Op::DdbReadUnits, read_units(raw.bytes));
+                    metrics::add(Op::DdbReadBytes, raw.bytes as u64);
+                    if !expired(m, now) {
+                        found.insert(raw.item.key.clone(), raw);
+                    }
+                }
+                pending = unprocessed;
+            }
+        }
+        Ok(found)
     }
 
     /// Replaces the claims of `raws` by their values: from `known` (values this call wrote),
@@ -1118,6 +1181,22 @@ impl Store for DynamoStore {
         }
     }
 
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Item>>> {
+        metrics::count(Op::StoreGetMany);
+        keys.iter().try_for_each(check_key)?;
+        let mut distinct: Vec<Key> = Vec::with_capacity(keys.len());
+        let mut seen = HashSet::new();
+        for k in keys {
+            if seen.insert(k) {
+                distinct.push(k.clone());
+            }
+        }
+        let (order, raws): (Vec<Key>, Vec<Raw>) = self.read_raw_many(&distinct).await?.into_iter().unzip();
+        let items = self.resolve(raws, &HashMap::new()).await?;
+        let by_key: HashMap<&Key, Item> = order.iter().zip(items).collect();
+        Ok(keys.iter().map(|k| by_key.get(k).cloned()).collect())
+    }
+
     async fn put(&self, item: Item, cond: Option<Cond>) -> Result<()> {
         metrics::count(Op::StorePut);
         check_key(&item.key)?;
@@ -1339,6 +1418,7 @@ impl Store for DynamoStore {
             raws.push(raw);
         }
         metrics::add(Op::DdbReadUnits, read_units(bytes));
+        metrics::add(Op::DdbReadBytes, bytes as u64);
         let items = self.resolve(raws, &HashMap::new()).await?;
         let next_cursor = match out.last_evaluated_key() {
             Some(k) => match k.get(SK) {

@@ -799,6 +799,14 @@ impl Store for SqliteStore {
         load(&conn, key, now_secs())
     }
 
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Item>>> {
+        metrics::count(Op::StoreGetMany);
+        keys.iter().try_for_each(check_key)?;
+        let conn = self.db.reader()?;
+        let now = now_secs();
+        keys.iter().map(|k| load(&conn, k, now)).collect()
+    }
+
     async fn put(&self, item: Item, cond: Option<Cond>) -> Result<()> {
         metrics::count(Op::StorePut);
         check_key(&item.key)?;
@@ -1307,6 +1315,9 @@ mod tests {
     impl<T: Store> Store for Held<T> {
         async fn get(&self, key: &Key) -> Result<Option<Item>> {
             self.inner.get(key).await
+        }
+        async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Item>>> {
+            self.inner.get_many(keys).await
         }
         async fn put(&self, item: Item, cond: Option<Cond>) -> Result<()> {
             self.inner.put(item, cond).await

@@ -8,6 +8,7 @@
 //! at-least-once delivery, exactly-once commit.
 
 mod plan;
+mod reads;
 mod runs;
 mod snapshot;
 mod wait;
@@ -16,6 +17,7 @@ mod worker;
 #[cfg(test)]
 mod tests;
 
+pub use reads::{Needs, Reads, StepRefs, step_refs};
 pub use runs::{RunFilter, StartRequest, Started, SyncResult};
 pub use snapshot::{LAZY, Snapshot, is_terminal_run, is_terminal_step};
 pub use wait::new_wait_token;
@@ -41,9 +43,15 @@ use std::time::Duration;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "t")]
 pub enum Msg {
-    /// Run (or re-check) one step.
+    /// Run (or re-check) one step. `p`: what the publisher knew (absent in messages of
+    /// older builds, whose steps read the whole run).
     #[serde(rename = "step")]
-    Step { r: String, s: String },
+    Step {
+        r: String,
+        s: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        p: Option<StepHint>,
+    },
     /// A human task's timeout may have passed.
     #[serde(rename = "task")]
     TaskTimeout { r: String, k: String },
@@ -62,9 +70,64 @@ pub enum Msg {
 /// How many item messages one split commit or one [`Msg::Fan`] publishes.
 pub const FAN_CHUNK: usize = 500;
 
+/// What a step message tells its worker besides the step, so that the worker reads only
+/// what the step needs, in one request ([`Snapshot::load_step`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StepHint {
+    /// The run's account, workflow and version: which block the step runs, so which items
+    /// it reads.
+    pub a: String,
+    pub w: String,
+    pub v: u64,
+    /// The run's redrive count when the message was sent (see `q`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub e: u64,
+    /// Sent by the commit that named the step, whose events had this order (`ev_seq`): the
+    /// step exists even without an item, and its events go after those. Only a redrive
+    /// (which may take a name back) makes the worker check with the predecessors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub q: Option<i64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl StepHint {
+    /// The hint of a run item: its workflow version and redrive count.
+    pub fn of_run(run: &crate::store::Item) -> Option<StepHint> {
+        Some(StepHint {
+            a: run.str("account_id")?.to_string(),
+            w: run.str("workflow_id")?.to_string(),
+            v: run.i64("version").unwrap_or(1) as u64,
+            e: run.i64("epoch").unwrap_or(0) as u64,
+            q: None,
+        })
+    }
+
+    /// Whether `run` is pinned to the same version.
+    pub fn same_version(&self, run: &crate::store::Item) -> bool {
+        StepHint::of_run(run).is_some_and(|h| h.a == self.a && h.w == self.w && h.v == self.v)
+    }
+}
+
 impl Msg {
     pub fn step(run: &str, step: &str) -> Self {
-        Msg::Step { r: run.to_string(), s: step.to_string() }
+        Msg::Step { r: run.to_string(), s: step.to_string(), p: None }
+    }
+    /// A step message naming the run's workflow version (`run`: the run item).
+    pub fn step_of(run: &crate::store::Item, step: &str) -> Self {
+        let id = run.key.pk.trim_start_matches("RUN#");
+        Msg::Step { r: id.to_string(), s: step.to_string(), p: StepHint::of_run(run) }
+    }
+    /// [`step_of`](Self::step_of) from the commit that named the step, its events ordered by
+    /// `ev_seq`.
+    pub fn named_by(run: &crate::store::Item, step: &str, ev_seq: i64) -> Self {
+        let mut m = Self::step_of(run, step);
+        if let Msg::Step { p: Some(h), .. } = &mut m {
+            h.q = Some(ev_seq);
+        }
+        m
     }
     pub fn encode(&self) -> String {
         serde_json::to_string(self).expect("messages always serialize")
@@ -88,6 +151,8 @@ pub struct Pinned {
     pub input_schema: Option<Value>,
     /// Compiled once per version: compiling a schema costs more than validating with it.
     pub validator: Option<Arc<jsonschema::Validator>>,
+    /// What a step of each block reads.
+    pub reads: Reads,
 }
 
 const VERSION_CACHE_MAX: usize = 1024;
@@ -156,8 +221,9 @@ impl Engine {
             })?)),
             None => None,
         };
+        let reads = Reads::of_graph(&v.graph);
         let pinned =
-            Arc::new(Pinned { graph: v.graph, variables: v.variables, input_schema: v.input_schema, validator });
+            Arc::new(Pinned { graph: v.graph, variables: v.variables, input_schema: v.input_schema, validator, reads });
         let mut cache = self.versions.lock().expect("cache poisoned");
         if cache.len() >= VERSION_CACHE_MAX {
             cache.clear();

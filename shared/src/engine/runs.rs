@@ -228,7 +228,7 @@ impl Engine {
             }
             Err(e) => return Err(e),
         }
-        let mut msgs: Vec<Msg> = entries.iter().map(|e| Msg::step(&run_id, e)).collect();
+        let mut msgs: Vec<Msg> = entries.iter().map(|e| Msg::step_of(&view.run, e)).collect();
         if !inline {
             self.send(msgs.drain(..).map(|m| (m, Duration::ZERO)).collect()).await?;
         }
@@ -251,7 +251,7 @@ impl Engine {
             .iter()
             .filter_map(Value::as_str)
             .filter(|k| snap.run_status() == "running" && snap.steps.get(*k).is_some_and(is_lazy))
-            .map(|k| Msg::step(run_id, k))
+            .map(|k| Msg::step_of(&snap.run, k))
             .collect();
         Ok((Started { run: run_view(&snap, false), created: false }, unclaimed))
     }
@@ -495,7 +495,10 @@ impl Engine {
                     cond: Some(Cond::eq("status", st)),
                 });
                 publish.extend(
-                    done.iter().enumerate().filter(|(_, d)| !**d).map(|(i, _)| Msg::step(run_id, &format!("{k}[{i}]"))),
+                    done.iter()
+                        .enumerate()
+                        .filter(|(_, d)| !**d)
+                        .map(|(i, _)| Msg::step_of(&snap.run, &format!("{k}[{i}]"))),
                 );
                 active += 1;
             } else if reset {
@@ -511,12 +514,12 @@ impl Engine {
                         .remove("skip"),
                     cond: Some(Cond::eq("status", st)),
                 });
-                publish.push(Msg::step(run_id, k));
+                publish.push(Msg::step_of(&snap.run, k));
                 active += 1;
             } else if matches!(st, "pending" | "running" | "sleeping" | "waiting_human") {
                 active += 1;
                 if st == "pending" {
-                    publish.push(Msg::step(run_id, k));
+                    publish.push(Msg::step_of(&snap.run, k));
                 }
             }
         }
@@ -529,6 +532,8 @@ impl Engine {
                 update: Update::default()
                     .set("status", "running")
                     .set("active", active)
+                    // Step messages sent before this say which redrive they belong to.
+                    .add("epoch", 1)
                     .remove("error")
                     .remove("finished_at")
                     .set("updated_at", now),

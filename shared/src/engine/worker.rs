@@ -3,7 +3,7 @@
 
 use super::plan::{Plan, event_write};
 use super::snapshot::{Snapshot, is_lazy, is_terminal_step};
-use super::{Engine, FAN_CHUNK, Msg, now_ms};
+use super::{Engine, FAN_CHUNK, Msg, StepHint, now_ms};
 use crate::blocks::{self, BlockContext, Outcome as BlockOutcome, StepError};
 use crate::callbacks;
 use crate::error::{Error, Result};
@@ -172,7 +172,7 @@ impl Engine {
             }
         };
         let span = match &msg {
-            Msg::Step { r, s } => info_span!("step", run_id = %r, step_key = %s),
+            Msg::Step { r, s, .. } => info_span!("step", run_id = %r, step_key = %s),
             Msg::TaskTimeout { r, k } => info_span!("task_timeout", run_id = %r, task_id = %k),
             Msg::Sweep { r } => info_span!("sweep", run_id = %r),
             Msg::Callback { r, d, n } => info_span!("callback", run_id = %r, delivery_id = %d, attempt = n + 1),
@@ -180,7 +180,7 @@ impl Engine {
         };
         let res = async {
             match &msg {
-                Msg::Step { r, s } => self.handle_step(r, s, d).await,
+                Msg::Step { r, s, p } => self.handle_step(r, s, p.as_ref(), d).await,
                 Msg::TaskTimeout { r, k } => self.handle_task_timeout(r, k).await,
                 Msg::Sweep { r } => self.handle_sweep(r).await,
                 Msg::Callback { r, d, n } => self.handle_callback(r, d, *n).await,
@@ -202,9 +202,52 @@ impl Engine {
         }
     }
 
-    async fn handle_step(&self, run_id: &str, key: &str, d: Delivery) -> Result<Handled> {
+    /// What a step message for `key` reads: with the run's workflow version known (`hint`),
+    /// only what the step needs ([`Snapshot::load_step`]), in one request; else the whole run.
+    pub(crate) async fn step_snapshot(
+        &self,
+        run_id: &str,
+        key: &str,
+        hint: Option<&StepHint>,
+    ) -> Result<Option<Snapshot>> {
+        if let Some(h) = hint {
+            match self.pinned(&h.a, &h.w, h.v).await {
+                Ok(pinned) => {
+                    let block = keys::split_item(key).map_or(key, |(body, _)| body);
+                    let needs = pinned.reads.of(block);
+                    let graph = &pinned.graph;
+                    let mut snap = Snapshot::load_step(&*self.store, run_id, key, graph, &needs, h.q).await?;
+                    if h.q.is_some()
+                        && let Some(s) = &snap
+                        && s.run.i64("epoch").unwrap_or(0) as u64 != h.e
+                    {
+                        // Redriven since the message was sent: a name may have been taken
+                        // back, so the predecessors decide.
+                        snap = Snapshot::load_step(&*self.store, run_id, key, graph, &needs, None).await?;
+                    }
+                    match snap {
+                        Some(s) if !h.same_version(&s.run) => {
+                            warn!("a step message names another workflow version than its run; reading the whole run");
+                        }
+                        other => return Ok(other),
+                    }
+                }
+                // The workflow is gone: whatever the run says decides.
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Snapshot::load_for(&*self.store, run_id, key).await
+    }
+
+    /// The whole run, when `snap` holds only part of it.
+    async fn whole(&self, run_id: &str, snap: Snapshot) -> Result<Snapshot> {
+        if snap.partial { Snapshot::require(&*self.store, run_id).await } else { Ok(snap) }
+    }
+
+    async fn handle_step(&self, run_id: &str, key: &str, pin: Option<&StepHint>, d: Delivery) -> Result<Handled> {
         let Delivery { inline, last, deadline } = d;
-        let Some(snap) = Snapshot::load_for(&*self.store, run_id, key).await? else {
+        let Some(snap) = self.step_snapshot(run_id, key, pin).await? else {
             warn!("message for a run that does not exist");
             return Ok(Handled::ack(Vec::new()));
         };
@@ -228,6 +271,7 @@ impl Engine {
                 }
                 return Ok(Handled::ack(publish));
             }
+            let snap = self.whole(run_id, snap).await?;
             let publish = self.pending_successors(&snap, key).await?;
             if run_running && snap.run.i64("active").unwrap_or(0) <= 0 {
                 self.finalize(run_id).await?;
@@ -243,7 +287,7 @@ impl Engine {
                 }
                 let wake = step.i64("wake_at").unwrap_or(0);
                 if now < wake {
-                    self.send(vec![(Msg::step(run_id, key), Duration::from_millis((wake - now) as u64))]).await?;
+                    self.send(vec![(Msg::step_of(&snap.run, key), Duration::from_millis((wake - now) as u64))]).await?;
                     return Ok(Handled::ack(Vec::new()));
                 }
                 let output = json!({"waited_ms": step.i64("slept_ms").unwrap_or(0)});
@@ -254,7 +298,7 @@ impl Engine {
                         Guard::Sleeping,
                         Finish::Completed { output, status: None, headers: None },
                         Vec::new(),
-                        None,
+                        Some(snap),
                     )
                     .await?
                     .unwrap_or_default();
@@ -273,7 +317,7 @@ impl Engine {
             }
         }
         if let Some(nb) = step.i64("not_before").filter(|nb| *nb > now) {
-            self.send(vec![(Msg::step(run_id, key), Duration::from_millis((nb - now) as u64))]).await?;
+            self.send(vec![(Msg::step_of(&snap.run, key), Duration::from_millis((nb - now) as u64))]).await?;
             return Ok(Handled::ack(Vec::new()));
         }
 
@@ -319,7 +363,7 @@ impl Engine {
                 }
                 if let Some(long) = &self.long_queue {
                     // More than this invocation can give: the long-step worker runs it.
-                    long.send(crate::queue::Message::now(Msg::step(run_id, key).encode())).await?;
+                    long.send(crate::queue::Message::now(Msg::step_of(&snap.run, key).encode())).await?;
                     debug!(timeout_ms = timeout.as_millis() as u64, "step handed to the long-step queue");
                     return Ok(Handled::done());
                 }
@@ -418,13 +462,13 @@ impl Engine {
                 None
             }
             BlockOutcome::Sleep(d) => {
-                self.sleep_step(run_id, key, guard, d).await?;
+                self.sleep_step(run_id, key, &snap.run, guard, d).await?;
                 None
             }
             BlockOutcome::Fail(err) => {
                 let max = block.retry.as_ref().map(|r| r.max_attempts).unwrap_or(1) as i64;
                 if err.retryable && attempt + 1 < max {
-                    self.retry_step(run_id, key, guard, block, attempt + 1, err).await?;
+                    self.retry_step(run_id, key, &snap.run, guard, block, attempt + 1, err).await?;
                     None
                 } else {
                     self.finish_step(run_id, key, guard, Finish::Failed(err), Vec::new(), Some(snap)).await?
@@ -529,11 +573,24 @@ impl Engine {
         first: Option<Snapshot>,
     ) -> Result<Option<Vec<Msg>>> {
         let finish = within_limit(finish)?;
+        // Again after a lost race: as the first snapshot was read (a wait's commit reads the
+        // run's tasks, so the whole run).
+        let mut pin = first.as_ref().filter(|s| s.partial).and_then(|s| StepHint::of_run(&s.run));
+        if let (Some(p), Some(s)) = (pin.as_mut(), first.as_ref()) {
+            // The step keeps the order it was named with; it has its item now (the claim).
+            p.q = (s.seq_floor > 0).then_some(s.seq_floor);
+        }
+        if matches!(guard, Guard::Waiting(_)) {
+            pin = None;
+        }
         let mut first = first;
         for _ in 0..MAX_COMMIT_TRIES {
             let snap = match first.take() {
                 Some(s) => s,
-                None => Snapshot::require_for(&*self.store, run_id, key).await?,
+                None => self
+                    .step_snapshot(run_id, key, pin.as_ref())
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("run {run_id}")))?,
             };
             if !guard.holds(&snap, key) {
                 return Ok(None);
@@ -641,7 +698,7 @@ impl Engine {
         let planned = plan.finish();
         let own = planned.lazy.onto(own);
         let active_delta = planned.active_delta;
-        let mut publish: Vec<Msg> = planned.publish.iter().map(|s| Msg::step(run_id, s)).collect();
+        let mut publish: Vec<Msg> = planned.publish.iter().map(|s| Msg::named_by(&snap.run, s, ev_seq)).collect();
         publish.extend(fan_out);
         if writes.is_empty()
             && planned.writes.is_empty()
@@ -678,7 +735,7 @@ impl Engine {
         if run_fails.is_none() && active_delta < 0 && snap_active + active_delta <= 0 {
             let after = snap.after(&writes);
             if after.steps.values().all(|s| is_terminal_step(s.str("status").unwrap_or(""))) {
-                let (done, mut w, o) = self.completion(run_id, &after, &pinned.graph, now).await?;
+                let (done, mut w, o) = self.completion(run_id, &after, &pinned.graph, now, Some(key)).await?;
                 for (k, v) in done.set {
                     run_update.set.insert(k, v);
                 }
@@ -766,7 +823,7 @@ impl Engine {
             agg.insert("status".into(), json!("collecting"));
             // The collection is the active step until its last item is in.
             plan.active_delta += 1;
-            msgs = fan_messages(run_id, &body, 0, n);
+            msgs = fan_messages(&plan.snap.run, &body, 0, n);
         }
         Ok((Write::Put { item: Item::new(keys::step(run_id, &body), agg), cond: Some(Cond::NotExists) }, msgs))
     }
@@ -874,16 +931,18 @@ impl Engine {
 
     /// Publishes the next chunk of a split's item messages, and the message for the chunk after.
     async fn handle_fan(&self, run_id: &str, body: &str, from: usize) -> Result<Handled> {
-        let Some(snap) = Snapshot::load(&*self.store, run_id).await? else { return Ok(Handled::done()) };
-        let Some(agg) = snap.steps.get(body) else { return Ok(Handled::done()) };
-        if snap.run_status() != "running" || agg.str("status") != Some("collecting") {
+        let mut got = self.store.get_many(&[keys::run(run_id), keys::step(run_id, body)]).await?.into_iter();
+        let (Some(run), Some(agg)) = (got.next().flatten(), got.next().flatten()) else {
+            return Ok(Handled::done());
+        };
+        if run.str("status") != Some("running") || agg.str("status") != Some("collecting") {
             return Ok(Handled::done());
         }
         let n = agg.i64("expected").unwrap_or(0) as usize;
-        Ok(Handled::ack(fan_messages(run_id, body, from, n)))
+        Ok(Handled::ack(fan_messages(&run, body, from, n)))
     }
 
-    async fn sleep_step(&self, run_id: &str, key: &str, guard: Guard, d: Duration) -> Result<()> {
+    async fn sleep_step(&self, run_id: &str, key: &str, run: &Item, guard: Guard, d: Duration) -> Result<()> {
         let now = now_ms();
         let wake = now + d.as_millis() as i64;
         let writes = vec![
@@ -901,16 +960,18 @@ impl Engine {
             event_write(run_id, now, 50, "step.sleeping", Some(key), json!({"until": crate::ids::ms_to_rfc3339(wake)})),
         ];
         match self.store.transact(writes).await {
-            Ok(()) => self.send(vec![(Msg::step(run_id, key), d.min(MAX_DELAY))]).await,
+            Ok(()) => self.send(vec![(Msg::step_of(run, key), d.min(MAX_DELAY))]).await,
             Err(Error::Conflict(_)) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn retry_step(
         &self,
         run_id: &str,
         key: &str,
+        run: &Item,
         guard: Guard,
         block: &Block,
         attempt: i64,
@@ -944,7 +1005,7 @@ impl Engine {
             ),
         ];
         match self.store.transact(writes).await {
-            Ok(()) => self.send(vec![(Msg::step(run_id, key), Duration::from_millis(delay_ms))]).await,
+            Ok(()) => self.send(vec![(Msg::step_of(run, key), Duration::from_millis(delay_ms))]).await,
             Err(Error::Conflict(_)) => Ok(()),
             Err(e) => Err(e),
         }
@@ -967,7 +1028,6 @@ impl Engine {
 
     /// Pending steps that follow `key` in the graph (their messages may never have been sent).
     async fn pending_successors(&self, snap: &Snapshot, key: &str) -> Result<Vec<Msg>> {
-        let run_id = snap.run.key.pk.trim_start_matches("RUN#").to_string();
         if snap.run_status() != "running" {
             return Ok(Vec::new());
         }
@@ -990,7 +1050,7 @@ impl Engine {
                         continue;
                     }
                     match s.str("status") {
-                        Some("pending") => out.push(Msg::step(&run_id, k)),
+                        Some("pending") => out.push(Msg::step_of(&snap.run, k)),
                         Some("skipped") => frontier.push(e.to.clone()),
                         Some("completed") if !k.contains('[') && k == &e.to => frontier.push(e.to.clone()),
                         _ => {}
@@ -1003,6 +1063,11 @@ impl Engine {
 
     /// Completes the run if no step is left active. Idempotent and safe to call often.
     async fn finalize(&self, run_id: &str) -> Result<()> {
+        // Most calls find steps still active: the run item alone says so.
+        let Some(run) = self.store.get(&keys::run(run_id)).await? else { return Ok(()) };
+        if run.str("status") != Some("running") || run.i64("active").unwrap_or(0) > 0 {
+            return Ok(());
+        }
         let snap = Snapshot::require(&*self.store, run_id).await?;
         if snap.run_status() != "running" || snap.run.i64("active").unwrap_or(0) > 0 {
             return Ok(());
@@ -1023,7 +1088,7 @@ impl Engine {
             )
             .await?;
         let now = now_ms();
-        let (upd, rest, outbox) = self.completion(run_id, &snap, &pinned.graph, now).await?;
+        let (upd, rest, outbox) = self.completion(run_id, &snap, &pinned.graph, now, None).await?;
         let mut writes = vec![Write::Update {
             key: keys::run(run_id),
             update: upd.set("updated_at", now),
@@ -1040,18 +1105,20 @@ impl Engine {
         }
     }
 
-    /// What completing a run writes, given the run as it is once its last step committed:
-    /// the run item's changes (status, output, response), and the other writes (index,
-    /// `run.completed` event, callback delivery).
+    /// What completing a run writes, given the run as it is once its last step (`own`, when
+    /// a step's commit completes it) committed: the run item's changes (status, output,
+    /// response), and the other writes (index, `run.completed` event, callback delivery).
     async fn completion(
         &self,
         run_id: &str,
         snap: &Snapshot,
         graph: &crate::model::Graph,
         now: i64,
+        own: Option<&str>,
     ) -> Result<(Update, Vec<Write>, Option<callbacks::Outbox>)> {
         let acct = snap.run.str("account_id").unwrap_or_default();
-        let last = output_step(snap, graph);
+        let last = self.output_of(run_id, snap, graph, own).await?;
+        let last = last.as_ref();
         let output = last.and_then(|s| s.get("output")).cloned().unwrap_or(Value::Null);
         let mut upd =
             Update::default().set("status", "completed").set("output", output.clone()).set("finished_at", now);
@@ -1088,7 +1155,7 @@ impl Engine {
                 Some("running") => s.i64("lease_until").unwrap_or(0) < now,
                 _ => false,
             })
-            .map(|(k, _)| Msg::step(run_id, k))
+            .map(|(k, _)| Msg::step_of(&snap.run, k))
             // A split still collecting: its items go out again (finished ones only ack).
             .chain(snap.steps.iter().filter(|(_, s)| s.str("status") == Some("collecting")).map(|(k, _)| Msg::Fan {
                 r: run_id.to_string(),
@@ -1097,6 +1164,51 @@ impl Engine {
             }))
             .collect();
         Ok(Handled::ack(publish))
+    }
+}
+
+impl Engine {
+    /// [`output_step`] of a run whose snapshot may hold only part of it: the response
+    /// blocks' steps are read (the graph names them), and without a completed one the step
+    /// whose commit completes the run is the last that ran. Only a run that ends on a
+    /// handled failure reads every step.
+    async fn output_of(
+        &self,
+        run_id: &str,
+        snap: &Snapshot,
+        graph: &crate::model::Graph,
+        own: Option<&str>,
+    ) -> Result<Option<Item>> {
+        if !snap.partial {
+            return Ok(output_step(snap, graph).cloned());
+        }
+        let responses: Vec<&str> =
+            graph.blocks.iter().filter(|b| b.kind == "response").map(|b| b.id.as_str()).collect();
+        let unread: Vec<&str> = responses.iter().copied().filter(|b| !snap.steps.contains_key(*b)).collect();
+        let fetched = if unread.is_empty() {
+            Vec::new()
+        } else {
+            self.store.get_many(&unread.iter().map(|b| keys::step(run_id, b)).collect::<Vec<_>>()).await?
+        };
+        let mut found: Vec<(&str, Item)> = responses
+            .iter()
+            .filter_map(|b| snap.steps.get(*b).map(|s| (*b, s.clone())))
+            .chain(unread.iter().copied().zip(fetched).filter_map(|(b, s)| s.map(|s| (b, s))))
+            .filter(|(_, s)| s.str("status") == Some("completed"))
+            .collect();
+        let position = |k: &str| graph.blocks.iter().position(|b| b.id == k).unwrap_or(0);
+        found.sort_by_key(|(k, s)| (s.i64("finished_at").unwrap_or(0), position(k)));
+        if let Some((_, s)) = found.pop() {
+            return Ok(Some(s));
+        }
+        if let Some(s) = own.and_then(|k| snap.steps.get(k)).filter(|s| s.str("status") == Some("completed")) {
+            return Ok(Some(s.clone()));
+        }
+        let mut merged = Snapshot::require(&*self.store, run_id).await?;
+        for (k, s) in &snap.steps {
+            merged.steps.insert(k.clone(), s.clone());
+        }
+        Ok(output_step(&merged, graph).cloned())
     }
 }
 
@@ -1123,9 +1235,10 @@ fn output_step<'a>(snap: &'a Snapshot, graph: &crate::model::Graph) -> Option<&'
 
 /// Messages for items `from..` of a split of `n` items: one chunk, and a [`Msg::Fan`] for the
 /// rest.
-fn fan_messages(run_id: &str, body: &str, from: usize, n: usize) -> Vec<Msg> {
+fn fan_messages(run: &Item, body: &str, from: usize, n: usize) -> Vec<Msg> {
+    let run_id = run.key.pk.trim_start_matches("RUN#");
     let to = n.min(from + FAN_CHUNK);
-    let mut msgs: Vec<Msg> = (from..to).map(|i| Msg::step(run_id, &format!("{body}[{i}]"))).collect();
+    let mut msgs: Vec<Msg> = (from..to).map(|i| Msg::step_of(run, &format!("{body}[{i}]"))).collect();
     if to < n {
         msgs.push(Msg::Fan { r: run_id.to_string(), s: body.to_string(), f: to });
     }
