@@ -1,8 +1,8 @@
 //! Accounts, API keys, scopes and per-key rate limits (DESIGN.md §5, §6).
 //!
 //! Items (layout in [`crate::keys`]):
-//! - account `ACCT#{acct}/ACCOUNT`: `{id, name, email, callback_signing_secret, created_at}`,
-//!   after a rotation also the previous secret and until when it still signs (ms)
+//! - account `ACCT#{acct}/ACCOUNT`: `{id, name, email, callback_signing_secret, created_at,
+//!   key_count}`, after a rotation also the previous secret and until when it still signs (ms)
 //! - key metadata `ACCT#{acct}/KEY#{key_id}`: `{key_id, name, prefix, scopes, created_at,
 //!   rotated_at, revoked_at, hash}` (`hash` is internal and never returned)
 //! - key lookup `APIKEY#{sha256}/APIKEY`: `{account_id, key_id, scopes}`; deleted on revoke
@@ -17,6 +17,8 @@ use serde_json::{Map, Value, json};
 
 /// Every scope a key can carry; `"*"` stands for all of them.
 pub const SCOPES: &[&str] = &["workflows:read", "workflows:write", "runs:read", "runs:write", "keys:manage"];
+/// The scope that manages keys and the account.
+pub const KEYS_MANAGE: &str = "keys:manage";
 pub const ALL_SCOPES: &str = "*";
 pub const MAX_NAME_LEN: usize = 200;
 const KEY_PREFIX: &str = "bk";
@@ -32,9 +34,20 @@ pub struct Principal {
     pub scopes: Vec<String>,
 }
 
+/// Whether holding `held` gives the power of `wanted`.
+fn implies(held: &str, wanted: &str) -> bool {
+    held == ALL_SCOPES || held == wanted
+}
+
+/// Whether a key holding `held` has every power of a key holding `wanted`: what it may
+/// create, rotate (and so see the secret of) or revoke.
+pub fn covers(held: &[String], wanted: &[String]) -> bool {
+    wanted.iter().all(|w| held.iter().any(|h| implies(h, w)))
+}
+
 impl Principal {
     pub fn has(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|s| s == ALL_SCOPES || s == scope)
+        self.scopes.iter().any(|s| implies(s, scope))
     }
 
     /// `Err(Forbidden)` unless the key carries `scope` (or `*`).
@@ -118,11 +131,10 @@ fn check_scopes(scopes: &[String], granter: Option<&Principal>) -> Result<Vec<St
                 format!("Unknown scope '{s}'; known scopes: *, {}", SCOPES.join(", ")),
             ));
         }
-        if let Some(p) = granter {
-            let allowed = p.has(ALL_SCOPES) || (s != ALL_SCOPES && p.has(s));
-            if !allowed {
-                return Err(Error::Forbidden(format!("This API key cannot grant the scope '{s}' it does not hold")));
-            }
+        if let Some(p) = granter
+            && !covers(&p.scopes, std::slice::from_ref(s))
+        {
+            return Err(Error::Forbidden(format!("This API key cannot grant the scope '{s}' it does not hold")));
         }
         if !out.contains(s) {
             out.push(s.clone());
@@ -212,12 +224,7 @@ pub async fn authenticate(store: &dyn Store, secret: &str) -> Result<Principal> 
     let (Some(account_id), Some(key_id)) = (item.str("account_id"), item.str("key_id")) else {
         return Err(Error::internal("API key lookup item without account_id/key_id"));
     };
-    let scopes = item
-        .get("scopes")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
-        .unwrap_or_default();
-    Ok(Principal { account_id: account_id.to_string(), key_id: key_id.to_string(), scopes })
+    Ok(Principal { account_id: account_id.to_string(), key_id: key_id.to_string(), scopes: scopes_of(&item) })
 }
 
 /// Issues a new key for the caller's account. `scopes` default to the caller's own; a key
@@ -251,14 +258,64 @@ async fn load_key(store: &dyn Store, acct: &str, key_id: &str) -> Result<Item> {
     store.get(&keys::api_key_meta(acct, key_id)).await?.ok_or_else(|| Error::not_found("API key"))
 }
 
-/// Revokes a key of the account (another account's key is `NotFound`). Revoking a revoked
-/// key changes nothing. Returns the key's metadata.
-pub async fn revoke_key(store: &dyn Store, acct: &str, key_id: &str) -> Result<Value> {
+fn scopes_of(item: &Item) -> Vec<String> {
+    item.get("scopes")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// `Forbidden` unless the caller holds every scope of the key it acts on: otherwise a
+/// `keys:manage` key could rotate a `*` key and read its new secret.
+fn check_covers(principal: &Principal, item: &Item, action: &str) -> Result<()> {
+    if covers(&principal.scopes, &scopes_of(item)) {
+        return Ok(());
+    }
+    Err(Error::Forbidden(format!("This API key cannot {action} a key that holds scopes it does not hold itself")))
+}
+
+/// Whether another active key of the account than `key_id` can manage keys.
+async fn another_manager(store: &dyn Store, acct: &str, key_id: &str) -> Result<bool> {
+    let probe = keys::api_key_meta(acct, "");
+    let mut cursor = None;
+    loop {
+        let mut q = Query::prefix(probe.pk.clone(), probe.sk.clone());
+        q.limit = crate::store::MAX_QUERY_LIMIT;
+        q.cursor = cursor;
+        let page = store.query(q).await?;
+        let found = page.items.iter().any(|i| {
+            i.str("key_id") != Some(key_id)
+                && i.str("hash").is_some()
+                && covers(&scopes_of(i), &[KEYS_MANAGE.to_string()])
+        });
+        if found {
+            return Ok(true);
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok(false),
+        }
+    }
+}
+
+/// Revokes a key of the caller's account (another account's key is `NotFound`; one with
+/// scopes the caller lacks is `Forbidden`). Revoking a revoked key changes nothing. The
+/// caller's own key, when no other key can manage keys, is revoked only with `force`
+/// (`Conflict` otherwise): nobody could issue a key for the account afterwards. Returns
+/// the key's metadata.
+pub async fn revoke_key(store: &dyn Store, principal: &Principal, key_id: &str, force: bool) -> Result<Value> {
+    let acct = principal.account_id.as_str();
     for _ in 0..WRITE_RETRIES {
         let item = load_key(store, acct, key_id).await?;
         let Some(hash) = item.str("hash").map(str::to_string) else {
             return Ok(public_key(&item.attrs)); // already revoked
         };
+        check_covers(principal, &item, "revoke")?;
+        if !force && key_id == principal.key_id && !another_manager(store, acct, key_id).await? {
+            return Err(Error::Conflict(
+                "This is the account's last key that can manage keys; revoking it would leave no way to issue keys. Create another keys:manage key first, or pass ?force=true".into(),
+            ));
+        }
         let update = Update::default().set("revoked_at", ids::now_rfc3339()).remove("hash");
         let writes = vec![
             Write::Delete { key: keys::api_key_lookup(&hash), cond: None },
@@ -273,14 +330,17 @@ pub async fn revoke_key(store: &dyn Store, acct: &str, key_id: &str) -> Result<V
     Err(Error::Conflict("The API key changed concurrently; try again".into()))
 }
 
-/// Issues a new secret for an existing key (same id, name and scopes); the old secret stops
-/// working at once. A revoked key cannot be rotated (`InvalidStatus`).
-pub async fn rotate_key(store: &dyn Store, acct: &str, key_id: &str) -> Result<IssuedKey> {
+/// Issues a new secret for an existing key of the caller's account (same id, name and
+/// scopes); the old secret stops working at once. A revoked key cannot be rotated
+/// (`InvalidStatus`); one with scopes the caller lacks is `Forbidden`.
+pub async fn rotate_key(store: &dyn Store, principal: &Principal, key_id: &str) -> Result<IssuedKey> {
+    let acct = principal.account_id.as_str();
     for _ in 0..WRITE_RETRIES {
         let item = load_key(store, acct, key_id).await?;
         let Some(old_hash) = item.str("hash").map(str::to_string) else {
             return Err(Error::InvalidStatus("The API key is revoked and cannot be rotated".into()));
         };
+        check_covers(principal, &item, "rotate")?;
         let secret = ids::new_secret(KEY_PREFIX);
         let hash = ids::hash_secret(&secret);
         let scopes = item.get("scopes").cloned().unwrap_or_else(|| json!([]));
@@ -363,23 +423,24 @@ mod tests {
         let (account, issued) = register(&store, "Acme", None).await.unwrap();
         let e = authenticate(&store, "bk_nope").await.unwrap_err();
         assert!(matches!(e, Error::Unauthorized(ref m) if m == "Invalid API key"));
-        let acct = account["id"].as_str().unwrap();
+        let p = authenticate(&store, &issued.secret).await.unwrap();
+        assert_eq!(p.account_id, account["id"].as_str().unwrap());
         let key_id = issued.key["key_id"].as_str().unwrap();
-        let revoked = revoke_key(&store, acct, key_id).await.unwrap();
+        let revoked = revoke_key(&store, &p, key_id, true).await.unwrap();
         assert!(revoked["revoked_at"].is_string());
         assert!(authenticate(&store, &issued.secret).await.is_err());
         // Revoking twice is harmless; rotating a revoked key is not allowed.
-        revoke_key(&store, acct, key_id).await.unwrap();
-        assert!(matches!(rotate_key(&store, acct, key_id).await, Err(Error::InvalidStatus(_))));
+        revoke_key(&store, &p, key_id, false).await.unwrap();
+        assert!(matches!(rotate_key(&store, &p, key_id).await, Err(Error::InvalidStatus(_))));
     }
 
     #[tokio::test]
     async fn rotation_replaces_the_secret_and_keeps_the_key() {
         let store = MemStore::new();
-        let (account, issued) = register(&store, "Acme", None).await.unwrap();
-        let acct = account["id"].as_str().unwrap();
+        let (_, issued) = register(&store, "Acme", None).await.unwrap();
+        let p = authenticate(&store, &issued.secret).await.unwrap();
         let key_id = issued.key["key_id"].as_str().unwrap();
-        let rotated = rotate_key(&store, acct, key_id).await.unwrap();
+        let rotated = rotate_key(&store, &p, key_id).await.unwrap();
         assert_ne!(rotated.secret, issued.secret);
         assert_eq!(rotated.key["key_id"], issued.key["key_id"]);
         assert!(authenticate(&store, &issued.secret).await.is_err());
@@ -401,6 +462,57 @@ mod tests {
         assert!(matches!(e, Error::Validation { .. }));
         let k = create_key(&store, &p, Some("reader"), Some(vec!["runs:read".into()])).await.unwrap();
         assert_eq!(k.key["scopes"], json!(["runs:read"]));
+    }
+
+    fn scopes(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_scope_set_covers_only_what_it_holds() {
+        assert!(covers(&scopes(&["*"]), &scopes(&["*"])));
+        assert!(covers(&scopes(&["*"]), &scopes(&["keys:manage", "runs:read"])));
+        assert!(!covers(&scopes(&["keys:manage"]), &scopes(&["*"])));
+        assert!(!covers(&scopes(&["keys:manage"]), &scopes(&["keys:manage", "runs:read"])));
+        assert!(covers(&scopes(&["keys:manage", "runs:read"]), &scopes(&["runs:read"])));
+    }
+
+    #[tokio::test]
+    async fn a_narrower_key_cannot_rotate_or_revoke_a_broader_one() {
+        let store = MemStore::new();
+        let (_, root) = register(&store, "Acme", None).await.unwrap();
+        let root_p = authenticate(&store, &root.secret).await.unwrap();
+        let manager = create_key(&store, &root_p, Some("m"), Some(scopes(&["keys:manage"]))).await.unwrap();
+        let m = authenticate(&store, &manager.secret).await.unwrap();
+        let root_id = root.key["key_id"].as_str().unwrap();
+        assert!(matches!(rotate_key(&store, &m, root_id).await, Err(Error::Forbidden(_))));
+        assert!(matches!(revoke_key(&store, &m, root_id, true).await, Err(Error::Forbidden(_))));
+        // The `*` key still works: nothing was changed.
+        assert!(authenticate(&store, &root.secret).await.is_ok());
+        // Within its own scopes it may act.
+        let reader = create_key(&store, &root_p, Some("r"), Some(scopes(&["keys:manage"]))).await.unwrap();
+        let reader_id = reader.key["key_id"].as_str().unwrap();
+        assert!(rotate_key(&store, &m, reader_id).await.is_ok());
+        assert!(revoke_key(&store, &m, reader_id, false).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_last_key_that_manages_keys_revokes_itself_only_with_force() {
+        let store = MemStore::new();
+        let (_, root) = register(&store, "Acme", None).await.unwrap();
+        let p = authenticate(&store, &root.secret).await.unwrap();
+        let root_id = root.key["key_id"].as_str().unwrap();
+        // A key that cannot manage keys does not count as a way back in.
+        create_key(&store, &p, Some("r"), Some(scopes(&["runs:read"]))).await.unwrap();
+        assert!(matches!(revoke_key(&store, &p, root_id, false).await, Err(Error::Conflict(_))));
+        assert!(authenticate(&store, &root.secret).await.is_ok());
+        let other = create_key(&store, &p, Some("m"), Some(scopes(&["keys:manage"]))).await.unwrap();
+        assert!(revoke_key(&store, &p, root_id, false).await.is_ok());
+        let o = authenticate(&store, &other.secret).await.unwrap();
+        let other_id = other.key["key_id"].as_str().unwrap();
+        assert!(matches!(revoke_key(&store, &o, other_id, false).await, Err(Error::Conflict(_))));
+        assert!(revoke_key(&store, &o, other_id, true).await.is_ok());
+        assert!(authenticate(&store, &other.secret).await.is_err());
     }
 
     #[tokio::test]

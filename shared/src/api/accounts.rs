@@ -2,7 +2,7 @@
 
 use super::ListParams;
 use super::extract::{Json, OptionalJson, Path, Query};
-use crate::accounts::{self, IssuedKey, Principal};
+use crate::accounts::{self, IssuedKey, KEYS_MANAGE, Principal};
 use crate::app::AppState;
 use crate::error::{Error, Result};
 use axum::Router;
@@ -12,8 +12,6 @@ use axum::routing::{delete, get, post};
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
-
-pub const KEYS_MANAGE: &str = "keys:manage";
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -84,12 +82,29 @@ async fn create_key(
     Ok((StatusCode::CREATED, Json(with_secret(issued))).into_response())
 }
 
-async fn revoke_key(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<Json<Value>> {
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeParams {
+    #[serde(default)]
+    force: Option<String>,
+}
+
+async fn revoke_key(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    Query(q): Query<RevokeParams>,
+) -> Result<Json<Value>> {
     p.require(KEYS_MANAGE)?;
-    Ok(Json(accounts::revoke_key(state.store.as_ref(), &p.account_id, &id).await?))
+    let force = match q.force.as_deref() {
+        None | Some("false" | "0") => false,
+        Some("true" | "1" | "") => true,
+        Some(_) => return Err(Error::validation_at(vec![json!("force")], "`force` must be true or false")),
+    };
+    Ok(Json(accounts::revoke_key(state.store.as_ref(), &p, &id, force).await?))
 }
 
 async fn rotate_key(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<Json<Value>> {
     p.require(KEYS_MANAGE)?;
-    Ok(Json(with_secret(accounts::rotate_key(state.store.as_ref(), &p.account_id, &id).await?)))
+    Ok(Json(with_secret(accounts::rotate_key(state.store.as_ref(), &p, &id).await?)))
 }

@@ -423,6 +423,39 @@ async fn another_accounts_key_cannot_be_revoked_or_rotated() {
     assert_eq!(r.status, StatusCode::OK);
 }
 
+#[tokio::test]
+async fn a_keys_manage_key_cannot_rotate_or_revoke_the_star_key() {
+    let app = app();
+    let (_, root) = register(&app).await;
+    let r = call(&app, Method::GET, "/api/v1/api-keys", Some(&root), None).await;
+    let root_id = r.body["data"][0]["key_id"].as_str().unwrap().to_string();
+    let manager = key_with_scopes(&app, &root, json!(["keys:manage"])).await;
+    let r = call(&app, Method::POST, &format!("/api/v1/api-keys/{root_id}/rotate"), Some(&manager), None).await;
+    assert_envelope(&r, StatusCode::FORBIDDEN, "FORBIDDEN");
+    assert!(r.body.get("api_key").is_none(), "{:?}", r.body);
+    let r = call(&app, Method::DELETE, &format!("/api/v1/api-keys/{root_id}?force=true"), Some(&manager), None).await;
+    assert_envelope(&r, StatusCode::FORBIDDEN, "FORBIDDEN");
+    let r = call(&app, Method::POST, "/api/v1/workflows", Some(&root), Some(workflow("still-mine"))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+}
+
+#[tokio::test]
+async fn the_last_managing_key_revokes_itself_only_with_force() {
+    let app = app();
+    let (_, root) = register(&app).await;
+    let r = call(&app, Method::GET, "/api/v1/api-keys", Some(&root), None).await;
+    let root_id = r.body["data"][0]["key_id"].as_str().unwrap().to_string();
+    let r = call(&app, Method::DELETE, &format!("/api/v1/api-keys/{root_id}"), Some(&root), None).await;
+    assert_envelope(&r, StatusCode::CONFLICT, "CONFLICT");
+    assert!(r.message().contains("force=true"), "{:?}", r.body);
+    let r = call(&app, Method::DELETE, &format!("/api/v1/api-keys/{root_id}?force=maybe"), Some(&root), None).await;
+    assert_envelope(&r, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+    let r = call(&app, Method::DELETE, &format!("/api/v1/api-keys/{root_id}?force=true"), Some(&root), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = call(&app, Method::GET, "/api/v1/api-keys", Some(&root), None).await;
+    assert_envelope(&r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+}
+
 // ---- request bodies ----------------------------------------------------------------
 
 #[tokio::test]
