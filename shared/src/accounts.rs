@@ -15,8 +15,12 @@ use crate::store::{Cond, Item, Query, Store, Update, Write};
 use crate::{ids, keys};
 use serde_json::{Map, Value, json};
 
-/// Every scope a key can carry; `"*"` stands for all of them.
-pub const SCOPES: &[&str] = &["workflows:read", "workflows:write", "runs:read", "runs:write", "keys:manage"];
+/// Every scope a key can carry; `"*"` stands for all of them. `workflows:execute` (seed 003)
+/// only starts runs; `runs:write` includes it.
+pub const SCOPES: &[&str] =
+    &["workflows:read", "workflows:write", "workflows:execute", "runs:read", "runs:write", "keys:manage"];
+/// The scope that starts runs.
+pub const EXECUTE: &str = "workflows:execute";
 /// The scope that manages keys and the account.
 pub const KEYS_MANAGE: &str = "keys:manage";
 pub const ALL_SCOPES: &str = "*";
@@ -36,7 +40,7 @@ pub struct Principal {
 
 /// Whether holding `held` gives the power of `wanted`.
 fn implies(held: &str, wanted: &str) -> bool {
-    held == ALL_SCOPES || held == wanted
+    held == ALL_SCOPES || held == wanted || (held == "runs:write" && wanted == EXECUTE)
 }
 
 /// Whether a key holding `held` has every power of a key holding `wanted`: what it may
@@ -475,6 +479,9 @@ mod tests {
         assert!(!covers(&scopes(&["keys:manage"]), &scopes(&["*"])));
         assert!(!covers(&scopes(&["keys:manage"]), &scopes(&["keys:manage", "runs:read"])));
         assert!(covers(&scopes(&["keys:manage", "runs:read"]), &scopes(&["runs:read"])));
+        // runs:write already starts runs.
+        assert!(covers(&scopes(&["runs:write"]), &scopes(&["workflows:execute"])));
+        assert!(!covers(&scopes(&["workflows:execute"]), &scopes(&["runs:write"])));
     }
 
     #[tokio::test]

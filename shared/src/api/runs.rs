@@ -1,7 +1,7 @@
 //! Run endpoints: start, sync execute, read, list, events, tasks, cancel, redrive.
 
 use super::extract::{Json, OptionalJson, Path, Query};
-use crate::accounts::Principal;
+use crate::accounts::{self, Principal};
 use crate::app::AppState;
 use crate::engine::{RunFilter, StartRequest};
 use crate::error::{Error, Result};
@@ -84,7 +84,7 @@ fn start_request(headers: &HeaderMap, b: StartBody, source: &str) -> Result<Star
 }
 
 async fn rate_limited(state: &AppState, p: &Principal) -> Result<HeaderMap> {
-    let info = crate::accounts::check_rate_limit(&*state.store, p, state.config.rate_limit_per_minute).await?;
+    let info = accounts::check_rate_limit(&*state.store, p, state.config.rate_limit_per_minute).await?;
     Ok(super::auth::rate_limit_headers(&info))
 }
 
@@ -111,7 +111,7 @@ async fn start(
     headers: HeaderMap,
     OptionalJson(body): OptionalJson<StartBody>,
 ) -> Result<Response> {
-    p.require("runs:write")?;
+    p.require(accounts::EXECUTE)?;
     let rl = rate_limited(&state, &p).await?;
     let req = start_request(&headers, body, "api")?;
     let acct = p.account_id.clone();
@@ -142,7 +142,7 @@ async fn trigger(
     headers: HeaderMap,
     Json(b): Json<TriggerBody>,
 ) -> Result<Response> {
-    p.require("runs:write")?;
+    p.require(accounts::EXECUTE)?;
     // Some senders only have numbers; ids are strings.
     let wf = match &b.workflow_id {
         Value::String(s) if !s.is_empty() => s.clone(),
@@ -191,7 +191,7 @@ async fn execute(
     headers: HeaderMap,
     OptionalJson(body): OptionalJson<StartBody>,
 ) -> Result<Response> {
-    p.require("runs:write")?;
+    p.require(accounts::EXECUTE)?;
     let mut rl = rate_limited(&state, &p).await?;
     let deadline = match body.timeout_ms {
         Some(0) => {
@@ -219,7 +219,7 @@ async fn execute(
 }
 
 async fn planned_run(p: Principal) -> Result<Response> {
-    p.require("runs:write")?;
+    p.require(accounts::EXECUTE)?;
     Err(Error::NotImplemented(
         "Planned AI runs (POST /api/v1/runs) need the agent block, which is not built yet; start a workflow with POST /api/v1/workflows/{id}/run".into(),
     ))

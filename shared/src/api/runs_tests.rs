@@ -408,3 +408,30 @@ async fn a_client_that_disconnects_mid_start_does_not_strand_the_run() {
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0]["status"], "completed", "{runs:?}");
 }
+
+#[tokio::test]
+async fn a_workflows_execute_key_starts_runs_and_nothing_else() {
+    let mut t = setup(1000).await;
+    t.workflow(chain("c")).await;
+    let (s, k) = t
+        .call(Method::POST, "/api/v1/api-keys", Some(json!({"name": "seed 003", "scopes": ["workflows:execute"]})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{k}");
+    assert_eq!(k["scopes"], json!(["workflows:execute"]));
+    t.key = k["api_key"].as_str().unwrap().to_string();
+    let (s, run) = t.call(Method::POST, "/api/v1/workflows/c/run", Some(json!({"input": {"n": 1}}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{run}");
+    let (s, b) = t.call(Method::POST, "/api/v1/trigger", Some(json!({"workflow_id": "c", "input": {"n": 2}}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = t.call(Method::POST, "/api/v1/workflows/c/execute", Some(json!({"input": {"n": 3}}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    for (m, uri) in
+        [(Method::GET, "/api/v1/workflows"), (Method::GET, "/api/v1/runs"), (Method::GET, "/api/v1/api-keys")]
+    {
+        let (s, b) = t.call(m, uri, None).await;
+        assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("FORBIDDEN")), "{uri}");
+    }
+    let id = run["run_id"].as_str().unwrap();
+    let (s, _) = t.call(Method::DELETE, &format!("/api/v1/runs/{id}"), None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
