@@ -212,6 +212,8 @@ impl Server {
             "BATON_WORKERS",
             "BATON_LEASE_SECS",
             "BATON_RATE_LIMIT",
+            "BATON_REGISTER_LIMIT",
+            "BATON_TRUSTED_PROXY_HOPS",
             "BATON_BACKEND",
             "BATON_ALLOW_PRIVATE_TARGETS",
             "BATON_CALLBACK_BACKOFF_MS",

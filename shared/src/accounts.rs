@@ -6,7 +6,11 @@
 //! - key metadata `ACCT#{acct}/KEY#{key_id}`: `{key_id, name, prefix, scopes, created_at,
 //!   rotated_at, revoked_at, hash}` (`hash` is internal and never returned)
 //! - key lookup `APIKEY#{sha256}/APIKEY`: `{account_id, key_id, scopes}`; deleted on revoke
-//! - rate window `RL#{key_id}#{minute}/RL`: `{count}` with a TTL
+//! - rate window `RL#{bucket}#{window}/RL`: `{count}` with a TTL; buckets are `acct:{acct}`
+//!   (run starts with any of the account's keys), `door:{door}` and `ip:{addr}:{what}`
+//!
+//! `key_count` on the account counts its active keys, so the cap
+//! ([`MAX_KEYS_PER_ACCOUNT`]) is one conditional write, not a count of every key.
 //!
 //! A key's secret (`bk_<64 hex>`) is shown once; only its SHA-256 is stored.
 
@@ -29,6 +33,9 @@ const KEY_PREFIX: &str = "bk";
 const PREFIX_CHARS: usize = 10;
 const MAX_SECRET_LEN: usize = 256;
 const WRITE_RETRIES: usize = 3;
+/// Most active keys an account may hold: minting keys must not multiply anything.
+pub const MAX_KEYS_PER_ACCOUNT: i64 = 50;
+const KEY_COUNT: &str = "key_count";
 
 /// Who is calling: the account and key behind a valid API key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -182,6 +189,7 @@ pub async fn register(store: &dyn Store, name: &str, email: Option<&str>) -> Res
     let account = json!({
         "id": acct, "name": name, "email": email,
         "callback_signing_secret": new_callback_secret(), "created_at": ids::now_rfc3339(),
+        KEY_COUNT: 1,
     });
     let (issued, mut writes) = key_writes(&acct, "default", &[ALL_SCOPES.to_string()]);
     writes
@@ -241,9 +249,23 @@ pub async fn create_key(
 ) -> Result<IssuedKey> {
     let name = check_name(name.unwrap_or("unnamed"), "name")?;
     let scopes = check_scopes(&scopes.unwrap_or_else(|| principal.scopes.clone()), Some(principal))?;
-    let (issued, writes) = key_writes(&principal.account_id, &name, &scopes);
-    store.transact(writes).await?;
-    Ok(issued)
+    let (issued, mut writes) = key_writes(&principal.account_id, &name, &scopes);
+    // An account from before the counter counts from its first new key.
+    let below_cap =
+        Cond::Or(vec![Cond::AttrAbsent(KEY_COUNT.into()), Cond::Lt(KEY_COUNT.into(), json!(MAX_KEYS_PER_ACCOUNT))]);
+    writes.push(Write::Update {
+        key: keys::account(&principal.account_id),
+        update: Update::default().add(KEY_COUNT, 1),
+        cond: Some(Cond::Exists.and(below_cap)),
+    });
+    match store.transact(writes).await {
+        Ok(()) => Ok(issued),
+        // The new key's items are fresh random ids: only the cap can refuse.
+        Err(e) if e.is_conflict() => Err(Error::Conflict(format!(
+            "The account already has {MAX_KEYS_PER_ACCOUNT} active API keys, the most it may have; revoke one first"
+        ))),
+        Err(e) => Err(e),
+    }
 }
 
 /// The account's keys (revoked ones included, with `revoked_at`), oldest first:
@@ -324,6 +346,7 @@ pub async fn revoke_key(store: &dyn Store, principal: &Principal, key_id: &str, 
         let writes = vec![
             Write::Delete { key: keys::api_key_lookup(&hash), cond: None },
             Write::Update { key: item.key.clone(), update, cond: Some(Cond::eq("hash", hash.as_str())) },
+            Write::Update { key: keys::account(acct), update: Update::default().add(KEY_COUNT, -1), cond: None },
         ];
         match store.transact(writes).await {
             Ok(()) => return Ok(public_key(&load_key(store, acct, key_id).await?.attrs)),
@@ -370,25 +393,39 @@ pub async fn rotate_key(store: &dyn Store, principal: &Principal, key_id: &str) 
     Err(Error::Conflict("The API key changed concurrently; try again".into()))
 }
 
-/// Counts one request against the key's fixed one-minute window. Over `limit_per_minute` it
-/// is `RateLimited` with the seconds until the window resets.
-pub async fn check_rate_limit(store: &dyn Store, principal: &Principal, limit_per_minute: u64) -> Result<RateInfo> {
+/// Counts one hit in `bucket`'s current fixed window of `window_secs`. Over `limit` it is
+/// `RateLimited` with the seconds until the window resets; `what` says what is counted.
+pub async fn check_window(
+    store: &dyn Store,
+    bucket: &str,
+    limit: u64,
+    window_secs: u64,
+    what: &str,
+) -> Result<RateInfo> {
+    let window_secs = window_secs.max(1) as i64;
     let now = ids::now_ms() / 1000;
-    let minute = now / 60;
-    let reset_at = (minute + 1) * 60;
+    let window = now / window_secs;
+    let reset_at = (window + 1) * window_secs;
     let reset_secs = (reset_at - now).max(1) as u64;
     let mut update = Update::default().add("count", 1);
     // Keep the window a minute past its end so a clock skew between callers cannot reset it.
     update.expires_at = Some(Some(reset_at + 60));
-    let item = store.update(&keys::rate_window(&principal.key_id, minute), update, None).await?;
+    let item = store.update(&keys::rate_window(bucket, window), update, None).await?;
     let count = item.i64("count").unwrap_or(1).max(0) as u64;
-    if count > limit_per_minute {
+    if count > limit {
+        let per = if window_secs == 60 { "minute".to_string() } else { format!("{window_secs} s") };
         return Err(Error::RateLimited(
-            format!("Rate limit of {limit_per_minute} requests per minute exceeded; retry in {reset_secs} s"),
+            format!("Rate limit of {limit} {what} per {per} exceeded; retry in {reset_secs} s"),
             reset_secs,
         ));
     }
-    Ok(RateInfo { limit: limit_per_minute, remaining: limit_per_minute - count, reset_secs })
+    Ok(RateInfo { limit, remaining: limit - count, reset_secs })
+}
+
+/// Counts one run start against the account's one-minute window: every key of the account
+/// draws on the same budget, so minting keys buys no extra starts.
+pub async fn check_run_starts(store: &dyn Store, acct: &str, limit_per_minute: u64) -> Result<RateInfo> {
+    check_window(store, &format!("acct:{acct}"), limit_per_minute, 60, "run starts").await
 }
 
 #[cfg(test)]
@@ -523,17 +560,36 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn rate_limit_counts_per_key_and_minute() {
+    async fn run_starts_count_per_account_and_minute() {
         let store = MemStore::new();
-        let p = Principal { account_id: "acct_a".into(), key_id: "key_a".into(), scopes: vec![] };
-        let first = check_rate_limit(&store, &p, 2).await.unwrap();
+        let first = check_run_starts(&store, "acct_a", 2).await.unwrap();
         assert_eq!((first.limit, first.remaining), (2, 1));
-        assert_eq!(check_rate_limit(&store, &p, 2).await.unwrap().remaining, 0);
-        match check_rate_limit(&store, &p, 2).await {
-            Err(Error::RateLimited(_, s)) => assert!((1..=60).contains(&s)),
+        assert_eq!(check_run_starts(&store, "acct_a", 2).await.unwrap().remaining, 0);
+        match check_run_starts(&store, "acct_a", 2).await {
+            Err(Error::RateLimited(m, s)) => {
+                assert!((1..=60).contains(&s));
+                assert!(m.contains("2 run starts per minute"), "{m}");
+            }
             other => panic!("{other:?}"),
         }
-        let other = Principal { key_id: "key_b".into(), ..p };
-        assert!(check_rate_limit(&store, &other, 2).await.is_ok());
+        assert!(check_run_starts(&store, "acct_b", 2).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_account_holds_at_most_fifty_active_keys() {
+        let store = MemStore::new();
+        let (_, root) = register(&store, "Acme", None).await.unwrap();
+        let p = authenticate(&store, &root.secret).await.unwrap();
+        let mut last = None;
+        for _ in 1..MAX_KEYS_PER_ACCOUNT {
+            last = Some(create_key(&store, &p, None, Some(scopes(&["runs:read"]))).await.unwrap());
+        }
+        let e = create_key(&store, &p, None, Some(scopes(&["runs:read"]))).await.unwrap_err();
+        assert!(matches!(e, Error::Conflict(ref m) if m.contains("50 active")), "{e:?}");
+        // A revoked key frees its place.
+        let last_id = last.unwrap().key["key_id"].as_str().unwrap().to_string();
+        revoke_key(&store, &p, &last_id, false).await.unwrap();
+        create_key(&store, &p, None, Some(scopes(&["runs:read"]))).await.unwrap();
+        assert!(create_key(&store, &p, None, None).await.is_err());
     }
 }

@@ -38,9 +38,17 @@ struct Args {
     /// crashed process is taken over.
     #[arg(long, env = "BATON_LEASE_SECS", default_value_t = 60)]
     lease_secs: u64,
-    /// Run starts per API key per minute.
+    /// Run starts per account per minute (all its keys together); also calls per minute of
+    /// each door without an API key, and of each client address across those doors.
     #[arg(long, env = "BATON_RATE_LIMIT", default_value_t = 500)]
     rate_limit: u64,
+    /// Registrations per client address per hour.
+    #[arg(long, env = "BATON_REGISTER_LIMIT", default_value_t = 10)]
+    register_limit: u64,
+    /// Proxies of yours in front of this server: the client address is then read from that
+    /// far into X-Forwarded-For. 0 (default): the header is ignored, as any client can send it.
+    #[arg(long, env = "BATON_TRUSTED_PROXY_HOPS", default_value_t = 0)]
+    trusted_proxy_hops: usize,
     /// Receives after which a message goes to the dead-letter queue.
     #[arg(long, env = "BATON_MAX_RECEIVES", default_value_t = baton::aws::DEFAULT_MAX_RECEIVES)]
     max_receives: u32,
@@ -95,6 +103,8 @@ async fn run(args: Args) -> Result<(), String> {
     let run_retention = baton::retention::parse_days(args.run_retention_days.as_deref())?;
     let config = AppConfig {
         rate_limit_per_minute: args.rate_limit,
+        register_limit_per_hour: args.register_limit.max(1),
+        trusted_proxy_hops: args.trusted_proxy_hops,
         lease: Duration::from_secs(args.lease_secs),
         public_url: args.public_url.clone().unwrap_or_else(|| format!("http://{}", args.addr)),
         allow_private_targets: args.allow_private_targets,
@@ -121,7 +131,9 @@ async fn run(args: Args) -> Result<(), String> {
     let retention = run_retention.map_or("for ever".to_string(), |r| format!("{} days", r.as_secs() / 86_400));
     info!(addr = %args.addr, backend = %args.backend, workers = args.workers, %retention, "baton listening");
     let mut http_stop = stop_rx.clone();
-    let server = axum::serve(listener, baton::api::router(app.clone())).with_graceful_shutdown(async move {
+    // The peer address feeds the per-client limits of registration and the doors without a key.
+    let service = baton::api::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         let _ = http_stop.wait_for(|s| *s).await;
     });
     let signals = tokio::spawn(async move {

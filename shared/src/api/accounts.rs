@@ -1,6 +1,7 @@
 //! Account and API key endpoints: register, account, callback secret, key management.
 
 use super::ListParams;
+use super::client::Client;
 use super::extract::{Json, OptionalJson, Path, Query};
 use crate::accounts::{self, IssuedKey, KEYS_MANAGE, Principal};
 use crate::app::AppState;
@@ -41,7 +42,11 @@ fn with_secret(issued: IssuedKey) -> Value {
     v
 }
 
-async fn register(State(state): State<AppState>, Json(b): Json<RegisterBody>) -> Result<Response> {
+/// Registrations are counted per client address (`AppConfig::register_limit_per_hour`)
+/// before the body is read: each one creates an account and a key.
+async fn register(State(state): State<AppState>, client: Client, Json(b): Json<RegisterBody>) -> Result<Response> {
+    let limit = state.config.register_limit_per_hour;
+    client.check(&state, "registrations", limit, 3600).await?;
     let name = b.name.ok_or_else(|| Error::validation_at(vec![json!("name")], "`name` is required"))?;
     let (account, issued) = accounts::register(state.store.as_ref(), &name, b.email.as_deref()).await?;
     let body = json!({"account": account, "api_key": issued.secret, "key": issued.key});

@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod auth;
 pub mod callbacks;
+pub mod client;
 pub mod error;
 pub mod extract;
 pub mod hooks;

@@ -84,7 +84,7 @@ fn start_request(headers: &HeaderMap, b: StartBody, source: &str) -> Result<Star
 }
 
 async fn rate_limited(state: &AppState, p: &Principal) -> Result<HeaderMap> {
-    let info = accounts::check_rate_limit(&*state.store, p, state.config.rate_limit_per_minute).await?;
+    let info = accounts::check_run_starts(&*state.store, &p.account_id, state.config.rate_limit_per_minute).await?;
     Ok(super::auth::rate_limit_headers(&info))
 }
 
