@@ -14,6 +14,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{error, info};
 
+mod server;
+
 /// How often the SQLite store is swept of expired items (runs past their retention,
 /// idempotency records, rate-limit windows).
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
@@ -76,6 +78,16 @@ struct Args {
     /// default: the database path with the extension `.key`.
     #[arg(long, env = "BATON_KEY_FILE")]
     key_file: Option<PathBuf>,
+    /// Seconds a client has to send a request's head, counted from when the connection
+    /// starts waiting for it (so also how long an idle keep-alive connection stays open).
+    #[arg(long, env = "BATON_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Seconds a client has to send a request's body after its head.
+    #[arg(long, env = "BATON_BODY_TIMEOUT_SECS", default_value_t = 30)]
+    body_timeout_secs: u64,
+    /// Open connections one client address may hold; more are closed at once.
+    #[arg(long, env = "BATON_MAX_CONNECTIONS_PER_ADDR", default_value_t = 128)]
+    max_connections_per_addr: usize,
     /// The sealing key itself, 64 hex digits (instead of a key file).
     #[arg(long, env = "BATON_SECRET_KEY", hide_env_values = true)]
     secret_key: Option<String>,
@@ -131,9 +143,13 @@ async fn run(args: Args) -> Result<(), String> {
     let retention = run_retention.map_or("for ever".to_string(), |r| format!("{} days", r.as_secs() / 86_400));
     info!(addr = %args.addr, backend = %args.backend, workers = args.workers, %retention, "baton listening");
     let mut http_stop = stop_rx.clone();
-    // The peer address feeds the per-client limits of registration and the doors without a key.
-    let service = baton::api::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
+    let limits = server::Limits {
+        header_read: Duration::from_secs(args.header_timeout_secs.max(1)),
+        body_read: Duration::from_secs(args.body_timeout_secs.max(1)),
+        max_connections_per_addr: args.max_connections_per_addr.max(1),
+        shutdown_grace: Duration::from_secs(30),
+    };
+    let server = server::serve(listener, baton::api::router(app.clone()), limits, async move {
         let _ = http_stop.wait_for(|s| *s).await;
     });
     let signals = tokio::spawn(async move {
@@ -141,7 +157,7 @@ async fn run(args: Args) -> Result<(), String> {
         info!("shutting down: finishing in-flight steps");
         let _ = stop_tx.send(true);
     });
-    server.await.map_err(|e| format!("server error: {e}"))?;
+    server.await;
     // In-flight steps get a bounded time to finish; anything left is released by its lease.
     if tokio::time::timeout(Duration::from_secs(30), pool).await.is_err() {
         error!("workers did not stop within 30 s; their steps will be retried after the lease");

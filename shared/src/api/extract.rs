@@ -115,6 +115,9 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Err
         BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
             Error::PayloadTooLarge("Request body is larger than the limit".into())
         }
+        other if let Some(t) = super::deadline::timed_out(&other) => {
+            Error::RequestTimeout(format!("The request body did not arrive within {} s", t.as_secs_f64()))
+        }
         other => Error::validation(format!("Could not read the request body: {}", other.body_text())),
     })
 }

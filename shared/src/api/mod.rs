@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod auth;
 pub mod callbacks;
 pub mod client;
+pub mod deadline;
 pub mod error;
 pub mod extract;
 pub mod hooks;
