@@ -547,6 +547,29 @@ async fn doors_without_a_key_are_limited_per_client_address_before_any_lookup() 
     assert_envelope(&r, StatusCode::NOT_FOUND, "NOT_FOUND");
 }
 
+#[tokio::test]
+async fn json_object_bodies_refuse_arrays_and_scalars_with_400() {
+    let app = app();
+    let (_, key) = register(&app).await;
+    for (uri, body) in [
+        ("/api/v1/api-keys", json!([null, null])),
+        ("/api/v1/api-keys", json!("keys")),
+        ("/api/v1/workflows", json!([workflow("wf-array")])),
+        ("/api/v1/trigger", json!(["wf", {}])),
+        ("/api/v1/workflows/wf/run", json!([{"n": 1}])),
+    ] {
+        let r = call(&app, Method::POST, uri, Some(&key), Some(body.clone())).await;
+        assert_envelope(&r, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+        assert!(r.message().contains("must be a JSON object"), "{uri} {body}: {:?}", r.body);
+    }
+    let r = call(&app, Method::POST, "/api/v1/auth/register", None, Some(json!(["name"]))).await;
+    assert_envelope(&r, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+    assert_eq!(r.message(), "The request body must be a JSON object, not an array");
+    // Nothing was created by the refused requests.
+    let r = call(&app, Method::GET, "/api/v1/api-keys", Some(&key), None).await;
+    assert_eq!(r.body["data"].as_array().unwrap().len(), 1);
+}
+
 // ---- request bodies ----------------------------------------------------------------
 
 #[tokio::test]
