@@ -177,6 +177,10 @@ impl ListParams {
     pub fn limit(&self) -> Result<usize> {
         parse_limit(self.limit.as_deref())
     }
+    /// `limit` as 1..=[`MAX_PAGE_LIMIT`], `default` when absent.
+    pub fn limit_or(&self, default: usize) -> Result<usize> {
+        Ok(if self.limit.as_deref().is_none_or(str::is_empty) { default } else { self.limit()? })
+    }
     pub fn cursor(&self) -> Option<String> {
         self.cursor.clone().filter(|c| !c.is_empty())
     }

@@ -1,6 +1,7 @@
 //! Run endpoints: start, sync execute, read, list, events, tasks, cancel, redrive.
 
 use super::extract::{Json, OptionalJson, Path, Query};
+use super::{ListParams, MAX_PAGE_LIMIT};
 use crate::accounts::{self, Principal};
 use crate::app::AppState;
 use crate::engine::{RunFilter, StartRequest};
@@ -227,16 +228,21 @@ async fn planned_run(p: Principal) -> Result<Response> {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ListParams {
+struct RunListParams {
     status: Option<String>,
     workflow_id: Option<String>,
-    limit: Option<usize>,
+    limit: Option<String>,
     cursor: Option<String>,
 }
 
-async fn list(State(state): State<AppState>, p: Principal, Query(q): Query<ListParams>) -> Result<axum::Json<Value>> {
+async fn list(
+    State(state): State<AppState>,
+    p: Principal,
+    Query(q): Query<RunListParams>,
+) -> Result<axum::Json<Value>> {
     p.require("runs:read")?;
-    let f = RunFilter { status: q.status, workflow_id: q.workflow_id, limit: q.limit.unwrap_or(20), cursor: q.cursor };
+    let page = ListParams { limit: q.limit, cursor: q.cursor };
+    let f = RunFilter { status: q.status, workflow_id: q.workflow_id, limit: page.limit()?, cursor: page.cursor() };
     Ok(axum::Json(state.engine.list_runs(&p.account_id, f).await?))
 }
 
@@ -245,26 +251,26 @@ async fn detail(State(state): State<AppState>, p: Principal, Path(id): Path<Stri
     Ok(axum::Json(state.engine.get_run(&p.account_id, &id).await?))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PageParams {
-    limit: Option<usize>,
-    cursor: Option<String>,
-}
-
 async fn events(
     State(state): State<AppState>,
     p: Principal,
     Path(id): Path<String>,
-    Query(q): Query<PageParams>,
+    Query(q): Query<ListParams>,
 ) -> Result<axum::Json<Value>> {
     p.require("runs:read")?;
-    Ok(axum::Json(state.engine.run_events(&p.account_id, &id, q.limit.unwrap_or(100), q.cursor).await?))
+    let limit = q.limit_or(MAX_PAGE_LIMIT)?;
+    Ok(axum::Json(state.engine.run_events(&p.account_id, &id, limit, q.cursor()).await?))
 }
 
-async fn tasks(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<axum::Json<Value>> {
+async fn tasks(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    Query(q): Query<ListParams>,
+) -> Result<axum::Json<Value>> {
     p.require("runs:read")?;
-    Ok(axum::Json(state.engine.run_tasks(&p.account_id, &id).await?))
+    let limit = q.limit_or(MAX_PAGE_LIMIT)?;
+    Ok(axum::Json(state.engine.run_tasks(&p.account_id, &id, limit, q.cursor()).await?))
 }
 
 async fn cancel(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<axum::Json<Value>> {
