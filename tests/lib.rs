@@ -503,7 +503,7 @@ impl Api {
         let mut all = Vec::new();
         let mut cursor: Option<String> = None;
         for _ in 0..1000 {
-            let mut path = format!("/runs/{run_id}/events?limit=1000");
+            let mut path = format!("/runs/{run_id}/events?limit=100");
             if let Some(c) = &cursor {
                 let _ = write!(path, "&cursor={}", encode_query(c));
             }
