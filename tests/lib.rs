@@ -212,6 +212,11 @@ impl Server {
             "BATON_WORKERS",
             "BATON_LEASE_SECS",
             "BATON_RATE_LIMIT",
+            "BATON_REGISTER_LIMIT",
+            "BATON_TRUSTED_PROXY_HOPS",
+            "BATON_HEADER_TIMEOUT_SECS",
+            "BATON_BODY_TIMEOUT_SECS",
+            "BATON_MAX_CONNECTIONS_PER_ADDR",
             "BATON_BACKEND",
             "BATON_ALLOW_PRIVATE_TARGETS",
             "BATON_CALLBACK_BACKOFF_MS",
@@ -498,7 +503,7 @@ impl Api {
         let mut all = Vec::new();
         let mut cursor: Option<String> = None;
         for _ in 0..1000 {
-            let mut path = format!("/runs/{run_id}/events?limit=1000");
+            let mut path = format!("/runs/{run_id}/events?limit=100");
             if let Some(c) = &cursor {
                 let _ = write!(path, "&cursor={}", encode_query(c));
             }

@@ -1,12 +1,16 @@
 //! Accounts, API keys, scopes and per-key rate limits (DESIGN.md §5, §6).
 //!
 //! Items (layout in [`crate::keys`]):
-//! - account `ACCT#{acct}/ACCOUNT`: `{id, name, email, callback_signing_secret, created_at}`,
-//!   after a rotation also the previous secret and until when it still signs (ms)
+//! - account `ACCT#{acct}/ACCOUNT`: `{id, name, email, callback_signing_secret, created_at,
+//!   key_count}`, after a rotation also the previous secret and until when it still signs (ms)
 //! - key metadata `ACCT#{acct}/KEY#{key_id}`: `{key_id, name, prefix, scopes, created_at,
 //!   rotated_at, revoked_at, hash}` (`hash` is internal and never returned)
 //! - key lookup `APIKEY#{sha256}/APIKEY`: `{account_id, key_id, scopes}`; deleted on revoke
-//! - rate window `RL#{key_id}#{minute}/RL`: `{count}` with a TTL
+//! - rate window `RL#{bucket}#{window}/RL`: `{count}` with a TTL; buckets are `acct:{acct}`
+//!   (run starts with any of the account's keys), `door:{door}` and `ip:{addr}:{what}`
+//!
+//! `key_count` on the account counts its active keys, so the cap
+//! ([`MAX_KEYS_PER_ACCOUNT`]) is one conditional write, not a count of every key.
 //!
 //! A key's secret (`bk_<64 hex>`) is shown once; only its SHA-256 is stored.
 
@@ -15,14 +19,23 @@ use crate::store::{Cond, Item, Query, Store, Update, Write};
 use crate::{ids, keys};
 use serde_json::{Map, Value, json};
 
-/// Every scope a key can carry; `"*"` stands for all of them.
-pub const SCOPES: &[&str] = &["workflows:read", "workflows:write", "runs:read", "runs:write", "keys:manage"];
+/// Every scope a key can carry; `"*"` stands for all of them. `workflows:execute` (seed 003)
+/// only starts runs; `runs:write` includes it.
+pub const SCOPES: &[&str] =
+    &["workflows:read", "workflows:write", "workflows:execute", "runs:read", "runs:write", "keys:manage"];
+/// The scope that starts runs.
+pub const EXECUTE: &str = "workflows:execute";
+/// The scope that manages keys and the account.
+pub const KEYS_MANAGE: &str = "keys:manage";
 pub const ALL_SCOPES: &str = "*";
 pub const MAX_NAME_LEN: usize = 200;
 const KEY_PREFIX: &str = "bk";
 const PREFIX_CHARS: usize = 10;
 const MAX_SECRET_LEN: usize = 256;
 const WRITE_RETRIES: usize = 3;
+/// Most active keys an account may hold: minting keys must not multiply anything.
+pub const MAX_KEYS_PER_ACCOUNT: i64 = 50;
+const KEY_COUNT: &str = "key_count";
 
 /// Who is calling: the account and key behind a valid API key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,9 +45,20 @@ pub struct Principal {
     pub scopes: Vec<String>,
 }
 
+/// Whether holding `held` gives the power of `wanted`.
+fn implies(held: &str, wanted: &str) -> bool {
+    held == ALL_SCOPES || held == wanted || (held == "runs:write" && wanted == EXECUTE)
+}
+
+/// Whether a key holding `held` has every power of a key holding `wanted`: what it may
+/// create, rotate (and so see the secret of) or revoke.
+pub fn covers(held: &[String], wanted: &[String]) -> bool {
+    wanted.iter().all(|w| held.iter().any(|h| implies(h, w)))
+}
+
 impl Principal {
     pub fn has(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|s| s == ALL_SCOPES || s == scope)
+        self.scopes.iter().any(|s| implies(s, scope))
     }
 
     /// `Err(Forbidden)` unless the key carries `scope` (or `*`).
@@ -118,11 +142,10 @@ fn check_scopes(scopes: &[String], granter: Option<&Principal>) -> Result<Vec<St
                 format!("Unknown scope '{s}'; known scopes: *, {}", SCOPES.join(", ")),
             ));
         }
-        if let Some(p) = granter {
-            let allowed = p.has(ALL_SCOPES) || (s != ALL_SCOPES && p.has(s));
-            if !allowed {
-                return Err(Error::Forbidden(format!("This API key cannot grant the scope '{s}' it does not hold")));
-            }
+        if let Some(p) = granter
+            && !covers(&p.scopes, std::slice::from_ref(s))
+        {
+            return Err(Error::Forbidden(format!("This API key cannot grant the scope '{s}' it does not hold")));
         }
         if !out.contains(s) {
             out.push(s.clone());
@@ -166,6 +189,7 @@ pub async fn register(store: &dyn Store, name: &str, email: Option<&str>) -> Res
     let account = json!({
         "id": acct, "name": name, "email": email,
         "callback_signing_secret": new_callback_secret(), "created_at": ids::now_rfc3339(),
+        KEY_COUNT: 1,
     });
     let (issued, mut writes) = key_writes(&acct, "default", &[ALL_SCOPES.to_string()]);
     writes
@@ -212,12 +236,7 @@ pub async fn authenticate(store: &dyn Store, secret: &str) -> Result<Principal> 
     let (Some(account_id), Some(key_id)) = (item.str("account_id"), item.str("key_id")) else {
         return Err(Error::internal("API key lookup item without account_id/key_id"));
     };
-    let scopes = item
-        .get("scopes")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
-        .unwrap_or_default();
-    Ok(Principal { account_id: account_id.to_string(), key_id: key_id.to_string(), scopes })
+    Ok(Principal { account_id: account_id.to_string(), key_id: key_id.to_string(), scopes: scopes_of(&item) })
 }
 
 /// Issues a new key for the caller's account. `scopes` default to the caller's own; a key
@@ -230,9 +249,23 @@ pub async fn create_key(
 ) -> Result<IssuedKey> {
     let name = check_name(name.unwrap_or("unnamed"), "name")?;
     let scopes = check_scopes(&scopes.unwrap_or_else(|| principal.scopes.clone()), Some(principal))?;
-    let (issued, writes) = key_writes(&principal.account_id, &name, &scopes);
-    store.transact(writes).await?;
-    Ok(issued)
+    let (issued, mut writes) = key_writes(&principal.account_id, &name, &scopes);
+    // An account from before the counter counts from its first new key.
+    let below_cap =
+        Cond::Or(vec![Cond::AttrAbsent(KEY_COUNT.into()), Cond::Lt(KEY_COUNT.into(), json!(MAX_KEYS_PER_ACCOUNT))]);
+    writes.push(Write::Update {
+        key: keys::account(&principal.account_id),
+        update: Update::default().add(KEY_COUNT, 1),
+        cond: Some(Cond::Exists.and(below_cap)),
+    });
+    match store.transact(writes).await {
+        Ok(()) => Ok(issued),
+        // The new key's items are fresh random ids: only the cap can refuse.
+        Err(e) if e.is_conflict() => Err(Error::Conflict(format!(
+            "The account already has {MAX_KEYS_PER_ACCOUNT} active API keys, the most it may have; revoke one first"
+        ))),
+        Err(e) => Err(e),
+    }
 }
 
 /// The account's keys (revoked ones included, with `revoked_at`), oldest first:
@@ -251,18 +284,69 @@ async fn load_key(store: &dyn Store, acct: &str, key_id: &str) -> Result<Item> {
     store.get(&keys::api_key_meta(acct, key_id)).await?.ok_or_else(|| Error::not_found("API key"))
 }
 
-/// Revokes a key of the account (another account's key is `NotFound`). Revoking a revoked
-/// key changes nothing. Returns the key's metadata.
-pub async fn revoke_key(store: &dyn Store, acct: &str, key_id: &str) -> Result<Value> {
+fn scopes_of(item: &Item) -> Vec<String> {
+    item.get("scopes")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// `Forbidden` unless the caller holds every scope of the key it acts on: otherwise a
+/// `keys:manage` key could rotate a `*` key and read its new secret.
+fn check_covers(principal: &Principal, item: &Item, action: &str) -> Result<()> {
+    if covers(&principal.scopes, &scopes_of(item)) {
+        return Ok(());
+    }
+    Err(Error::Forbidden(format!("This API key cannot {action} a key that holds scopes it does not hold itself")))
+}
+
+/// Whether another active key of the account than `key_id` can manage keys.
+async fn another_manager(store: &dyn Store, acct: &str, key_id: &str) -> Result<bool> {
+    let probe = keys::api_key_meta(acct, "");
+    let mut cursor = None;
+    loop {
+        let mut q = Query::prefix(probe.pk.clone(), probe.sk.clone());
+        q.limit = crate::store::MAX_QUERY_LIMIT;
+        q.cursor = cursor;
+        let page = store.query(q).await?;
+        let found = page.items.iter().any(|i| {
+            i.str("key_id") != Some(key_id)
+                && i.str("hash").is_some()
+                && covers(&scopes_of(i), &[KEYS_MANAGE.to_string()])
+        });
+        if found {
+            return Ok(true);
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok(false),
+        }
+    }
+}
+
+/// Revokes a key of the caller's account (another account's key is `NotFound`; one with
+/// scopes the caller lacks is `Forbidden`). Revoking a revoked key changes nothing. The
+/// caller's own key, when no other key can manage keys, is revoked only with `force`
+/// (`Conflict` otherwise): nobody could issue a key for the account afterwards. Returns
+/// the key's metadata.
+pub async fn revoke_key(store: &dyn Store, principal: &Principal, key_id: &str, force: bool) -> Result<Value> {
+    let acct = principal.account_id.as_str();
     for _ in 0..WRITE_RETRIES {
         let item = load_key(store, acct, key_id).await?;
         let Some(hash) = item.str("hash").map(str::to_string) else {
             return Ok(public_key(&item.attrs)); // already revoked
         };
+        check_covers(principal, &item, "revoke")?;
+        if !force && key_id == principal.key_id && !another_manager(store, acct, key_id).await? {
+            return Err(Error::Conflict(
+                "This is the account's last key that can manage keys; revoking it would leave no way to issue keys. Create another keys:manage key first, or pass ?force=true".into(),
+            ));
+        }
         let update = Update::default().set("revoked_at", ids::now_rfc3339()).remove("hash");
         let writes = vec![
             Write::Delete { key: keys::api_key_lookup(&hash), cond: None },
             Write::Update { key: item.key.clone(), update, cond: Some(Cond::eq("hash", hash.as_str())) },
+            Write::Update { key: keys::account(acct), update: Update::default().add(KEY_COUNT, -1), cond: None },
         ];
         match store.transact(writes).await {
             Ok(()) => return Ok(public_key(&load_key(store, acct, key_id).await?.attrs)),
@@ -273,14 +357,17 @@ pub async fn revoke_key(store: &dyn Store, acct: &str, key_id: &str) -> Result<V
     Err(Error::Conflict("The API key changed concurrently; try again".into()))
 }
 
-/// Issues a new secret for an existing key (same id, name and scopes); the old secret stops
-/// working at once. A revoked key cannot be rotated (`InvalidStatus`).
-pub async fn rotate_key(store: &dyn Store, acct: &str, key_id: &str) -> Result<IssuedKey> {
+/// Issues a new secret for an existing key of the caller's account (same id, name and
+/// scopes); the old secret stops working at once. A revoked key cannot be rotated
+/// (`InvalidStatus`); one with scopes the caller lacks is `Forbidden`.
+pub async fn rotate_key(store: &dyn Store, principal: &Principal, key_id: &str) -> Result<IssuedKey> {
+    let acct = principal.account_id.as_str();
     for _ in 0..WRITE_RETRIES {
         let item = load_key(store, acct, key_id).await?;
         let Some(old_hash) = item.str("hash").map(str::to_string) else {
             return Err(Error::InvalidStatus("The API key is revoked and cannot be rotated".into()));
         };
+        check_covers(principal, &item, "rotate")?;
         let secret = ids::new_secret(KEY_PREFIX);
         let hash = ids::hash_secret(&secret);
         let scopes = item.get("scopes").cloned().unwrap_or_else(|| json!([]));
@@ -306,25 +393,39 @@ pub async fn rotate_key(store: &dyn Store, acct: &str, key_id: &str) -> Result<I
     Err(Error::Conflict("The API key changed concurrently; try again".into()))
 }
 
-/// Counts one request against the key's fixed one-minute window. Over `limit_per_minute` it
-/// is `RateLimited` with the seconds until the window resets.
-pub async fn check_rate_limit(store: &dyn Store, principal: &Principal, limit_per_minute: u64) -> Result<RateInfo> {
+/// Counts one hit in `bucket`'s current fixed window of `window_secs`. Over `limit` it is
+/// `RateLimited` with the seconds until the window resets; `what` says what is counted.
+pub async fn check_window(
+    store: &dyn Store,
+    bucket: &str,
+    limit: u64,
+    window_secs: u64,
+    what: &str,
+) -> Result<RateInfo> {
+    let window_secs = window_secs.max(1) as i64;
     let now = ids::now_ms() / 1000;
-    let minute = now / 60;
-    let reset_at = (minute + 1) * 60;
+    let window = now / window_secs;
+    let reset_at = (window + 1) * window_secs;
     let reset_secs = (reset_at - now).max(1) as u64;
     let mut update = Update::default().add("count", 1);
     // Keep the window a minute past its end so a clock skew between callers cannot reset it.
     update.expires_at = Some(Some(reset_at + 60));
-    let item = store.update(&keys::rate_window(&principal.key_id, minute), update, None).await?;
+    let item = store.update(&keys::rate_window(bucket, window), update, None).await?;
     let count = item.i64("count").unwrap_or(1).max(0) as u64;
-    if count > limit_per_minute {
+    if count > limit {
+        let per = if window_secs == 60 { "minute".to_string() } else { format!("{window_secs} s") };
         return Err(Error::RateLimited(
-            format!("Rate limit of {limit_per_minute} requests per minute exceeded; retry in {reset_secs} s"),
+            format!("Rate limit of {limit} {what} per {per} exceeded; retry in {reset_secs} s"),
             reset_secs,
         ));
     }
-    Ok(RateInfo { limit: limit_per_minute, remaining: limit_per_minute - count, reset_secs })
+    Ok(RateInfo { limit, remaining: limit - count, reset_secs })
+}
+
+/// Counts one run start against the account's one-minute window: every key of the account
+/// draws on the same budget, so minting keys buys no extra starts.
+pub async fn check_run_starts(store: &dyn Store, acct: &str, limit_per_minute: u64) -> Result<RateInfo> {
+    check_window(store, &format!("acct:{acct}"), limit_per_minute, 60, "run starts").await
 }
 
 #[cfg(test)]
@@ -363,23 +464,24 @@ mod tests {
         let (account, issued) = register(&store, "Acme", None).await.unwrap();
         let e = authenticate(&store, "bk_nope").await.unwrap_err();
         assert!(matches!(e, Error::Unauthorized(ref m) if m == "Invalid API key"));
-        let acct = account["id"].as_str().unwrap();
+        let p = authenticate(&store, &issued.secret).await.unwrap();
+        assert_eq!(p.account_id, account["id"].as_str().unwrap());
         let key_id = issued.key["key_id"].as_str().unwrap();
-        let revoked = revoke_key(&store, acct, key_id).await.unwrap();
+        let revoked = revoke_key(&store, &p, key_id, true).await.unwrap();
         assert!(revoked["revoked_at"].is_string());
         assert!(authenticate(&store, &issued.secret).await.is_err());
         // Revoking twice is harmless; rotating a revoked key is not allowed.
-        revoke_key(&store, acct, key_id).await.unwrap();
-        assert!(matches!(rotate_key(&store, acct, key_id).await, Err(Error::InvalidStatus(_))));
+        revoke_key(&store, &p, key_id, false).await.unwrap();
+        assert!(matches!(rotate_key(&store, &p, key_id).await, Err(Error::InvalidStatus(_))));
     }
 
     #[tokio::test]
     async fn rotation_replaces_the_secret_and_keeps_the_key() {
         let store = MemStore::new();
-        let (account, issued) = register(&store, "Acme", None).await.unwrap();
-        let acct = account["id"].as_str().unwrap();
+        let (_, issued) = register(&store, "Acme", None).await.unwrap();
+        let p = authenticate(&store, &issued.secret).await.unwrap();
         let key_id = issued.key["key_id"].as_str().unwrap();
-        let rotated = rotate_key(&store, acct, key_id).await.unwrap();
+        let rotated = rotate_key(&store, &p, key_id).await.unwrap();
         assert_ne!(rotated.secret, issued.secret);
         assert_eq!(rotated.key["key_id"], issued.key["key_id"]);
         assert!(authenticate(&store, &issued.secret).await.is_err());
@@ -403,18 +505,91 @@ mod tests {
         assert_eq!(k.key["scopes"], json!(["runs:read"]));
     }
 
+    fn scopes(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_scope_set_covers_only_what_it_holds() {
+        assert!(covers(&scopes(&["*"]), &scopes(&["*"])));
+        assert!(covers(&scopes(&["*"]), &scopes(&["keys:manage", "runs:read"])));
+        assert!(!covers(&scopes(&["keys:manage"]), &scopes(&["*"])));
+        assert!(!covers(&scopes(&["keys:manage"]), &scopes(&["keys:manage", "runs:read"])));
+        assert!(covers(&scopes(&["keys:manage", "runs:read"]), &scopes(&["runs:read"])));
+        // runs:write already starts runs.
+        assert!(covers(&scopes(&["runs:write"]), &scopes(&["workflows:execute"])));
+        assert!(!covers(&scopes(&["workflows:execute"]), &scopes(&["runs:write"])));
+    }
+
     #[tokio::test]
-    async fn rate_limit_counts_per_key_and_minute() {
+    async fn a_narrower_key_cannot_rotate_or_revoke_a_broader_one() {
         let store = MemStore::new();
-        let p = Principal { account_id: "acct_a".into(), key_id: "key_a".into(), scopes: vec![] };
-        let first = check_rate_limit(&store, &p, 2).await.unwrap();
+        let (_, root) = register(&store, "Acme", None).await.unwrap();
+        let root_p = authenticate(&store, &root.secret).await.unwrap();
+        let manager = create_key(&store, &root_p, Some("m"), Some(scopes(&["keys:manage"]))).await.unwrap();
+        let m = authenticate(&store, &manager.secret).await.unwrap();
+        let root_id = root.key["key_id"].as_str().unwrap();
+        assert!(matches!(rotate_key(&store, &m, root_id).await, Err(Error::Forbidden(_))));
+        assert!(matches!(revoke_key(&store, &m, root_id, true).await, Err(Error::Forbidden(_))));
+        // The `*` key still works: nothing was changed.
+        assert!(authenticate(&store, &root.secret).await.is_ok());
+        // Within its own scopes it may act.
+        let reader = create_key(&store, &root_p, Some("r"), Some(scopes(&["keys:manage"]))).await.unwrap();
+        let reader_id = reader.key["key_id"].as_str().unwrap();
+        assert!(rotate_key(&store, &m, reader_id).await.is_ok());
+        assert!(revoke_key(&store, &m, reader_id, false).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_last_key_that_manages_keys_revokes_itself_only_with_force() {
+        let store = MemStore::new();
+        let (_, root) = register(&store, "Acme", None).await.unwrap();
+        let p = authenticate(&store, &root.secret).await.unwrap();
+        let root_id = root.key["key_id"].as_str().unwrap();
+        // A key that cannot manage keys does not count as a way back in.
+        create_key(&store, &p, Some("r"), Some(scopes(&["runs:read"]))).await.unwrap();
+        assert!(matches!(revoke_key(&store, &p, root_id, false).await, Err(Error::Conflict(_))));
+        assert!(authenticate(&store, &root.secret).await.is_ok());
+        let other = create_key(&store, &p, Some("m"), Some(scopes(&["keys:manage"]))).await.unwrap();
+        assert!(revoke_key(&store, &p, root_id, false).await.is_ok());
+        let o = authenticate(&store, &other.secret).await.unwrap();
+        let other_id = other.key["key_id"].as_str().unwrap();
+        assert!(matches!(revoke_key(&store, &o, other_id, false).await, Err(Error::Conflict(_))));
+        assert!(revoke_key(&store, &o, other_id, true).await.is_ok());
+        assert!(authenticate(&store, &other.secret).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn run_starts_count_per_account_and_minute() {
+        let store = MemStore::new();
+        let first = check_run_starts(&store, "acct_a", 2).await.unwrap();
         assert_eq!((first.limit, first.remaining), (2, 1));
-        assert_eq!(check_rate_limit(&store, &p, 2).await.unwrap().remaining, 0);
-        match check_rate_limit(&store, &p, 2).await {
-            Err(Error::RateLimited(_, s)) => assert!((1..=60).contains(&s)),
+        assert_eq!(check_run_starts(&store, "acct_a", 2).await.unwrap().remaining, 0);
+        match check_run_starts(&store, "acct_a", 2).await {
+            Err(Error::RateLimited(m, s)) => {
+                assert!((1..=60).contains(&s));
+                assert!(m.contains("2 run starts per minute"), "{m}");
+            }
             other => panic!("{other:?}"),
         }
-        let other = Principal { key_id: "key_b".into(), ..p };
-        assert!(check_rate_limit(&store, &other, 2).await.is_ok());
+        assert!(check_run_starts(&store, "acct_b", 2).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_account_holds_at_most_fifty_active_keys() {
+        let store = MemStore::new();
+        let (_, root) = register(&store, "Acme", None).await.unwrap();
+        let p = authenticate(&store, &root.secret).await.unwrap();
+        let mut last = None;
+        for _ in 1..MAX_KEYS_PER_ACCOUNT {
+            last = Some(create_key(&store, &p, None, Some(scopes(&["runs:read"]))).await.unwrap());
+        }
+        let e = create_key(&store, &p, None, Some(scopes(&["runs:read"]))).await.unwrap_err();
+        assert!(matches!(e, Error::Conflict(ref m) if m.contains("50 active")), "{e:?}");
+        // A revoked key frees its place.
+        let last_id = last.unwrap().key["key_id"].as_str().unwrap().to_string();
+        revoke_key(&store, &p, &last_id, false).await.unwrap();
+        create_key(&store, &p, None, Some(scopes(&["runs:read"]))).await.unwrap();
+        assert!(create_key(&store, &p, None, None).await.is_err());
     }
 }

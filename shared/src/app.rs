@@ -9,8 +9,15 @@ use std::time::Duration;
 
 #[derive(Clone, Debug)]
 pub struct AppConfig {
-    /// Run starts per API key per minute (DESIGN.md §5).
+    /// Run starts per account per minute (DESIGN.md §5 says per key; every key of an account
+    /// shares one budget so that minting keys buys nothing). Also the per-minute budget of
+    /// each door without a key, and of each client address across those doors.
     pub rate_limit_per_minute: u64,
+    /// Registrations per client address per hour (`BATON_REGISTER_LIMIT`).
+    pub register_limit_per_hour: u64,
+    /// How many proxies of the operator's stand in front of the local server; `0` (the
+    /// default) ignores `X-Forwarded-For`, which any client can write.
+    pub trusted_proxy_hops: usize,
     /// How long a claimed step is leased to its worker (and the queue's visibility timeout).
     pub lease: Duration,
     /// Default deadline of a sync execute.
@@ -42,6 +49,8 @@ impl Default for AppConfig {
     fn default() -> Self {
         Self {
             rate_limit_per_minute: 500,
+            register_limit_per_hour: 10,
+            trusted_proxy_hops: 0,
             lease: Duration::from_secs(60),
             sync_deadline: Duration::from_secs(25),
             // A run input of the full payload limit, with the request's other fields around it.

@@ -3,7 +3,8 @@
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
-//! | `BATON_RATE_LIMIT` | run starts per API key per minute | 500 |
+//! | `BATON_RATE_LIMIT` | run starts per account per minute; calls per minute of each door without a key, and of each client address across them | 500 |
+//! | `BATON_REGISTER_LIMIT` | registrations per client address (API Gateway's `sourceIp`) per hour | 10 |
 //! | `BATON_LEASE_SECS` | step lease: longer than the worker's timeout, shorter than the queue's visibility timeout | 60 |
 //! | `BATON_PUBLIC_URL` | base URL shown to callers (trigger URLs) | taken from the first request's host |
 //! | `BATON_ALLOW_PRIVATE_TARGETS` | `1`: callbacks and HTTP blocks may reach private addresses | `0` |
@@ -74,6 +75,7 @@ impl Config {
             },
         };
         let rate_limit_per_minute = number("BATON_RATE_LIMIT", defaults.rate_limit_per_minute, 1_000_000);
+        let register_limit_per_hour = number("BATON_REGISTER_LIMIT", defaults.register_limit_per_hour, 1_000_000);
         // SQS's longest visibility timeout is 12 hours; a lease never needs to outlive it.
         let lease = Duration::from_secs(number("BATON_LEASE_SECS", defaults.lease.as_secs(), 43_200));
 
@@ -123,6 +125,7 @@ impl Config {
             Some(aws) if problems.is_empty() => Ok(Config {
                 app: AppConfig {
                     rate_limit_per_minute,
+                    register_limit_per_hour,
                     lease,
                     public_url: public_url.clone().unwrap_or_default(),
                     allow_private_targets,

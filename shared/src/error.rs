@@ -37,6 +37,9 @@ pub enum Error {
     /// Too many request headers, or too large ones.
     #[error("{0}")]
     HeadersTooLarge(String),
+    /// The client did not send its request body in time.
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{message}")]
     Unprocessable { message: String, details: Vec<Detail> },
     #[error("{0}")]

@@ -151,8 +151,9 @@ pub fn run_index(acct: &str, run: &str) -> Key {
 pub fn idempotency(acct: &str, wf: &str, key: &str) -> Key {
     Key::new(format!("IDEM#{acct}#{wf}#{key}"), "IDEM")
 }
-pub fn rate_window(key_id: &str, minute: i64) -> Key {
-    Key::new(format!("RL#{key_id}#{minute}"), "RL")
+/// One fixed window of a rate limit: `bucket` names who is counted and for what.
+pub fn rate_window(bucket: &str, window: i64) -> Key {
+    Key::new(format!("RL#{bucket}#{window}"), "RL")
 }
 pub fn triggers_pk(acct: &str, wf: &str) -> String {
     format!("TRIGS#{acct}#{wf}")

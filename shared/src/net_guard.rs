@@ -3,7 +3,9 @@
 //! A URL a caller gives us must be an absolute `http(s)` URL without credentials, and must
 //! not point into the operator's own network: loopback, private, link-local, unique-local,
 //! unspecified, multicast, reserved and similar addresses are refused (server-side request
-//! forgery), unless the operator allows them (`BATON_ALLOW_PRIVATE_TARGETS=1`).
+//! forgery), unless the operator allows them (`BATON_ALLOW_PRIVATE_TARGETS=1`). IPv6 is
+//! an allow-list: global unicast `2000::/3` minus its special blocks, with every form that
+//! embeds IPv4 (mapped, translated, NAT64, 6to4, Teredo) judged by the IPv4 inside.
 //!
 //! The check runs twice: when the URL is set ([`check_url`]: IP literals, and the names
 //! that resolve there), and when a request is made ([`resolve`]), which resolves the name
@@ -180,6 +182,28 @@ fn v4_reason(a: Ipv4Addr) -> Option<&'static str> {
     })
 }
 
+/// An IPv4 address from two 16-bit segments.
+fn v4_of(hi: u16, lo: u16) -> Ipv4Addr {
+    Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo))
+}
+
+/// The IPv4 hosts an IPv6 address reaches through a translation or tunnel, when it is one of
+/// those forms: IPv4-mapped `::ffff:a.b.c.d`, IPv4-translated `::ffff:0:a.b.c.d`, NAT64
+/// `64:ff9b::a.b.c.d`, 6to4 `2002:AABB:CCDD::/48`, and Teredo `2001:0:SSSS:SSSS::/32`
+/// (its server, and its client stored bit-inverted in the last 32 bits). Such an address
+/// is only as public as every IPv4 address it carries.
+fn embedded_v4(s: [u16; 8]) -> Option<Vec<Ipv4Addr>> {
+    Some(match s {
+        [0, 0, 0, 0, 0, 0xffff, hi, lo] | [0, 0, 0, 0, 0xffff, 0, hi, lo] => vec![v4_of(hi, lo)],
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => vec![v4_of(hi, lo)],
+        [0x2002, hi, lo, ..] => vec![v4_of(hi, lo)],
+        [0x2001, 0, s_hi, s_lo, _, _, c_hi, c_lo] => vec![v4_of(s_hi, s_lo), v4_of(!c_hi, !c_lo)],
+        _ => return None,
+    })
+}
+
+/// IPv6: only global unicast (`2000::/3`) passes, minus its special-purpose blocks
+/// (IANA registry), and an address embedding IPv4 is judged by the IPv4 it embeds.
 fn v6_reason(a: Ipv6Addr) -> Option<&'static str> {
     let s = a.segments();
     if a.is_unspecified() {
@@ -188,31 +212,27 @@ fn v6_reason(a: Ipv6Addr) -> Option<&'static str> {
     if a.is_loopback() {
         return Some("loopback");
     }
-    // Addresses that carry an IPv4 address are judged by it: IPv4-mapped (::ffff:a.b.c.d),
-    // IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::/96) and 6to4 (2002:AABB:CCDD::/48).
-    let embedded = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
-    if s[..5] == [0; 5] && s[5] == 0xffff {
-        return v4_reason(embedded(s[6], s[7]));
+    if let Some(v4s) = embedded_v4(s) {
+        return v4s.into_iter().find_map(v4_reason);
     }
     if s[..6] == [0; 6] {
         // IPv4-compatible addresses are deprecated; no public host uses one.
-        return Some(v4_reason(embedded(s[6], s[7])).unwrap_or("IPv4-compatible"));
-    }
-    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        return v4_reason(embedded(s[6], s[7]));
-    }
-    if s[0] == 0x2002 {
-        return v4_reason(embedded(s[1], s[2]));
+        return Some(v4_reason(v4_of(s[6], s[7])).unwrap_or("IPv4-compatible"));
     }
     Some(match s[0] {
+        0x2001 if s[1] == 0x0db8 => "documentation",
+        // IETF protocol assignments (benchmarking, ORCHID, anycast services); Teredo, the
+        // one with hosts behind it, was unwrapped above.
+        0x2001 if s[1] < 0x0200 => "IETF protocol-assignment",
+        0x3fff if s[1] < 0x1000 => "documentation",
+        0x2000..=0x3fff => return None,
         0xfe80..=0xfebf => "link-local",
         0xfec0..=0xfeff => "site-local",
         0xfc00..=0xfdff => "unique-local",
         0xff00..=0xffff => "multicast",
         0x0100 if s[1..4] == [0, 0, 0] => "discard-only",
-        0x0064 if s[1] == 0xff9b && s[2] == 1 => "local NAT64",
-        0x2001 if s[1] == 0x0db8 => "documentation",
-        _ => return None,
+        0x0064 if s[1] == 0xff9b => "local-use NAT64",
+        _ => "non-global (outside 2000::/3)",
     })
 }
 
@@ -232,8 +252,13 @@ mod tests {
             assert_eq!(reason(ip), None, "{ip}");
         }
         assert_eq!(reason("::ffff:8.8.8.8"), None);
+        assert_eq!(reason("::ffff:0:8.8.8.8"), None);
         assert_eq!(reason("64:ff9b::808:808"), None);
         assert_eq!(reason("2002:0808:0808::1"), None);
+        // Teredo: server 65.54.227.120, client 8.8.8.8 (stored inverted: f7f7:f7f7).
+        assert_eq!(reason("2001:0:4136:e378:8000:63bf:f7f7:f7f7"), None);
+        // AS112 direct delegation: a special-purpose block that is globally reachable.
+        assert_eq!(reason("2620:4f:8000::1"), None);
     }
 
     #[test]
@@ -283,6 +308,37 @@ mod tests {
         assert_eq!(reason("::127.0.0.1"), Some("loopback"));
         assert_eq!(reason("64:ff9b::a00:1"), Some("private"));
         assert_eq!(reason("2002:c0a8:0101::1"), Some("private"));
+        assert_eq!(reason("2002:7f00:1::"), Some("loopback"));
+        // IPv4-translated (SIIT): ::ffff:0:a.b.c.d.
+        assert_eq!(reason("::ffff:0:127.0.0.1"), Some("loopback"));
+        assert_eq!(reason("::ffff:0:10.0.0.1"), Some("private"));
+        assert_eq!(reason("64:ff9b::7f00:1"), Some("loopback"));
+        assert_eq!(reason("64:ff9b::169.254.169.254"), Some("link-local"));
+        // Teredo: a loopback client (127.0.0.1 inverted), or a private server.
+        assert_eq!(reason("2001:0:4136:e378::80ff:fffe"), Some("loopback"));
+        assert_eq!(reason("2001:0:a00:1::f7f7:f7f7"), Some("private"));
+        assert_eq!(reason("2001:0:4136:e378::9bbf:fffe"), Some("shared (carrier-grade NAT)"));
+    }
+
+    #[test]
+    fn ipv6_outside_global_unicast_or_in_its_special_blocks_is_refused() {
+        let cases = [
+            ("64:ff9b:1::a00:1", "local-use NAT64"),
+            ("64:ff9b:1:ffff::808:808", "local-use NAT64"),
+            ("100::1", "discard-only"),
+            ("2001:2::1", "IETF protocol-assignment"),
+            ("2001:10::1", "IETF protocol-assignment"),
+            ("2001:1::1", "IETF protocol-assignment"),
+            ("3fff::1", "documentation"),
+            ("4000::1", "non-global (outside 2000::/3)"),
+            ("5f00::1", "non-global (outside 2000::/3)"),
+            ("1::1", "non-global (outside 2000::/3)"),
+            ("::ffff:1:7f00:1", "non-global (outside 2000::/3)"),
+            ("::1:7f00:1", "non-global (outside 2000::/3)"),
+        ];
+        for (ip, why) in cases {
+            assert_eq!(reason(ip), Some(why), "{ip}");
+        }
     }
 
     #[test]
@@ -316,6 +372,11 @@ mod tests {
             "http://[::1]/",
             "http://10.0.0.8/",
             "http://[::ffff:192.168.0.1]/",
+            "http://[::ffff:0:127.0.0.1]/",
+            "http://[2001:0:4136:e378::80ff:fffe]/",
+            "http://[2002:7f00:1::]/",
+            "http://[64:ff9b::a9fe:a9fe]/",
+            "http://[64:ff9b:1::a00:1]/",
             "http://169.254.169.254/latest",
             "http://0x7f.1/",
             "http://localhost:8080/",
@@ -330,6 +391,10 @@ mod tests {
     #[tokio::test]
     async fn request_time_resolution_keeps_only_permitted_addresses() {
         match resolve("127.0.0.1", 80, Targets::PublicOnly).await {
+            Err(ResolveError::Refused(r)) => assert!(r.0.contains("loopback"), "{r}"),
+            other => panic!("{other:?}"),
+        }
+        match resolve("[::ffff:0:127.0.0.1]", 80, Targets::PublicOnly).await {
             Err(ResolveError::Refused(r)) => assert!(r.0.contains("loopback"), "{r}"),
             other => panic!("{other:?}"),
         }

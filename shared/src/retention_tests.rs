@@ -416,7 +416,7 @@ async fn a_run_waiting_for_a_person_is_kept_until_the_horizon_then_retention_cou
         assert_eq!(it.expires_at, Some(horizon), "open: {:?}", it.key);
     }
 
-    let tasks = e.app.engine.run_tasks(ACCT, &id).await.unwrap();
+    let tasks = e.app.engine.run_tasks(ACCT, &id, 100, None).await.unwrap();
     let tid = tasks["data"][0]["task_id"].as_str().unwrap().to_string();
     e.app.engine.complete_task(ACCT, &id, &tid, json!({"approved": true})).await.unwrap();
     drive_until(&e.app, &id, "completed").await;

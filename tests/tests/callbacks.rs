@@ -264,6 +264,10 @@ async fn private_and_loopback_targets_are_refused_without_the_flag() {
         "http://10.1.2.3/hook",
         "http://[::1]/hook",
         "http://[::ffff:192.168.1.1]/hook",
+        "http://[::ffff:0:127.0.0.1]/hook",
+        "http://[2001:0:4136:e378::80ff:fffe]/hook",
+        "http://[2002:a00:1::1]/hook",
+        "http://[64:ff9b::7f00:1]/hook",
         "http://169.254.169.254/latest/meta-data",
     ];
     let steps = json!([{"id": "start", "type": "starter"}]);

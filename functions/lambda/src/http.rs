@@ -18,8 +18,11 @@ pub async fn serve(part: Part) -> ExitCode {
         Err(code) => return code,
     };
     let function = Arc::new(HttpFunction::new(part, config, ports));
-    let service = tower::service_fn(move |req: Request| {
+    let service = tower::service_fn(move |mut req: Request| {
         let router = function.router(&req);
+        if let Some(ip) = source_ip(&req) {
+            req.extensions_mut().insert(baton::api::client::ClientAddr(ip));
+        }
         async move { router.oneshot(req).await }
     });
     match lambda_http::run(service).await {
@@ -69,6 +72,18 @@ impl HttpFunction {
     fn build(&self, public_url: String) -> Built {
         let app = self.ports.app(baton::app::AppConfig { public_url: public_url.clone(), ..self.config.app.clone() });
         Built { public_url, router: router_for(self.part, app) }
+    }
+}
+
+/// The caller's address as API Gateway saw it (`requestContext.http.sourceIp`): what the
+/// per-client limits count, since the caller cannot forge it as it can `X-Forwarded-For`.
+pub fn source_ip(req: &Request) -> Option<std::net::IpAddr> {
+    use lambda_http::RequestExt;
+    use lambda_http::request::RequestContext;
+    match req.request_context_ref()? {
+        RequestContext::ApiGatewayV2(ctx) => ctx.http.source_ip.as_deref()?.parse().ok(),
+        #[allow(unreachable_patterns)]
+        _ => None,
     }
 }
 

@@ -14,6 +14,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{error, info};
 
+mod server;
+
 /// How often the SQLite store is swept of expired items (runs past their retention,
 /// idempotency records, rate-limit windows).
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
@@ -38,9 +40,17 @@ struct Args {
     /// crashed process is taken over.
     #[arg(long, env = "BATON_LEASE_SECS", default_value_t = 60)]
     lease_secs: u64,
-    /// Run starts per API key per minute.
+    /// Run starts per account per minute (all its keys together); also calls per minute of
+    /// each door without an API key, and of each client address across those doors.
     #[arg(long, env = "BATON_RATE_LIMIT", default_value_t = 500)]
     rate_limit: u64,
+    /// Registrations per client address per hour.
+    #[arg(long, env = "BATON_REGISTER_LIMIT", default_value_t = 10)]
+    register_limit: u64,
+    /// Proxies of yours in front of this server: the client address is then read from that
+    /// far into X-Forwarded-For. 0 (default): the header is ignored, as any client can send it.
+    #[arg(long, env = "BATON_TRUSTED_PROXY_HOPS", default_value_t = 0)]
+    trusted_proxy_hops: usize,
     /// Receives after which a message goes to the dead-letter queue.
     #[arg(long, env = "BATON_MAX_RECEIVES", default_value_t = baton::aws::DEFAULT_MAX_RECEIVES)]
     max_receives: u32,
@@ -68,6 +78,16 @@ struct Args {
     /// default: the database path with the extension `.key`.
     #[arg(long, env = "BATON_KEY_FILE")]
     key_file: Option<PathBuf>,
+    /// Seconds a client has to send a request's head, counted from when the connection
+    /// starts waiting for it (so also how long an idle keep-alive connection stays open).
+    #[arg(long, env = "BATON_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Seconds a client has to send a request's body after its head.
+    #[arg(long, env = "BATON_BODY_TIMEOUT_SECS", default_value_t = 30)]
+    body_timeout_secs: u64,
+    /// Open connections one client address may hold; more are closed at once.
+    #[arg(long, env = "BATON_MAX_CONNECTIONS_PER_ADDR", default_value_t = 128)]
+    max_connections_per_addr: usize,
     /// The sealing key itself, 64 hex digits (instead of a key file).
     #[arg(long, env = "BATON_SECRET_KEY", hide_env_values = true)]
     secret_key: Option<String>,
@@ -95,6 +115,8 @@ async fn run(args: Args) -> Result<(), String> {
     let run_retention = baton::retention::parse_days(args.run_retention_days.as_deref())?;
     let config = AppConfig {
         rate_limit_per_minute: args.rate_limit,
+        register_limit_per_hour: args.register_limit.max(1),
+        trusted_proxy_hops: args.trusted_proxy_hops,
         lease: Duration::from_secs(args.lease_secs),
         public_url: args.public_url.clone().unwrap_or_else(|| format!("http://{}", args.addr)),
         allow_private_targets: args.allow_private_targets,
@@ -121,7 +143,13 @@ async fn run(args: Args) -> Result<(), String> {
     let retention = run_retention.map_or("for ever".to_string(), |r| format!("{} days", r.as_secs() / 86_400));
     info!(addr = %args.addr, backend = %args.backend, workers = args.workers, %retention, "baton listening");
     let mut http_stop = stop_rx.clone();
-    let server = axum::serve(listener, baton::api::router(app.clone())).with_graceful_shutdown(async move {
+    let limits = server::Limits {
+        header_read: Duration::from_secs(args.header_timeout_secs.max(1)),
+        body_read: Duration::from_secs(args.body_timeout_secs.max(1)),
+        max_connections_per_addr: args.max_connections_per_addr.max(1),
+        shutdown_grace: Duration::from_secs(30),
+    };
+    let server = server::serve(listener, baton::api::router(app.clone()), limits, async move {
         let _ = http_stop.wait_for(|s| *s).await;
     });
     let signals = tokio::spawn(async move {
@@ -129,7 +157,7 @@ async fn run(args: Args) -> Result<(), String> {
         info!("shutting down: finishing in-flight steps");
         let _ = stop_tx.send(true);
     });
-    server.await.map_err(|e| format!("server error: {e}"))?;
+    server.await;
     // In-flight steps get a bounded time to finish; anything left is released by its lease.
     if tokio::time::timeout(Duration::from_secs(30), pool).await.is_err() {
         error!("workers did not stop within 30 s; their steps will be retried after the lease");

@@ -190,9 +190,16 @@ mod tests {
             Sent::Refused(why) => assert!(why.contains("loopback"), "{why}"),
             other => panic!("{other:?}"),
         }
-        match t.post(req(format!("http://127.0.0.1:{port}/hook"))).await {
-            Sent::Refused(why) => assert!(why.contains("loopback"), "{why}"),
-            other => panic!("{other:?}"),
+        // Every spelling of loopback is refused at connect time too, IPv4-translated included.
+        for url in [
+            format!("http://127.0.0.1:{port}/hook"),
+            format!("http://[::ffff:0:127.0.0.1]:{port}/hook"),
+            format!("http://[64:ff9b::7f00:1]:{port}/hook"),
+        ] {
+            match t.post(req(url.clone())).await {
+                Sent::Refused(why) => assert!(why.contains("loopback"), "{url}: {why}"),
+                other => panic!("{url}: {other:?}"),
+            }
         }
         task.abort();
     }

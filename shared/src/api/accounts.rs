@@ -1,8 +1,9 @@
 //! Account and API key endpoints: register, account, callback secret, key management.
 
 use super::ListParams;
+use super::client::Client;
 use super::extract::{Json, OptionalJson, Path, Query};
-use crate::accounts::{self, IssuedKey, Principal};
+use crate::accounts::{self, IssuedKey, KEYS_MANAGE, Principal};
 use crate::app::AppState;
 use crate::error::{Error, Result};
 use axum::Router;
@@ -12,8 +13,6 @@ use axum::routing::{delete, get, post};
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
-
-pub const KEYS_MANAGE: &str = "keys:manage";
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -43,7 +42,11 @@ fn with_secret(issued: IssuedKey) -> Value {
     v
 }
 
-async fn register(State(state): State<AppState>, Json(b): Json<RegisterBody>) -> Result<Response> {
+/// Registrations are counted per client address (`AppConfig::register_limit_per_hour`)
+/// before the body is read: each one creates an account and a key.
+async fn register(State(state): State<AppState>, client: Client, Json(b): Json<RegisterBody>) -> Result<Response> {
+    let limit = state.config.register_limit_per_hour;
+    client.check(&state, "registrations", limit, 3600).await?;
     let name = b.name.ok_or_else(|| Error::validation_at(vec![json!("name")], "`name` is required"))?;
     let (account, issued) = accounts::register(state.store.as_ref(), &name, b.email.as_deref()).await?;
     let body = json!({"account": account, "api_key": issued.secret, "key": issued.key});
@@ -84,12 +87,29 @@ async fn create_key(
     Ok((StatusCode::CREATED, Json(with_secret(issued))).into_response())
 }
 
-async fn revoke_key(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<Json<Value>> {
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeParams {
+    #[serde(default)]
+    force: Option<String>,
+}
+
+async fn revoke_key(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    Query(q): Query<RevokeParams>,
+) -> Result<Json<Value>> {
     p.require(KEYS_MANAGE)?;
-    Ok(Json(accounts::revoke_key(state.store.as_ref(), &p.account_id, &id).await?))
+    let force = match q.force.as_deref() {
+        None | Some("false" | "0") => false,
+        Some("true" | "1" | "") => true,
+        Some(_) => return Err(Error::validation_at(vec![json!("force")], "`force` must be true or false")),
+    };
+    Ok(Json(accounts::revoke_key(state.store.as_ref(), &p, &id, force).await?))
 }
 
 async fn rotate_key(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<Json<Value>> {
     p.require(KEYS_MANAGE)?;
-    Ok(Json(with_secret(accounts::rotate_key(state.store.as_ref(), &p.account_id, &id).await?)))
+    Ok(Json(with_secret(accounts::rotate_key(state.store.as_ref(), &p, &id).await?)))
 }

@@ -47,7 +47,8 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
-/// A principal that has also passed the per-key rate limit (`AppConfig::rate_limit_per_minute`).
+/// A principal that has also passed its account's run-start limit
+/// (`AppConfig::rate_limit_per_minute`).
 /// For the endpoints that start runs; answer with [`rate_limit_headers`] of `rate`.
 #[derive(Clone, Debug)]
 pub struct RateLimited {
@@ -61,7 +62,8 @@ impl FromRequestParts<AppState> for RateLimited {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let principal = Principal::from_request_parts(parts, state).await?;
         let rate =
-            accounts::check_rate_limit(state.store.as_ref(), &principal, state.config.rate_limit_per_minute).await?;
+            accounts::check_run_starts(state.store.as_ref(), &principal.account_id, state.config.rate_limit_per_minute)
+                .await?;
         Ok(RateLimited { principal, rate })
     }
 }

@@ -31,6 +31,7 @@ impl IntoResponse for Error {
             Error::HeadersTooLarge(m) => {
                 envelope(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "HEADERS_TOO_LARGE", &m, &[])
             }
+            Error::RequestTimeout(m) => envelope(StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT", &m, &[]),
             Error::Unprocessable { message, details } => {
                 envelope(StatusCode::UNPROCESSABLE_ENTITY, "UNPROCESSABLE", &message, &details)
             }

@@ -15,9 +15,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-/// A JSON request body (Content-Type `application/json` or `*/*+json` required), or a JSON
-/// response. Rejections: 400 `VALIDATION_ERROR` (content type, syntax with line/column,
-/// data with the field path in `details`), 413 `PAYLOAD_TOO_LARGE` over the body limit.
+/// A JSON object request body (Content-Type `application/json` or `*/*+json` required), or a
+/// JSON response. Rejections: 400 `VALIDATION_ERROR` (content type, syntax with line/column,
+/// not an object, data with the field path in `details`), 413 `PAYLOAD_TOO_LARGE` over the
+/// body limit.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
@@ -38,7 +39,7 @@ where
             return Err(content_type_error());
         }
         let bytes = read_body(req, state).await?;
-        parse_json(&bytes).map(Json)
+        parse_object(&bytes).map(Json)
     }
 }
 
@@ -58,7 +59,7 @@ where
         if !json_type {
             return Err(content_type_error());
         }
-        parse_json(&bytes).map(OptionalJson)
+        parse_object(&bytes).map(OptionalJson)
     }
 }
 
@@ -115,8 +116,31 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Err
         BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
             Error::PayloadTooLarge("Request body is larger than the limit".into())
         }
+        other if let Some(t) = super::deadline::timed_out(&other) => {
+            Error::RequestTimeout(format!("The request body did not arrive within {} s", t.as_secs_f64()))
+        }
         other => Error::validation(format!("Could not read the request body: {}", other.body_text())),
     })
+}
+
+/// Parses a body that must be a JSON object. serde reads a struct from an array too
+/// (`[null, null]` fills its fields in order), so the shape is checked first.
+pub fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        // Only a valid JSON value is worth naming; anything else gets the syntax error.
+        let value: Value = parse_json(bytes)?;
+        let kind = match value {
+            Value::Array(_) => "an array",
+            Value::String(_) => "a string",
+            Value::Number(_) => "a number",
+            Value::Bool(_) => "a boolean",
+            Value::Null => "null",
+            Value::Object(_) => "an object",
+        };
+        return Err(Error::validation(format!("The request body must be a JSON object, not {kind}")));
+    }
+    parse_json(bytes)
 }
 
 /// Parses a JSON body into `T`, mapping serde's errors to `VALIDATION_ERROR`s.
@@ -335,6 +359,33 @@ mod tests {
         let Error::Validation { details, message } = e else { panic!() };
         assert_eq!(details[0].path, vec![json!("items"), json!(1), json!("n")]);
         assert!(message.contains("items.1.n"), "{message}");
+    }
+
+    #[test]
+    fn object_bodies_refuse_arrays_and_scalars() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Opt {
+            name: Option<String>,
+            scopes: Option<Vec<String>>,
+        }
+        // What serde alone accepts: a struct read from an array.
+        assert!(serde_json::from_slice::<Opt>(b"[null, null]").is_ok());
+        for (body, kind) in [
+            (&b"[null,null]"[..], "an array"),
+            (b" [\"name\"]", "an array"),
+            (b"\"x\"", "a string"),
+            (b"7", "a number"),
+            (b"null", "null"),
+            (b"true", "a boolean"),
+        ] {
+            let e = parse_object::<Opt>(body).unwrap_err();
+            assert!(matches!(&e, Error::Validation { message, .. } if message.ends_with(kind)), "{e:?}");
+            assert!(parse_object::<Value>(body).is_err());
+        }
+        assert!(parse_object::<Opt>(b" {\"name\": \"a\"}").is_ok());
+        // Broken JSON keeps its syntax error.
+        assert!(parse_object::<Opt>(b"[1,").unwrap_err().to_string().contains("line 1"));
     }
 
     #[test]

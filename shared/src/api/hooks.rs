@@ -8,12 +8,14 @@
 //!   (Bearer secret or `?token=`; deployed, or armed for one call; else 409).
 //!
 //! Every door answers 422 `UNPROCESSABLE` when the run cannot start (workflow not active,
-//! input fails the schema, with the validation details), and counts each call against a
-//! per-door rate limit (the API-key limit's size).
+//! input fails the schema, with the validation details), and counts each call twice: against
+//! the caller's address before anything is looked up (guessing tokens costs budget too), and
+//! against the door's own window (both of the API-key limit's size).
 
 use super::auth::rate_limit_headers;
+use super::client::Client;
 use super::extract::{Path, Query, RawBody, optional_json_body, parse_json};
-use crate::accounts::{self, Principal};
+use crate::accounts;
 use crate::app::AppState;
 use crate::engine::{StartRequest, Started};
 use crate::error::{Error, Result};
@@ -61,11 +63,16 @@ fn idempotency_header(headers: &HeaderMap) -> Result<Option<String>> {
     }
 }
 
-/// Counts the call against the door's own window (a synthetic principal keyed by the door).
-async fn rate_limit(state: &AppState, acct: &str, door: &str) -> Result<HeaderMap> {
-    let p = Principal { account_id: acct.to_string(), key_id: format!("door:{door}"), scopes: Vec::new() };
-    let info = accounts::check_rate_limit(&*state.store, &p, state.config.rate_limit_per_minute).await?;
+/// Counts the call against the door's own window.
+async fn rate_limit(state: &AppState, door: &str) -> Result<HeaderMap> {
+    let limit = state.config.rate_limit_per_minute;
+    let info = accounts::check_window(&*state.store, &format!("door:{door}"), limit, 60, "calls of this door").await?;
     Ok(rate_limit_headers(&info))
+}
+
+/// Counts the call against the caller's address, across every door.
+async fn client_limit(state: &AppState, client: Client) -> Result<()> {
+    client.check(state, "calls without an API key", state.config.rate_limit_per_minute, 60).await.map(drop)
 }
 
 /// Starts the run to its end even if the client goes away (commit-then-enqueue is never cut
@@ -85,14 +92,16 @@ fn started(headers: HeaderMap, s: Started) -> Response {
 /// `POST /api/v1/hooks/{token}`: the body (JSON, or empty for `{}`) is the run input.
 async fn hook(
     State(state): State<AppState>,
+    client: Client,
     Path(token): Path<String>,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response> {
+    client_limit(&state, client).await?;
     let h = triggers::lookup(&*state.store, &token).await?;
     let input: Value = optional_json_body(&headers, &body)?;
     let idempotency_key = idempotency_header(&headers)?;
-    let rl = rate_limit(&state, &h.account_id, &h.trigger_id).await?;
+    let rl = rate_limit(&state, &h.trigger_id).await?;
     let req = StartRequest {
         input,
         idempotency_key,
@@ -108,11 +117,13 @@ async fn hook(
 /// block (a UUID); any other id is unknown.
 async fn webhook(
     State(state): State<AppState>,
+    client: Client,
     Path(id): Path<String>,
     Query(q): Query<DoorQuery>,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response> {
+    client_limit(&state, client).await?;
     if apps::is_app_id(&id) {
         app_webhook(state, id, q, headers, body).await
     } else {
@@ -137,7 +148,7 @@ async fn block_webhook(
     let input: Value = optional_json_body(&headers, &body)?;
     let idempotency_key = idempotency_header(&headers)?;
     let (acct, wf) = (target.account_id.clone(), target.workflow_id.clone());
-    let rl = rate_limit(&state, &acct, &id).await?;
+    let rl = rate_limit(&state, &id).await?;
     let req = StartRequest {
         input,
         idempotency_key,
@@ -243,7 +254,7 @@ async fn app_webhook(
         (Some(d), _) => Some(format!("app:{id}:{d}")),
         (None, h) => h.map(|k| format!("app:{id}:{k}")),
     };
-    let rl = rate_limit(&state, &door.account_id, &id).await?;
+    let rl = rate_limit(&state, &id).await?;
     let req = StartRequest { input, idempotency_key, metadata, callback_url: None, source: "app".into() };
     match start(&state, &door.account_id, &wf, req).await {
         Ok(s) => Ok(started(rl, s)),

@@ -6,6 +6,8 @@
 pub mod accounts;
 pub mod auth;
 pub mod callbacks;
+pub mod client;
+pub mod deadline;
 pub mod error;
 pub mod extract;
 pub mod hooks;
@@ -174,6 +176,10 @@ impl ListParams {
     /// `limit` as 1..=[`MAX_PAGE_LIMIT`], [`DEFAULT_PAGE_LIMIT`] when absent.
     pub fn limit(&self) -> Result<usize> {
         parse_limit(self.limit.as_deref())
+    }
+    /// `limit` as 1..=[`MAX_PAGE_LIMIT`], `default` when absent.
+    pub fn limit_or(&self, default: usize) -> Result<usize> {
+        Ok(if self.limit.as_deref().is_none_or(str::is_empty) { default } else { self.limit()? })
     }
     pub fn cursor(&self) -> Option<String> {
         self.cursor.clone().filter(|c| !c.is_empty())

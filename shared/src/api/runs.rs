@@ -1,7 +1,8 @@
 //! Run endpoints: start, sync execute, read, list, events, tasks, cancel, redrive.
 
 use super::extract::{Json, OptionalJson, Path, Query};
-use crate::accounts::Principal;
+use super::{ListParams, MAX_PAGE_LIMIT};
+use crate::accounts::{self, Principal};
 use crate::app::AppState;
 use crate::engine::{RunFilter, StartRequest};
 use crate::error::{Error, Result};
@@ -84,7 +85,7 @@ fn start_request(headers: &HeaderMap, b: StartBody, source: &str) -> Result<Star
 }
 
 async fn rate_limited(state: &AppState, p: &Principal) -> Result<HeaderMap> {
-    let info = crate::accounts::check_rate_limit(&*state.store, p, state.config.rate_limit_per_minute).await?;
+    let info = accounts::check_run_starts(&*state.store, &p.account_id, state.config.rate_limit_per_minute).await?;
     Ok(super::auth::rate_limit_headers(&info))
 }
 
@@ -111,7 +112,7 @@ async fn start(
     headers: HeaderMap,
     OptionalJson(body): OptionalJson<StartBody>,
 ) -> Result<Response> {
-    p.require("runs:write")?;
+    p.require(accounts::EXECUTE)?;
     let rl = rate_limited(&state, &p).await?;
     let req = start_request(&headers, body, "api")?;
     let acct = p.account_id.clone();
@@ -142,7 +143,7 @@ async fn trigger(
     headers: HeaderMap,
     Json(b): Json<TriggerBody>,
 ) -> Result<Response> {
-    p.require("runs:write")?;
+    p.require(accounts::EXECUTE)?;
     // Some senders only have numbers; ids are strings.
     let wf = match &b.workflow_id {
         Value::String(s) if !s.is_empty() => s.clone(),
@@ -191,7 +192,7 @@ async fn execute(
     headers: HeaderMap,
     OptionalJson(body): OptionalJson<StartBody>,
 ) -> Result<Response> {
-    p.require("runs:write")?;
+    p.require(accounts::EXECUTE)?;
     let mut rl = rate_limited(&state, &p).await?;
     let deadline = match body.timeout_ms {
         Some(0) => {
@@ -219,7 +220,7 @@ async fn execute(
 }
 
 async fn planned_run(p: Principal) -> Result<Response> {
-    p.require("runs:write")?;
+    p.require(accounts::EXECUTE)?;
     Err(Error::NotImplemented(
         "Planned AI runs (POST /api/v1/runs) need the agent block, which is not built yet; start a workflow with POST /api/v1/workflows/{id}/run".into(),
     ))
@@ -227,16 +228,21 @@ async fn planned_run(p: Principal) -> Result<Response> {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ListParams {
+struct RunListParams {
     status: Option<String>,
     workflow_id: Option<String>,
-    limit: Option<usize>,
+    limit: Option<String>,
     cursor: Option<String>,
 }
 
-async fn list(State(state): State<AppState>, p: Principal, Query(q): Query<ListParams>) -> Result<axum::Json<Value>> {
+async fn list(
+    State(state): State<AppState>,
+    p: Principal,
+    Query(q): Query<RunListParams>,
+) -> Result<axum::Json<Value>> {
     p.require("runs:read")?;
-    let f = RunFilter { status: q.status, workflow_id: q.workflow_id, limit: q.limit.unwrap_or(20), cursor: q.cursor };
+    let page = ListParams { limit: q.limit, cursor: q.cursor };
+    let f = RunFilter { status: q.status, workflow_id: q.workflow_id, limit: page.limit()?, cursor: page.cursor() };
     Ok(axum::Json(state.engine.list_runs(&p.account_id, f).await?))
 }
 
@@ -245,26 +251,26 @@ async fn detail(State(state): State<AppState>, p: Principal, Path(id): Path<Stri
     Ok(axum::Json(state.engine.get_run(&p.account_id, &id).await?))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PageParams {
-    limit: Option<usize>,
-    cursor: Option<String>,
-}
-
 async fn events(
     State(state): State<AppState>,
     p: Principal,
     Path(id): Path<String>,
-    Query(q): Query<PageParams>,
+    Query(q): Query<ListParams>,
 ) -> Result<axum::Json<Value>> {
     p.require("runs:read")?;
-    Ok(axum::Json(state.engine.run_events(&p.account_id, &id, q.limit.unwrap_or(100), q.cursor).await?))
+    let limit = q.limit_or(MAX_PAGE_LIMIT)?;
+    Ok(axum::Json(state.engine.run_events(&p.account_id, &id, limit, q.cursor()).await?))
 }
 
-async fn tasks(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<axum::Json<Value>> {
+async fn tasks(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    Query(q): Query<ListParams>,
+) -> Result<axum::Json<Value>> {
     p.require("runs:read")?;
-    Ok(axum::Json(state.engine.run_tasks(&p.account_id, &id).await?))
+    let limit = q.limit_or(MAX_PAGE_LIMIT)?;
+    Ok(axum::Json(state.engine.run_tasks(&p.account_id, &id, limit, q.cursor()).await?))
 }
 
 async fn cancel(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<axum::Json<Value>> {

@@ -408,3 +408,77 @@ async fn a_client_that_disconnects_mid_start_does_not_strand_the_run() {
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0]["status"], "completed", "{runs:?}");
 }
+
+#[tokio::test]
+async fn a_workflows_execute_key_starts_runs_and_nothing_else() {
+    let mut t = setup(1000).await;
+    t.workflow(chain("c")).await;
+    let (s, k) = t
+        .call(Method::POST, "/api/v1/api-keys", Some(json!({"name": "seed 003", "scopes": ["workflows:execute"]})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{k}");
+    assert_eq!(k["scopes"], json!(["workflows:execute"]));
+    t.key = k["api_key"].as_str().unwrap().to_string();
+    let (s, run) = t.call(Method::POST, "/api/v1/workflows/c/run", Some(json!({"input": {"n": 1}}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{run}");
+    let (s, b) = t.call(Method::POST, "/api/v1/trigger", Some(json!({"workflow_id": "c", "input": {"n": 2}}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = t.call(Method::POST, "/api/v1/workflows/c/execute", Some(json!({"input": {"n": 3}}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    for (m, uri) in
+        [(Method::GET, "/api/v1/workflows"), (Method::GET, "/api/v1/runs"), (Method::GET, "/api/v1/api-keys")]
+    {
+        let (s, b) = t.call(m, uri, None).await;
+        assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("FORBIDDEN")), "{uri}");
+    }
+    let id = run["run_id"].as_str().unwrap();
+    let (s, _) = t.call(Method::DELETE, &format!("/api/v1/runs/{id}"), None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn every_list_takes_limit_1_to_100_and_honours_its_cursor() {
+    let t = setup(1000).await;
+    let two_questions = json!({"id": "q", "name": "q", "status": "active", "blocks": [
+        {"id": "start", "type": "starter"},
+        {"id": "a", "type": "human", "config": {"kind": "question", "prompt": "A?"}},
+        {"id": "b", "type": "human", "config": {"kind": "question", "prompt": "B?"}}],
+        "edges": [{"from": "start", "to": "a"}, {"from": "start", "to": "b"}]});
+    t.workflow(two_questions).await;
+    let (_, run) = t.call(Method::POST, "/api/v1/workflows/q/run", Some(json!({"input": {}}))).await;
+    t.call(Method::POST, "/api/v1/workflows/q/run", Some(json!({"input": {}}))).await;
+    t.drain().await;
+    let id = run["run_id"].as_str().unwrap();
+    let lists = ["/api/v1/runs".to_string(), format!("/api/v1/runs/{id}/events"), format!("/api/v1/runs/{id}/tasks")];
+    for list in &lists {
+        for bad in ["0", "101", "-1", "x"] {
+            let (s, b) = t.call(Method::GET, &format!("{list}?limit={bad}"), None).await;
+            assert_eq!(
+                (s, b["error"]["code"].as_str()),
+                (StatusCode::BAD_REQUEST, Some("VALIDATION_ERROR")),
+                "{list} {bad}"
+            );
+            assert_eq!(b["error"]["details"][0]["path"], json!(["limit"]), "{list} {bad}");
+        }
+        // One at a time, following the cursor, reads every item once.
+        let (_, all) = t.call(Method::GET, &format!("{list}?limit=100"), None).await;
+        let want = all["data"].as_array().unwrap().len();
+        assert!(want >= 2, "{list}: {all}");
+        let (mut seen, mut cursor) = (Vec::new(), None::<String>);
+        loop {
+            let uri = match &cursor {
+                Some(c) => format!("{list}?limit=1&cursor={c}"),
+                None => format!("{list}?limit=1"),
+            };
+            let (s, page) = t.call(Method::GET, &uri, None).await;
+            assert_eq!(s, StatusCode::OK, "{uri}: {page}");
+            assert!(page["data"].as_array().unwrap().len() <= 1, "{uri}: {page}");
+            seen.extend(page["data"].as_array().unwrap().iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => break,
+            }
+        }
+        assert_eq!(seen, all["data"].as_array().unwrap().clone(), "{list}");
+    }
+}

@@ -423,6 +423,153 @@ async fn another_accounts_key_cannot_be_revoked_or_rotated() {
     assert_eq!(r.status, StatusCode::OK);
 }
 
+#[tokio::test]
+async fn a_keys_manage_key_cannot_rotate_or_revoke_the_star_key() {
+    let app = app();
+    let (_, root) = register(&app).await;
+    let r = call(&app, Method::GET, "/api/v1/api-keys", Some(&root), None).await;
+    let root_id = r.body["data"][0]["key_id"].as_str().unwrap().to_string();
+    let manager = key_with_scopes(&app, &root, json!(["keys:manage"])).await;
+    let r = call(&app, Method::POST, &format!("/api/v1/api-keys/{root_id}/rotate"), Some(&manager), None).await;
+    assert_envelope(&r, StatusCode::FORBIDDEN, "FORBIDDEN");
+    assert!(r.body.get("api_key").is_none(), "{:?}", r.body);
+    let r = call(&app, Method::DELETE, &format!("/api/v1/api-keys/{root_id}?force=true"), Some(&manager), None).await;
+    assert_envelope(&r, StatusCode::FORBIDDEN, "FORBIDDEN");
+    let r = call(&app, Method::POST, "/api/v1/workflows", Some(&root), Some(workflow("still-mine"))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+}
+
+#[tokio::test]
+async fn the_last_managing_key_revokes_itself_only_with_force() {
+    let app = app();
+    let (_, root) = register(&app).await;
+    let r = call(&app, Method::GET, "/api/v1/api-keys", Some(&root), None).await;
+    let root_id = r.body["data"][0]["key_id"].as_str().unwrap().to_string();
+    let r = call(&app, Method::DELETE, &format!("/api/v1/api-keys/{root_id}"), Some(&root), None).await;
+    assert_envelope(&r, StatusCode::CONFLICT, "CONFLICT");
+    assert!(r.message().contains("force=true"), "{:?}", r.body);
+    let r = call(&app, Method::DELETE, &format!("/api/v1/api-keys/{root_id}?force=maybe"), Some(&root), None).await;
+    assert_envelope(&r, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+    let r = call(&app, Method::DELETE, &format!("/api/v1/api-keys/{root_id}?force=true"), Some(&root), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = call(&app, Method::GET, "/api/v1/api-keys", Some(&root), None).await;
+    assert_envelope(&r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+}
+
+/// A request from `peer` (the address the local server's socket reports).
+async fn from_peer(app: &Router, peer: &str, uri: &str, headers: &[(&str, &str)], body: Value) -> Resp {
+    let mut req = Request::builder().method(Method::POST).uri(uri).header(header::CONTENT_TYPE, "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut req = req.body(Body::from(body.to_string())).unwrap();
+    let addr: std::net::SocketAddr = format!("{peer}:40000").parse().unwrap();
+    req.extensions_mut().insert(axum::extract::ConnectInfo(addr));
+    send(app, req).await
+}
+
+fn app_with(config: AppConfig) -> Router {
+    let s = App::new(
+        Arc::new(MemStore::new()),
+        Arc::new(MemQueue::new()),
+        Arc::new(crate::secrets::SecretBox::ephemeral()),
+        config,
+    );
+    router(s.clone()).merge(Router::new().route("/test/limited", post(limited)).with_state(s))
+}
+
+#[tokio::test]
+async fn registrations_are_limited_per_client_address_and_forwarded_for_is_ignored_by_default() {
+    let app = app_with(AppConfig { register_limit_per_hour: 2, ..AppConfig::default() });
+    let reg = |peer: &'static str, xff: &'static str| {
+        let app = app.clone();
+        async move {
+            let h: Vec<(&str, &str)> = if xff.is_empty() { vec![] } else { vec![("x-forwarded-for", xff)] };
+            from_peer(&app, peer, "/api/v1/auth/register", &h, json!({"name": "n"})).await
+        }
+    };
+    assert_eq!(reg("198.51.100.1", "").await.status, StatusCode::CREATED);
+    assert_eq!(reg("198.51.100.1", "1.1.1.1").await.status, StatusCode::CREATED);
+    let r = reg("198.51.100.1", "2.2.2.2").await;
+    assert_envelope(&r, StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
+    assert!(r.headers.contains_key(header::RETRY_AFTER));
+    assert!(r.message().contains("registrations"), "{:?}", r.body);
+    assert_eq!(reg("198.51.100.2", "").await.status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_client_is_counted() {
+    let app = app_with(AppConfig { register_limit_per_hour: 1, trusted_proxy_hops: 1, ..AppConfig::default() });
+    let proxy = "10.0.0.9";
+    let reg = |xff: &'static str| {
+        let app = app.clone();
+        async move {
+            from_peer(&app, proxy, "/api/v1/auth/register", &[("x-forwarded-for", xff)], json!({"name": "n"})).await
+        }
+    };
+    assert_eq!(reg("203.0.113.1").await.status, StatusCode::CREATED);
+    assert_eq!(reg("203.0.113.2").await.status, StatusCode::CREATED);
+    // A client that writes its own entry first is still counted by what the proxy appended.
+    assert_eq!(reg("9.9.9.9, 203.0.113.1").await.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn every_key_of_an_account_draws_on_one_run_start_budget() {
+    let app = app();
+    let (_, a) = register(&app).await;
+    let b = key_with_scopes(&app, &a, json!(["runs:write"])).await;
+    assert_eq!(call(&app, Method::POST, "/test/limited", Some(&a), None).await.status, StatusCode::OK);
+    assert_eq!(call(&app, Method::POST, "/test/limited", Some(&b), None).await.status, StatusCode::OK);
+    let fresh = key_with_scopes(&app, &a, json!(["runs:write"])).await;
+    let r = call(&app, Method::POST, "/test/limited", Some(&fresh), None).await;
+    assert_envelope(&r, StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
+    // Another account has its own budget.
+    let (_, other) = register(&app).await;
+    assert_eq!(call(&app, Method::POST, "/test/limited", Some(&other), None).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn doors_without_a_key_are_limited_per_client_address_before_any_lookup() {
+    let app = app();
+    for _ in 0..RATE_LIMIT {
+        let r = from_peer(&app, "198.51.100.7", "/api/v1/hooks/guess", &[], json!({})).await;
+        assert_envelope(&r, StatusCode::NOT_FOUND, "NOT_FOUND");
+    }
+    for uri in [
+        "/api/v1/hooks/guess-again",
+        "/api/v1/webhooks/app_guess",
+        "/api/webhooks/3f1d2c3b-4a5e-4f60-8a7b-9c0d1e2f3a4b",
+    ] {
+        let r = from_peer(&app, "198.51.100.7", uri, &[], json!({})).await;
+        assert_envelope(&r, StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
+    }
+    let r = from_peer(&app, "198.51.100.8", "/api/v1/hooks/guess", &[], json!({})).await;
+    assert_envelope(&r, StatusCode::NOT_FOUND, "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn json_object_bodies_refuse_arrays_and_scalars_with_400() {
+    let app = app();
+    let (_, key) = register(&app).await;
+    for (uri, body) in [
+        ("/api/v1/api-keys", json!([null, null])),
+        ("/api/v1/api-keys", json!("keys")),
+        ("/api/v1/workflows", json!([workflow("wf-array")])),
+        ("/api/v1/trigger", json!(["wf", {}])),
+        ("/api/v1/workflows/wf/run", json!([{"n": 1}])),
+    ] {
+        let r = call(&app, Method::POST, uri, Some(&key), Some(body.clone())).await;
+        assert_envelope(&r, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+        assert!(r.message().contains("must be a JSON object"), "{uri} {body}: {:?}", r.body);
+    }
+    let r = call(&app, Method::POST, "/api/v1/auth/register", None, Some(json!(["name"]))).await;
+    assert_envelope(&r, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+    assert_eq!(r.message(), "The request body must be a JSON object, not an array");
+    // Nothing was created by the refused requests.
+    let r = call(&app, Method::GET, "/api/v1/api-keys", Some(&key), None).await;
+    assert_eq!(r.body["data"].as_array().unwrap().len(), 1);
+}
+
 // ---- request bodies ----------------------------------------------------------------
 
 #[tokio::test]

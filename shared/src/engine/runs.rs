@@ -387,11 +387,25 @@ impl Engine {
         Ok(json!({"data": data, "next_cursor": next}))
     }
 
-    pub async fn run_tasks(&self, acct: &str, run_id: &str) -> Result<Value> {
+    /// The run's tasks by id, `limit` at a time after `cursor` (the last id of the previous
+    /// page, hex-encoded as the events' cursor is).
+    pub async fn run_tasks(&self, acct: &str, run_id: &str, limit: usize, cursor: Option<String>) -> Result<Value> {
+        let after = cursor
+            .map(|c| hex::decode(&c).ok().and_then(|b| String::from_utf8(b).ok()))
+            .map(|c| c.ok_or_else(|| Error::validation_at(vec![json!("cursor")], "invalid cursor")))
+            .transpose()?;
         let snap = self.owned(acct, run_id).await?;
         let mut tasks: Vec<Value> = snap.tasks.values().map(|t| task_view(run_id, t)).collect();
         tasks.sort_by(|a, b| a["task_id"].as_str().cmp(&b["task_id"].as_str()));
-        Ok(json!({"data": tasks, "next_cursor": null}))
+        let limit = limit.clamp(1, 1000);
+        let page: Vec<Value> = tasks
+            .into_iter()
+            .filter(|t| after.as_deref().is_none_or(|a| t["task_id"].as_str().is_some_and(|id| id > a)))
+            .take(limit + 1)
+            .collect();
+        let next = (page.len() > limit).then(|| hex::encode(page[limit - 1]["task_id"].as_str().unwrap_or_default()));
+        let data: Vec<Value> = page.into_iter().take(limit).collect();
+        Ok(json!({"data": data, "next_cursor": next}))
     }
 
     /// Answers a human task: `{"output": ...}` for a question, `{"approved", "feedback"}`

@@ -2,7 +2,7 @@
 //! Gateway HTTP API events, reach the function that template.yaml routes them to, and give
 //! the public URL when none is configured.
 
-use super::{HttpFunction, origin};
+use super::{HttpFunction, origin, source_ip};
 use crate::Ports;
 use baton::adapters::{Sqlite, SqliteQueue, SqliteStore};
 use baton::api::{Part, router};
@@ -114,4 +114,11 @@ fn the_worker_fixture_is_an_sqs_batch_of_engine_messages() {
         let body = r.body.as_deref().unwrap();
         serde_json::from_str::<baton::engine::Msg>(body).unwrap_or_else(|e| panic!("{body}: {e}"));
     }
+}
+
+#[test]
+fn the_client_address_is_api_gateways_source_ip_not_a_forwarded_header() {
+    let mut req = request("register");
+    req.headers_mut().insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
+    assert_eq!(source_ip(&req), Some("203.0.113.7".parse().unwrap()));
 }
