@@ -28,7 +28,7 @@ pub const BLOCK_TYPES: &[&str] = &[
 ];
 
 /// Block types accepted in a graph whose execution is not built yet.
-pub const NOT_BUILT: &[&str] = &["agent", "code", "general_api", "platform_api", "orchestration"];
+pub const NOT_BUILT: &[&str] = &["agent", "general_api", "platform_api", "orchestration"];
 
 pub fn canonical_type(t: &str) -> Option<&'static str> {
     match t {

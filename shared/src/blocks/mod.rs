@@ -3,6 +3,8 @@
 //! One file per built-in block type; blocks that need outside services plug in through
 //! [`Executor`].
 
+#[cfg(feature = "js")]
+pub mod code;
 mod condition;
 mod delay;
 mod entry;
@@ -73,6 +75,12 @@ pub enum Outcome {
     Wait(WaitSpec),
     Sleep(Duration),
     Fail(StepError),
+    /// `outcome`, and the lines the block logged on the way (a `code` step's
+    /// `console.log`): kept in the run's timeline as a `step.log` event of this attempt.
+    Logged {
+        outcome: Box<Outcome>,
+        logs: Vec<String>,
+    },
 }
 
 /// What the engine offers every block besides the data: shared by all steps of a process.
@@ -126,7 +134,20 @@ fn invalid(message: impl Into<String>) -> StepError {
     StepError::fatal("INVALID_CONFIG", message)
 }
 
-/// Runs a built-in block on `data`, the template context.
+/// Runs a built-in block: those that call out or compute at length here, the rest in
+/// [`execute_builtin`].
+pub async fn execute(block: &Block, cx: &BlockContext<'_>) -> Outcome {
+    match block.kind.as_str() {
+        #[cfg(feature = "js")]
+        "code" => match code::run(block, cx).await {
+            (outcome, logs) if logs.is_empty() => outcome,
+            (outcome, logs) => Outcome::Logged { outcome: Box::new(outcome), logs },
+        },
+        _ => execute_builtin(block, cx.data),
+    }
+}
+
+/// Runs a built-in block that needs nothing but `data`, the template context.
 pub fn execute_builtin(block: &Block, data: &Value) -> Outcome {
     let res = match block.kind.as_str() {
         "starter" | "webhook" => entry::run(data),
@@ -136,6 +157,10 @@ pub fn execute_builtin(block: &Block, data: &Value) -> Outcome {
         "response" => response::run(block, data),
         "delay" => delay::run(block, data),
         "human" => human::run(block, data),
+        "code" => Err(StepError::fatal(
+            "NOT_IMPLEMENTED",
+            "this Baton binary was built without JavaScript (the `js` feature of the baton crate), so it cannot run `code` steps",
+        )),
         k if NOT_BUILT.contains(&k) => Err(StepError::fatal(
             "NOT_IMPLEMENTED",
             format!("Block type '{k}' is not implemented yet in this version of Baton"),

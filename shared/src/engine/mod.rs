@@ -7,6 +7,7 @@
 //! acknowledged. Any crash in between ends in a redelivery that reaches the same state:
 //! at-least-once delivery, exactly-once commit.
 
+mod logs;
 mod plan;
 mod runs;
 mod snapshot;

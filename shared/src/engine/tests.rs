@@ -816,5 +816,7 @@ async fn run_output_is_the_last_block_even_when_steps_finish_in_the_same_millise
     }
 }
 
+#[cfg(feature = "js")]
+mod code;
 mod context;
 mod paths;

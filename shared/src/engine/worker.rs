@@ -421,6 +421,10 @@ impl Engine {
                 self.sleep_step(run_id, key, guard, d).await?;
                 None
             }
+            BlockOutcome::Logged { outcome, logs } => {
+                self.keep_logs(run_id, key, attempt + 1, logs).await?;
+                return Box::pin(self.conclude(run_id, key, guard, block, attempt, *outcome, snap)).await;
+            }
             BlockOutcome::Fail(err) => {
                 let max = block.retry.as_ref().map(|r| r.max_attempts).unwrap_or(1) as i64;
                 if err.retryable && attempt + 1 < max {
@@ -493,7 +497,7 @@ impl Engine {
         let fut = async {
             match self.executor(&block.kind) {
                 Some(exec) => exec.execute(block, cx).await,
-                None => blocks::execute_builtin(block, cx.data),
+                None => blocks::execute(block, cx).await,
             }
         };
         // A panicking block fails its step; it never takes the worker (and the run) with it.
