@@ -9,6 +9,7 @@ pub mod callbacks;
 pub mod error;
 pub mod extract;
 pub mod hooks;
+pub mod inbound;
 pub mod runs;
 pub mod triggers;
 pub mod workflows;
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .merge(triggers::routes())
         .merge(callbacks::routes())
         .merge(hooks::routes())
+        .merge(inbound::routes())
         .fallback(extract::not_found)
         .method_not_allowed_fallback(extract::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

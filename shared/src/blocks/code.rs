@@ -10,16 +10,21 @@
 //! `try { while (true) {} } catch {}` nor a catastrophic regex outlives the limit. The script
 //! runs on a blocking thread, never on the async runtime's workers.
 
-use super::{BlockContext, Outcome, StepError, invalid};
-use crate::model::Block;
-use rquickjs::function::Rest;
-use rquickjs::{Context, Ctx, Function, Runtime, Value as JsValue};
-use serde_json::{Value, json};
-use std::cell::RefCell;
-use std::rc::Rc;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use serde_json::Value;
+use std::time::Duration;
+#[cfg(feature = "js")]
+use {
+    super::{BlockContext, Outcome, StepError, invalid},
+    crate::model::Block,
+    rquickjs::function::Rest,
+    rquickjs::{Context, Ctx, Function, Runtime, Value as JsValue},
+    serde_json::json,
+    std::cell::RefCell,
+    std::rc::Rc,
+    std::sync::Arc,
+    std::sync::atomic::{AtomicBool, Ordering},
+    std::time::Instant,
+};
 
 pub const DEFAULT_MEMORY_MB: u64 = 64;
 pub const MAX_MEMORY_MB: u64 = 512;
@@ -33,11 +38,14 @@ pub const MAX_SOURCE_BYTES: usize = 64 * 1024;
 pub const MAX_LOG_LINES: usize = 200;
 pub const MAX_LOG_LINE: usize = 2_000;
 /// The script's file name in stack traces and messages.
+#[cfg(feature = "js")]
 const FILE: &str = "code";
 /// The wrapper puts the body on the line after this one: reported lines are the body's.
+#[cfg(feature = "js")]
 const HEAD: &str = "(function (input, steps, vars, item, index) {\n";
 
 /// What a script came to, with the lines it logged.
+#[cfg(feature = "js")]
 #[derive(Debug, PartialEq)]
 pub struct Ran {
     pub result: Result<Value, StepError>,
@@ -76,6 +84,7 @@ pub fn config(c: &Value) -> Result<(String, Limits), String> {
     Ok((src, Limits { memory_bytes: (memory_mb * 1024 * 1024) as usize, timeout: Duration::from_millis(timeout_ms) }))
 }
 
+#[cfg(feature = "js")]
 /// The step: the script on a blocking thread, its time limit shortened to what is left of
 /// the step's deadline.
 pub(super) async fn run(block: &Block, cx: &BlockContext<'_>) -> (Outcome, Vec<String>) {
@@ -99,6 +108,7 @@ pub(super) async fn run(block: &Block, cx: &BlockContext<'_>) -> (Outcome, Vec<S
     }
 }
 
+#[cfg(feature = "js")]
 /// Runs `src` (a function body) on `scope` (`input`, `steps`, `vars`, `item`, `index`) in a
 /// fresh runtime. Blocking: call it off the async runtime.
 pub fn execute(src: &str, scope: &Value, limits: &Limits) -> Ran {
@@ -108,6 +118,7 @@ pub fn execute(src: &str, scope: &Value, limits: &Limits) -> Ran {
     Ran { result, logs }
 }
 
+#[cfg(feature = "js")]
 fn sandboxed(src: &str, scope: &Value, limits: &Limits, logs: &Rc<RefCell<Vec<String>>>) -> Result<Value, StepError> {
     let setup = |e: rquickjs::Error| StepError::fatal("CODE_ERROR", format!("the sandbox could not start: {e}"));
     let rt = Runtime::new().map_err(setup)?;
@@ -162,6 +173,7 @@ fn sandboxed(src: &str, scope: &Value, limits: &Limits, logs: &Rc<RefCell<Vec<St
     out
 }
 
+#[cfg(feature = "js")]
 /// `console.log` (and `info`, `warn`, `error`, `debug`): each call one line, strings as they
 /// are, other values as JSON.
 fn install_console<'js>(ctx: &Ctx<'js>, logs: Rc<RefCell<Vec<String>>>) -> rquickjs::Result<()> {
@@ -188,6 +200,7 @@ fn install_console<'js>(ctx: &Ctx<'js>, logs: Rc<RefCell<Vec<String>>>) -> rquic
     ctx.globals().set("console", console)
 }
 
+#[cfg(feature = "js")]
 fn show<'js>(ctx: &Ctx<'js>, v: JsValue<'js>) -> String {
     if let Some(s) = v.as_string() {
         return s.to_string().unwrap_or_default();
@@ -202,6 +215,7 @@ fn show<'js>(ctx: &Ctx<'js>, v: JsValue<'js>) -> String {
     }
 }
 
+#[cfg(feature = "js")]
 /// What a failed QuickJS call means for the step.
 fn failure(ctx: &Ctx<'_>, e: rquickjs::Error, interrupted: &AtomicBool, limits: &Limits) -> StepError {
     if interrupted.load(Ordering::Relaxed) {
@@ -242,6 +256,7 @@ fn failure(ctx: &Ctx<'_>, e: rquickjs::Error, interrupted: &AtomicBool, limits: 
     StepError::fatal("CODE_ERROR", msg)
 }
 
+#[cfg(feature = "js")]
 /// The body's line the error points at: the first frame of the script's file in the stack.
 fn line_of(stack: &str) -> Option<u64> {
     let at = stack.find(&format!("{FILE}:"))? + FILE.len() + 1;
@@ -251,7 +266,7 @@ fn line_of(stack: &str) -> Option<u64> {
     (n > 1).then(|| n - 1)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "js"))]
 mod tests {
     use super::*;
 

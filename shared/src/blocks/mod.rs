@@ -3,11 +3,11 @@
 //! One file per built-in block type; blocks that need outside services plug in through
 //! [`Executor`].
 
-#[cfg(feature = "js")]
 pub mod code;
 mod condition;
 mod delay;
 mod entry;
+pub mod http_call;
 mod human;
 mod response;
 mod split;
@@ -32,14 +32,16 @@ pub struct StepError {
     pub code: String,
     pub message: String,
     pub retryable: bool,
+    /// The least wait before a retry (an HTTP answer's `Retry-After`).
+    pub retry_after: Option<Duration>,
 }
 
 impl StepError {
     pub fn fatal(code: &str, message: impl Into<String>) -> Self {
-        Self { code: code.into(), message: message.into(), retryable: false }
+        Self { code: code.into(), message: message.into(), retryable: false, retry_after: None }
     }
     pub fn retryable(code: &str, message: impl Into<String>) -> Self {
-        Self { code: code.into(), message: message.into(), retryable: true }
+        Self { code: code.into(), message: message.into(), retryable: true, retry_after: None }
     }
     pub fn to_json(&self) -> Value {
         json!({"code": self.code, "message": self.message})
@@ -90,6 +92,9 @@ pub struct Services {
     /// The only way a block may reach the network: private targets refused unless the
     /// operator allows them (`BATON_ALLOW_PRIVATE_TARGETS`).
     pub http: GuardedHttp,
+    /// Where this deployment is reached from outside (`BATON_PUBLIC_URL`): the base of the
+    /// callback URLs blocks hand out.
+    pub public_url: String,
 }
 
 /// Everything one execution of a block knows.
@@ -143,6 +148,7 @@ pub async fn execute(block: &Block, cx: &BlockContext<'_>) -> Outcome {
             (outcome, logs) if logs.is_empty() => outcome,
             (outcome, logs) => Outcome::Logged { outcome: Box::new(outcome), logs },
         },
+        "general_api" => http_call::run(block, cx).await,
         _ => execute_builtin(block, cx.data),
     }
 }

@@ -122,7 +122,7 @@ impl Engine {
             store,
             queue,
             long_queue,
-            services: Services { secrets, http },
+            services: Services { secrets, http, public_url: cfg.public_url.clone() },
             cfg,
             transport,
             versions: Mutex::new(HashMap::new()),

@@ -924,6 +924,8 @@ impl Engine {
         let cap = exp.min(policy.max_backoff_ms.max(1));
         // "Equal jitter": at least half the backoff, so retries still spread out.
         let delay_ms = cap / 2 + rand::random_range(0..=cap / 2);
+        // An upstream that said how long to stay away (`Retry-After`) is not asked sooner.
+        let delay_ms = delay_ms.max(err.retry_after.map_or(0, |d| d.as_millis() as u64));
         let now = now_ms();
         let writes = vec![
             Write::Update {
