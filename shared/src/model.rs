@@ -30,6 +30,10 @@ pub const BLOCK_TYPES: &[&str] = &[
 /// Block types accepted in a graph whose execution is not built yet.
 pub const NOT_BUILT: &[&str] = &["agent", "platform_api", "orchestration"];
 
+/// Seed 003's step types, part of the contract but not built yet: refused at save with
+/// `NOT_IMPLEMENTED` rather than as unknown types.
+pub const SEED_003_NOT_BUILT: &[&str] = &["action", "email"];
+
 pub fn canonical_type(t: &str) -> Option<&'static str> {
     match t {
         "function" => Some("code"),
@@ -185,6 +189,11 @@ pub fn build_graph(blocks: Option<&Value>, edges: Option<&Value>, steps: Option<
             details.push(Detail::new(at("type"), "is required (a string)"));
             continue;
         };
+        if SEED_003_NOT_BUILT.contains(&kind) {
+            return Err(Error::NotImplemented(format!(
+                "Block type '{kind}' (seed 003's actions catalog and email steps, with connections) is not built yet in this version of Baton"
+            )));
+        }
         let Some(canon) = canonical_type(kind) else {
             return Err(Error::Validation {
                 message: format!("Unknown block type: {kind}"),
@@ -505,5 +514,12 @@ mod tests {
             .unwrap_err();
         let Error::Validation { details, .. } = e else { panic!() };
         assert_eq!(details[0].path, vec![json!("steps"), json!(0), json!("config"), json!("retry")]);
+    }
+
+    #[test]
+    fn seed_003s_action_and_email_steps_are_refused_as_not_built_yet() {
+        let e = graph(json!({"steps": [{"id": "a", "type": "starter"}, {"id": "b", "type": "action", "action": "stripe.createInvoice"}]}))
+            .unwrap_err();
+        assert!(matches!(&e, Error::NotImplemented(m) if m.contains("'action'")), "{e:?}");
     }
 }
