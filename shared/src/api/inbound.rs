@@ -42,7 +42,7 @@ async fn callback(
         .await
         .map_err(|e| Error::internal(format!("callback task failed: {e}")))?
         .map_err(|e| match e {
-            Error::NotFound(_) => Error::not_found("Unknown callback token"),
+            Error::NotFound(_) => Error::NotFound("Unknown callback token".into()),
             // The run ended (cancelled, failed) while the step waited: the wait is closed.
             Error::InvalidStatus(m) => Error::Conflict(format!("the wait is closed: {m}")),
             e => e,

@@ -37,6 +37,12 @@ pub const MAX_SOURCE_BYTES: usize = 64 * 1024;
 /// `console.log` keeps at most this many lines of at most [`MAX_LOG_LINE`] characters.
 pub const MAX_LOG_LINES: usize = 200;
 pub const MAX_LOG_LINE: usize = 2_000;
+/// Scripts running at once in this process: they are CPU-bound (more than the cores buys
+/// nothing) and each may take `memory_mb`, so a Lambda worker handling a batch stays
+/// within its memory. A step waits for a slot within its own deadline.
+#[cfg(feature = "js")]
+static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CONCURRENT_SCRIPTS);
+pub const MAX_CONCURRENT_SCRIPTS: usize = 2;
 /// The script's file name in stack traces and messages.
 #[cfg(feature = "js")]
 const FILE: &str = "code";
@@ -91,6 +97,9 @@ pub(super) async fn run(block: &Block, cx: &BlockContext<'_>) -> (Outcome, Vec<S
     let (src, mut limits) = match config(&block.config) {
         Ok(c) => c,
         Err(m) => return (Outcome::Fail(invalid(m)), Vec::new()),
+    };
+    let Ok(_slot) = SLOTS.acquire().await else {
+        return (Outcome::Fail(StepError::fatal("CODE_ERROR", "the script runner is shut down")), Vec::new());
     };
     limits.timeout = limits.timeout.min(cx.remaining());
     let scope = json!({
