@@ -28,7 +28,11 @@ pub const BLOCK_TYPES: &[&str] = &[
 ];
 
 /// Block types accepted in a graph whose execution is not built yet.
-pub const NOT_BUILT: &[&str] = &["agent", "code", "general_api", "platform_api", "orchestration"];
+pub const NOT_BUILT: &[&str] = &["agent", "platform_api", "orchestration"];
+
+/// Seed 003's step types, part of the contract but not built yet: refused at save with
+/// `NOT_IMPLEMENTED` rather than as unknown types.
+pub const SEED_003_NOT_BUILT: &[&str] = &["action", "email"];
 
 pub fn canonical_type(t: &str) -> Option<&'static str> {
     match t {
@@ -185,6 +189,11 @@ pub fn build_graph(blocks: Option<&Value>, edges: Option<&Value>, steps: Option<
             details.push(Detail::new(at("type"), "is required (a string)"));
             continue;
         };
+        if SEED_003_NOT_BUILT.contains(&kind) {
+            return Err(Error::NotImplemented(format!(
+                "Block type '{kind}' (seed 003's actions catalog and email steps, with connections) is not built yet in this version of Baton"
+            )));
+        }
         let Some(canon) = canonical_type(kind) else {
             return Err(Error::Validation {
                 message: format!("Unknown block type: {kind}"),
@@ -193,13 +202,16 @@ pub fn build_graph(blocks: Option<&Value>, edges: Option<&Value>, steps: Option<
         };
         let mut obj = obj.clone();
         obj.insert("type".into(), json!(canon));
-        let block: Block = match serde_json::from_value(Value::Object(obj)) {
+        let mut block: Block = match serde_json::from_value(Value::Object(obj)) {
             Ok(b) => b,
             Err(e) => {
                 details.push(Detail::new(path(&[json!(field), json!(i)]), e.to_string()));
                 continue;
             }
         };
+        if let Err(m) = lift_retry(&mut block) {
+            details.push(Detail::new(path(&[json!(field), json!(i), json!("config"), json!("retry")]), m));
+        }
         if let Err(m) = check_id(&block.id) {
             details.push(Detail::new(at("id"), m));
         } else if !seen.insert(block.id.clone()) {
@@ -295,9 +307,36 @@ fn check_id(id: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// An HTTP block's `config.retry` (`3`, or `{"max_attempts", "backoff_ms", …}`) is its
+/// retry policy when the block has none of its own: the engine retries from `block.retry`.
+fn lift_retry(b: &mut Block) -> std::result::Result<(), String> {
+    if b.kind != "general_api" || b.retry.is_some() {
+        return Ok(());
+    }
+    let policy = match b.config.get("retry") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(n) => RetryPolicy {
+                max_attempts: n as u32,
+                backoff_ms: default_backoff(),
+                max_backoff_ms: default_max_backoff(),
+            },
+            None => return Err("must be a whole number of attempts, or a retry policy object".into()),
+        },
+        Some(v @ Value::Object(_)) => serde_json::from_value(v.clone()).map_err(|e| e.to_string())?,
+        Some(_) => {
+            return Err("must be a number of attempts or {\"max_attempts\", \"backoff_ms\", \"max_backoff_ms\"}".into());
+        }
+    };
+    b.retry = Some(policy);
+    Ok(())
+}
+
 fn check_config(b: &Block) -> std::result::Result<(), String> {
     let c = &b.config;
     match b.kind.as_str() {
+        "code" => crate::blocks::code::config(c).map(|_| ()),
+        "general_api" => crate::blocks::http_call::check(c),
         "transform" => match c.get("mapping") {
             Some(Value::Object(_)) => Ok(()),
             Some(_) => Err("`mapping` must be an object of templates".into()),
@@ -420,7 +459,7 @@ mod tests {
 
     #[test]
     fn aliases_are_canonicalized() {
-        let g = graph(json!({"blocks": [{"id": "a", "type": "function"}, {"id": "b", "type": "api_call"}],
+        let g = graph(json!({"blocks": [{"id": "a", "type": "function", "config": {"code": "return 1"}}, {"id": "b", "type": "api_call", "config": {"url": "https://example.com/"}}],
                              "edges": [{"from": "a", "to": "b"}]}))
         .unwrap();
         assert_eq!(g.blocks[0].kind, "code");
@@ -446,5 +485,41 @@ mod tests {
             .unwrap_err();
         let Error::Validation { details, .. } = e else { panic!() };
         assert!(details.len() >= 2, "{details:?}");
+    }
+
+    #[test]
+    fn code_and_http_blocks_are_checked_at_save_with_the_path() {
+        let e = graph(json!({"steps": [{"id": "a", "type": "starter"}, {"id": "b", "type": "api_call", "config": {"method": "GET"}}]}))
+            .unwrap_err();
+        let Error::Validation { details, message } = e else { panic!() };
+        assert_eq!(details[0].path, vec![json!("steps"), json!(1), json!("config")]);
+        assert!(message.contains("needs `url`"), "{message}");
+        let e = graph(
+            json!({"steps": [{"id": "a", "type": "function", "config": {"code": "return 1", "timeout_ms": -1}}]}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("timeout_ms"), "{e}");
+        let e = graph(json!({"steps": [{"id": "a", "type": "code"}]})).unwrap_err();
+        assert!(e.to_string().contains("needs `code`"), "{e}");
+    }
+
+    #[test]
+    fn an_http_blocks_config_retry_becomes_its_retry_policy() {
+        let g = graph(
+            json!({"steps": [{"id": "a", "type": "general_api", "config": {"url": "https://x.test/", "retry": 4}}]}),
+        )
+        .unwrap();
+        assert_eq!(g.blocks[0].retry.as_ref().map(|r| r.max_attempts), Some(4));
+        let e = graph(json!({"steps": [{"id": "a", "type": "general_api", "config": {"url": "https://x.test/", "retry": "often"}}]}))
+            .unwrap_err();
+        let Error::Validation { details, .. } = e else { panic!() };
+        assert_eq!(details[0].path, vec![json!("steps"), json!(0), json!("config"), json!("retry")]);
+    }
+
+    #[test]
+    fn seed_003s_action_and_email_steps_are_refused_as_not_built_yet() {
+        let e = graph(json!({"steps": [{"id": "a", "type": "starter"}, {"id": "b", "type": "action", "action": "stripe.createInvoice"}]}))
+            .unwrap_err();
+        assert!(matches!(&e, Error::NotImplemented(m) if m.contains("'action'")), "{e:?}");
     }
 }

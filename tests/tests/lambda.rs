@@ -433,6 +433,19 @@ async fn the_real_lambda_binaries_run_a_workflow_with_a_human_step_against_moto(
     // The hook function answers the envelope for an unknown trigger token.
     let (status, body) = emu.http("hook", "POST", "/api/v1/hooks/no-such-token", None, Some(json!({}))).await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("NOT_FOUND")));
+    // It serves inbound callbacks too: an unknown token is its answer, not the router's 404.
+    let (status, body) =
+        emu.http("hook", "POST", "/api/v1/callback?token=wt_nope", None, Some(json!({"output": 1}))).await;
+    assert_eq!((status, body["error"]["message"].as_str()), (404, Some("Unknown callback token")), "{body}");
+    // A `code` step in the execute function (QuickJS is linked into the functions that run blocks).
+    let js = json!({"id": "js", "name": "js", "status": "active", "steps": [{"id": "start", "type": "starter"},
+        {"id": "double", "type": "function", "config": {"code": "return {n: input.n * 2}"}}]});
+    let (status, wf) = emu.http("api", "POST", "/api/v1/workflows", Some(&key), Some(js)).await;
+    assert_eq!(status, 201, "{wf}");
+    let (status, run) = emu
+        .http("execute", "POST", "/api/v1/workflows/js/execute", Some(&key), Some(json!({"input": {"n": 21}})))
+        .await;
+    assert_eq!((status, run["output"].clone()), (200, json!({"n": 42})), "{run}");
 
     // Cold starts: spawn → `ready` (config, SDK clients, KMS data key), against moto on
     // loopback. A figure for the notes, not a test: DESIGN.md §8 asks ≤ 30 ms on Lambda.

@@ -92,7 +92,7 @@ impl HttpTransport {
 
 /// A [`Refused`] somewhere in an error's chain (the resolver's verdict, wrapped by the
 /// connector and the client).
-fn refused_in(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+pub(crate) fn refused_in(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut cur = Some(e);
     while let Some(err) = cur {
         if let Some(r) = err.downcast_ref::<Refused>() {
@@ -104,7 +104,7 @@ fn refused_in(e: &(dyn std::error::Error + 'static)) -> Option<String> {
 }
 
 /// The error and its causes on one line.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(err) = cur {

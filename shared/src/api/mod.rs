@@ -11,6 +11,7 @@ pub mod deadline;
 pub mod error;
 pub mod extract;
 pub mod hooks;
+pub mod inbound;
 pub mod runs;
 pub mod triggers;
 pub mod workflows;
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .merge(triggers::routes())
         .merge(callbacks::routes())
         .merge(hooks::routes())
+        .merge(inbound::routes())
         .fallback(extract::not_found)
         .method_not_allowed_fallback(extract::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

@@ -199,6 +199,7 @@ async fn openapi_document_is_openapi_3_1_and_lists_the_routes() {
         "/api/v1/runs/{id}/callbacks",
         "/api/v1/runs/{id}/callbacks/{delivery_id}",
         "/api/v1/runs/{id}/callbacks/{delivery_id}/redeliver",
+        "/api/v1/callback",
     ] {
         assert!(r.body["paths"].get(p).is_some(), "{p} missing from openapi.json");
     }
@@ -643,7 +644,7 @@ async fn workflow_is_created_read_and_listed() {
         "/api/v1/workflows",
         Some(&key),
         Some(json!({"name": "Linear",
-        "steps": [{"id": "a", "type": "starter"}, {"id": "b", "type": "function"}]})),
+        "steps": [{"id": "a", "type": "starter"}, {"id": "b", "type": "function", "config": {"code": "return 1"}}]})),
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);

@@ -3,9 +3,11 @@
 //! One file per built-in block type; blocks that need outside services plug in through
 //! [`Executor`].
 
+pub mod code;
 mod condition;
 mod delay;
 mod entry;
+pub mod http_call;
 mod human;
 mod response;
 mod split;
@@ -30,14 +32,16 @@ pub struct StepError {
     pub code: String,
     pub message: String,
     pub retryable: bool,
+    /// The least wait before a retry (an HTTP answer's `Retry-After`).
+    pub retry_after: Option<Duration>,
 }
 
 impl StepError {
     pub fn fatal(code: &str, message: impl Into<String>) -> Self {
-        Self { code: code.into(), message: message.into(), retryable: false }
+        Self { code: code.into(), message: message.into(), retryable: false, retry_after: None }
     }
     pub fn retryable(code: &str, message: impl Into<String>) -> Self {
-        Self { code: code.into(), message: message.into(), retryable: true }
+        Self { code: code.into(), message: message.into(), retryable: true, retry_after: None }
     }
     pub fn to_json(&self) -> Value {
         json!({"code": self.code, "message": self.message})
@@ -73,6 +77,12 @@ pub enum Outcome {
     Wait(WaitSpec),
     Sleep(Duration),
     Fail(StepError),
+    /// `outcome`, and the lines the block logged on the way (a `code` step's
+    /// `console.log`): kept in the run's timeline as a `step.log` event of this attempt.
+    Logged {
+        outcome: Box<Outcome>,
+        logs: Vec<String>,
+    },
 }
 
 /// What the engine offers every block besides the data: shared by all steps of a process.
@@ -82,6 +92,9 @@ pub struct Services {
     /// The only way a block may reach the network: private targets refused unless the
     /// operator allows them (`BATON_ALLOW_PRIVATE_TARGETS`).
     pub http: GuardedHttp,
+    /// Where this deployment is reached from outside (`BATON_PUBLIC_URL`): the base of the
+    /// callback URLs blocks hand out.
+    pub public_url: String,
 }
 
 /// Everything one execution of a block knows.
@@ -126,7 +139,21 @@ fn invalid(message: impl Into<String>) -> StepError {
     StepError::fatal("INVALID_CONFIG", message)
 }
 
-/// Runs a built-in block on `data`, the template context.
+/// Runs a built-in block: those that call out or compute at length here, the rest in
+/// [`execute_builtin`].
+pub async fn execute(block: &Block, cx: &BlockContext<'_>) -> Outcome {
+    match block.kind.as_str() {
+        #[cfg(feature = "js")]
+        "code" => match code::run(block, cx).await {
+            (outcome, logs) if logs.is_empty() => outcome,
+            (outcome, logs) => Outcome::Logged { outcome: Box::new(outcome), logs },
+        },
+        "general_api" => http_call::run(block, cx).await,
+        _ => execute_builtin(block, cx.data),
+    }
+}
+
+/// Runs a built-in block that needs nothing but `data`, the template context.
 pub fn execute_builtin(block: &Block, data: &Value) -> Outcome {
     let res = match block.kind.as_str() {
         "starter" | "webhook" => entry::run(data),
@@ -136,6 +163,10 @@ pub fn execute_builtin(block: &Block, data: &Value) -> Outcome {
         "response" => response::run(block, data),
         "delay" => delay::run(block, data),
         "human" => human::run(block, data),
+        "code" => Err(StepError::fatal(
+            "NOT_IMPLEMENTED",
+            "this Baton binary was built without JavaScript (the `js` feature of the baton crate), so it cannot run `code` steps",
+        )),
         k if NOT_BUILT.contains(&k) => Err(StepError::fatal(
             "NOT_IMPLEMENTED",
             format!("Block type '{k}' is not implemented yet in this version of Baton"),

@@ -7,6 +7,7 @@
 //! acknowledged. Any crash in between ends in a redelivery that reaches the same state:
 //! at-least-once delivery, exactly-once commit.
 
+mod logs;
 mod plan;
 mod reads;
 mod runs;
@@ -186,7 +187,7 @@ impl Engine {
             store,
             queue,
             long_queue,
-            services: Services { secrets, http },
+            services: Services { secrets, http, public_url: cfg.public_url.clone() },
             cfg,
             transport,
             versions: Mutex::new(HashMap::new()),

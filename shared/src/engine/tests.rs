@@ -554,7 +554,7 @@ impl Executor for Flaky {
 }
 
 fn code_flow(retry: Value, timeout_ms: Option<u64>) -> Value {
-    let mut b = json!({"id": "work", "type": "code", "retry": retry});
+    let mut b = json!({"id": "work", "type": "code", "config": {"code": "return 1"}, "retry": retry});
     if let Some(t) = timeout_ms {
         b["timeout_ms"] = json!(t);
     }
@@ -831,6 +831,9 @@ async fn run_output_is_the_last_block_even_when_steps_finish_in_the_same_millise
     }
 }
 
+#[cfg(feature = "js")]
+mod code;
 mod context;
+mod http;
 mod paths;
 mod reads;

@@ -465,6 +465,10 @@ impl Engine {
                 self.sleep_step(run_id, key, &snap.run, guard, d).await?;
                 None
             }
+            BlockOutcome::Logged { outcome, logs } => {
+                self.keep_logs(run_id, key, attempt + 1, logs).await?;
+                return Box::pin(self.conclude(run_id, key, guard, block, attempt, *outcome, snap)).await;
+            }
             BlockOutcome::Fail(err) => {
                 let max = block.retry.as_ref().map(|r| r.max_attempts).unwrap_or(1) as i64;
                 if err.retryable && attempt + 1 < max {
@@ -537,7 +541,7 @@ impl Engine {
         let fut = async {
             match self.executor(&block.kind) {
                 Some(exec) => exec.execute(block, cx).await,
-                None => blocks::execute_builtin(block, cx.data),
+                None => blocks::execute(block, cx).await,
             }
         };
         // A panicking block fails its step; it never takes the worker (and the run) with it.
@@ -982,6 +986,8 @@ impl Engine {
         let cap = exp.min(policy.max_backoff_ms.max(1));
         // "Equal jitter": at least half the backoff, so retries still spread out.
         let delay_ms = cap / 2 + rand::random_range(0..=cap / 2);
+        // An upstream that said how long to stay away (`Retry-After`) is not asked sooner.
+        let delay_ms = delay_ms.max(err.retry_after.map_or(0, |d| d.as_millis() as u64));
         let now = now_ms();
         let writes = vec![
             Write::Update {

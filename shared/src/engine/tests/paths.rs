@@ -108,7 +108,7 @@ fn split_flow(on_error: bool) -> Value {
     let mut def = json!({"blocks": [
         {"id": "s", "type": "starter"},
         {"id": "each", "type": "split", "config": {"items": "{{input.items}}"}},
-        {"id": "work", "type": "code"},
+        {"id": "work", "type": "code", "config": {"code": "return 1"}},
         {"id": "sum", "type": "transform", "config": {"mapping": {"n": "{{steps.work.output | size}}", "last": "{{steps.work.output | last}}"}}}],
       "edges": [{"from": "s", "to": "each"}, {"from": "each", "to": "work"}, {"from": "work", "to": "sum"}]});
     if on_error {
@@ -248,7 +248,7 @@ async fn an_output_too_large_to_store_fails_the_step_and_takes_its_error_edge() 
         "wf",
         json!({"blocks": [
             {"id": "s", "type": "starter"},
-            {"id": "work", "type": "code"},
+            {"id": "work", "type": "code", "config": {"code": "return 1"}},
             {"id": "recover", "type": "transform", "config": {"mapping": {"code": "{{steps.work.error.code}}"}}}],
           "edges": [{"from": "s", "to": "work"}, {"from": "work", "to": "recover", "on": "error"}]}),
     )
@@ -262,7 +262,7 @@ async fn an_output_too_large_to_store_fails_the_step_and_takes_its_error_edge() 
     assert_all_steps_ended(&r);
 
     // Without an error edge, the run fails with the code.
-    install(&e.app, "bare", json!({"steps": [{"id": "s", "type": "starter"}, {"id": "work", "type": "code"}]})).await;
+    install(&e.app, "bare", json!({"steps": [{"id": "s", "type": "starter"}, {"id": "work", "type": "code", "config": {"code": "return 1"}}]})).await;
     let id = start(&e.app, "bare", json!({})).await;
     drain(&e.app, Duration::from_secs(20)).await;
     let r = run(&e.app, &id).await;
@@ -276,7 +276,7 @@ async fn a_panicking_block_fails_its_step_with_block_panicked() {
     let e = env();
     let exec = Arc::new(Scripted { panic: true, ..Scripted::new() });
     e.app.engine.register_executor("code", exec.clone());
-    install(&e.app, "wf", json!({"steps": [{"id": "s", "type": "starter"}, {"id": "work", "type": "code"}]})).await;
+    install(&e.app, "wf", json!({"steps": [{"id": "s", "type": "starter"}, {"id": "work", "type": "code", "config": {"code": "return 1"}}]})).await;
     let id = start(&e.app, "wf", json!({})).await;
     drain(&e.app, Duration::from_secs(20)).await;
     let r = run(&e.app, &id).await;
