@@ -31,9 +31,12 @@ pub mod triggers;
 pub mod webhooks;
 pub mod workflows;
 
-#[doc(hidden)]
+// Test doubles and the adapters' conformance suite: for this crate's own tests and, with the
+// `test-support` feature, for the workspace's `tests/` crate; not part of what the functions
+// link or of the library's surface.
+#[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
-#[doc(hidden)]
+#[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 
 pub use error::{Error, Result};
