@@ -7,11 +7,13 @@
 //! acknowledged. Any crash in between ends in a redelivery that reaches the same state:
 //! at-least-once delivery, exactly-once commit.
 
+mod deliveries;
 mod logs;
 mod plan;
 mod reads;
 mod runs;
 mod snapshot;
+mod state;
 mod wait;
 mod worker;
 
@@ -21,6 +23,7 @@ mod tests;
 pub use reads::{Needs, Reads, StepRefs, step_refs};
 pub use runs::{RunFilter, StartRequest, Started, SyncResult};
 pub use snapshot::{LAZY, Snapshot, is_terminal_run, is_terminal_step};
+pub use state::{RunStatus, StepStatus};
 pub use wait::new_wait_token;
 pub use worker::Handled;
 

@@ -9,6 +9,7 @@
 //! counters — one per distinct join — add to the transaction.
 
 use super::snapshot::Snapshot;
+use super::state::{RunStatus, StepStatus};
 use crate::keys;
 use crate::model::Graph;
 use crate::store::{Attrs, Cond, Item, Update, Write};
@@ -172,7 +173,7 @@ impl<'a> Plan<'a> {
         } else {
             let mut a = Attrs::new();
             a.insert("block".into(), json!(key));
-            a.insert("status".into(), json!("pending"));
+            a.insert("status".into(), Value::from(StepStatus::Pending));
             a.insert("attempt".into(), json!(0));
             a.insert("created_at".into(), json!(self.now));
             self.writes.push(Write::Put { item: Item::new(keys::step(self.run_id, key), a), cond: Some(cond) });
@@ -192,7 +193,7 @@ impl<'a> Plan<'a> {
         } else {
             let mut a = Attrs::new();
             a.insert("block".into(), json!(key));
-            a.insert("status".into(), json!("skipped"));
+            a.insert("status".into(), Value::from(StepStatus::Skipped));
             a.insert("created_at".into(), json!(self.now));
             a.insert("finished_at".into(), json!(self.now));
             self.writes.push(Write::Put { item: Item::new(keys::step(self.run_id, key), a), cond: Some(cond) });
@@ -205,7 +206,9 @@ impl<'a> Plan<'a> {
     /// cannot both miss, or both see, the last resolution.
     fn absent_or_join(&self, key: &str) -> Cond {
         match self.joins.get(key) {
-            Some((Some(before), _, _)) => Cond::And(vec![Cond::eq("status", "joining"), Cond::eq("resolved", *before)]),
+            Some((Some(before), _, _)) => {
+                Cond::And(vec![Cond::eq("status", StepStatus::Joining), Cond::eq("resolved", *before)])
+            }
             _ => Cond::NotExists,
         }
     }
@@ -219,12 +222,12 @@ impl<'a> Plan<'a> {
             }
             let mut a = Attrs::new();
             a.insert("block".into(), json!(key));
-            a.insert("status".into(), json!("joining"));
+            a.insert("status".into(), Value::from(StepStatus::Joining));
             a.insert("resolved".into(), json!(resolved));
             a.insert("taken".into(), json!(taken));
             a.insert("created_at".into(), json!(self.now));
             let cond = match before {
-                Some(b) => Cond::And(vec![Cond::eq("status", "joining"), Cond::eq("resolved", b)]),
+                Some(b) => Cond::And(vec![Cond::eq("status", StepStatus::Joining), Cond::eq("resolved", b)]),
                 None => Cond::NotExists,
             };
             self.writes.push(Write::Put { item: Item::new(keys::step(self.run_id, &key), a), cond: Some(cond) });
@@ -302,5 +305,5 @@ pub fn run_write(run_id: &str, now: i64, active_delta: i64, waiting_delta: i64) 
     if waiting_delta != 0 {
         u = u.add("waiting", waiting_delta);
     }
-    Write::Update { key: keys::run(run_id), update: u, cond: Some(Cond::eq("status", "running")) }
+    Write::Update { key: keys::run(run_id), update: u, cond: Some(Cond::eq("status", RunStatus::Running)) }
 }

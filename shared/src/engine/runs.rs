@@ -2,7 +2,8 @@
 //! a task, execute synchronously.
 
 use super::plan::event_write;
-use super::snapshot::{Snapshot, is_lazy, is_terminal_run};
+use super::snapshot::{Snapshot, is_lazy};
+use super::state::{RunStatus, StepStatus};
 use super::worker::{Delivery, index_status};
 use super::{Engine, Msg, now_ms};
 use crate::error::{Detail, Error, Result};
@@ -104,7 +105,7 @@ impl Engine {
             }
         }
         let snap = Snapshot::require(&*self.store, &run_id).await?;
-        let finished = is_terminal_run(snap.run_status());
+        let finished = snap.run_status().is_terminal();
         Ok(SyncResult {
             response_status: snap.run.get("response_status").and_then(Value::as_u64).map(|s| s as u16),
             response_headers: snap.run.get("response_headers").cloned(),
@@ -175,7 +176,7 @@ impl Engine {
         run.insert("account_id".into(), json!(acct));
         run.insert("workflow_id".into(), json!(wf_id));
         run.insert("version".into(), json!(version));
-        run.insert("status".into(), json!("running"));
+        run.insert("status".into(), Value::from(RunStatus::Running));
         run.insert("input".into(), input);
         run.insert("metadata".into(), metadata);
         run.insert("source".into(), json!(req.source));
@@ -197,7 +198,7 @@ impl Engine {
         let mut writes = vec![Write::Put { item: run_item, cond: Some(Cond::NotExists) }];
         let mut index = Attrs::new();
         index.insert("workflow_id".into(), json!(wf_id));
-        index.insert("status".into(), json!("running"));
+        index.insert("status".into(), Value::from(RunStatus::Running));
         index.insert("created_at".into(), json!(now));
         index.insert("updated_at".into(), json!(now));
         writes.push(Write::Put { item: Item::new(keys::run_index(acct, &run_id), index), cond: None });
@@ -250,7 +251,7 @@ impl Engine {
         let unclaimed: Vec<Msg> = entries
             .iter()
             .filter_map(Value::as_str)
-            .filter(|k| snap.run_status() == "running" && snap.steps.get(*k).is_some_and(is_lazy))
+            .filter(|k| snap.run_status() == RunStatus::Running && snap.steps.get(*k).is_some_and(is_lazy))
             .map(|k| Msg::step_of(&snap.run, k))
             .collect();
         Ok((Started { run: run_view(&snap, false), created: false }, unclaimed))
@@ -419,15 +420,18 @@ impl Engine {
     pub async fn cancel_run(&self, acct: &str, run_id: &str) -> Result<Value> {
         let snap = self.owned(acct, run_id).await?;
         let status = snap.run_status();
-        if is_terminal_run(status) {
+        if status.is_terminal() {
             return Err(Error::InvalidStatus(format!("run {run_id} is already {status}")));
         }
         let now = now_ms();
         let mut writes = vec![
             Write::Update {
                 key: keys::run(run_id),
-                update: Update::default().set("status", "cancelled").set("finished_at", now).set("updated_at", now),
-                cond: Some(Cond::eq("status", "running")),
+                update: Update::default()
+                    .set("status", RunStatus::Cancelled)
+                    .set("finished_at", now)
+                    .set("updated_at", now),
+                cond: Some(Cond::eq("status", RunStatus::Running)),
             },
             index_status(acct, run_id, "cancelled", now),
             event_write(run_id, now, 0, "run.cancelled", None, Value::Null),
@@ -446,7 +450,7 @@ impl Engine {
             if let Some(sk) = t.str("step_key") {
                 writes.push(Write::Update {
                     key: keys::step(run_id, sk),
-                    update: Update::default().set("status", "cancelled").set("finished_at", now),
+                    update: Update::default().set("status", StepStatus::Cancelled).set("finished_at", now),
                     cond: None,
                 });
             }
@@ -468,7 +472,7 @@ impl Engine {
     /// their outputs.
     pub async fn redrive_run(&self, acct: &str, run_id: &str) -> Result<Value> {
         let snap = self.owned(acct, run_id).await?;
-        if snap.run_status() != "failed" {
+        if snap.run_status() != RunStatus::Failed {
             return Err(Error::InvalidStatus(format!(
                 "only failed runs can be redriven; run {run_id} is {}",
                 snap.run_status()
@@ -493,7 +497,7 @@ impl Engine {
                 for it in &items {
                     let Some(sk) = keys::item_step_key(&it.key.sk) else { continue };
                     let Some((_, i)) = keys::split_item(&sk) else { continue };
-                    if it.str("status") == Some("completed") && i < done.len() {
+                    if StepStatus::of(it) == StepStatus::Completed && i < done.len() {
                         done[i] = true;
                     } else {
                         steps.push(Write::Delete { key: it.key.clone(), cond: None });
@@ -502,7 +506,7 @@ impl Engine {
                 steps.push(Write::Update {
                     key: keys::step(run_id, k),
                     update: Update::default()
-                        .set("status", "collecting")
+                        .set("status", StepStatus::Collecting)
                         .set("done", done.iter().filter(|d| **d).count())
                         .remove("error")
                         .remove("finished_at"),
@@ -519,7 +523,7 @@ impl Engine {
                 steps.push(Write::Update {
                     key: keys::step(run_id, k),
                     update: Update::default()
-                        .set("status", "pending")
+                        .set("status", StepStatus::Pending)
                         .set("attempt", 0)
                         .remove("error")
                         .remove("finished_at")
@@ -544,14 +548,14 @@ impl Engine {
             Write::Update {
                 key: keys::run(run_id),
                 update: Update::default()
-                    .set("status", "running")
+                    .set("status", RunStatus::Running)
                     .set("active", active)
                     // Step messages sent before this say which redrive they belong to.
                     .add("epoch", 1)
                     .remove("error")
                     .remove("finished_at")
                     .set("updated_at", now),
-                cond: Some(Cond::eq("status", "failed")),
+                cond: Some(Cond::eq("status", RunStatus::Failed)),
             },
             index_status(acct, run_id, "running", now),
             event_write(run_id, now, 0, "run.redriven", None, json!({"steps": publish.len()})),
@@ -584,15 +588,17 @@ fn updated_at(snap: &Snapshot) -> i64 {
 pub fn run_view(snap: &Snapshot, with_steps: bool) -> Value {
     let r = &snap.run;
     let stored = snap.run_status();
-    let status = if is_terminal_run(stored) {
-        stored
+    // The view's own states: a person's open task, and no step started yet.
+    let status = if stored.is_terminal() {
+        stored.as_str()
     } else if snap
         .tasks
         .values()
         .any(|t| t.str("status") == Some("open") && super::wait::is_human(t.str("kind").unwrap_or("")))
     {
         "waiting_human"
-    } else if snap.steps.values().any(|s| s.str("status") != Some("pending") || s.i64("attempt").unwrap_or(0) > 0) {
+    } else if snap.steps.values().any(|s| StepStatus::of(s) != StepStatus::Pending || s.i64("attempt").unwrap_or(0) > 0)
+    {
         "running"
     } else {
         "pending"
@@ -614,7 +620,7 @@ pub fn run_view(snap: &Snapshot, with_steps: bool) -> Value {
     });
     if with_steps {
         let mut steps: Vec<(&String, &Item)> =
-            snap.steps.iter().filter(|(_, s)| s.str("status") != Some("joining")).collect();
+            snap.steps.iter().filter(|(_, s)| StepStatus::of(s) != StepStatus::Joining).collect();
         steps.sort_by_key(|(k, s)| {
             (s.i64("created_at").unwrap_or(0), s.i64("started_at").unwrap_or(i64::MAX), (*k).clone())
         });

@@ -7,6 +7,7 @@
 //! [`LAZY`] set, and writes about it are conditional on the item not existing yet.
 
 use super::reads::Needs;
+use super::state::{RunStatus, StepStatus};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::model::Graph;
@@ -87,14 +88,15 @@ impl Snapshot {
             list.into_iter().flatten().filter_map(|n| n.as_str().map(str::to_string)).collect()
         };
         // (name, status, time, event order)
-        let mut lazy: Vec<(String, &str, i64, i64)> = Vec::new();
+        let mut lazy: Vec<(String, StepStatus, i64, i64)> = Vec::new();
         let at = self.run.i64("created_at").unwrap_or(0);
-        lazy.extend(names(&self.run, "next").into_iter().map(|n| (n, "pending", at, 0)));
-        for s in self.steps.values().filter(|s| matches!(s.str("status"), Some("completed" | "failed"))) {
+        lazy.extend(names(&self.run, "next").into_iter().map(|n| (n, StepStatus::Pending, at, 0)));
+        for s in self.steps.values().filter(|s| matches!(StepStatus::of(s), StepStatus::Completed | StepStatus::Failed))
+        {
             let at = s.i64("finished_at").unwrap_or(0);
             let seq = s.i64("ev_seq").unwrap_or(0) + 1;
-            lazy.extend(names(s, "next").into_iter().map(|n| (n, "pending", at, seq)));
-            lazy.extend(names(s, "skip").into_iter().map(|n| (n, "skipped", at, seq)));
+            lazy.extend(names(s, "next").into_iter().map(|n| (n, StepStatus::Pending, at, seq)));
+            lazy.extend(names(s, "skip").into_iter().map(|n| (n, StepStatus::Skipped, at, seq)));
         }
         for (n, status, at, seq) in lazy {
             if self.steps.contains_key(&n) || (self.partial && !self.read.contains(&n)) {
@@ -102,9 +104,9 @@ impl Snapshot {
             }
             let mut a = Attrs::new();
             a.insert("block".into(), json!(n));
-            a.insert("status".into(), json!(status));
+            a.insert("status".into(), Value::from(status));
             a.insert("created_at".into(), json!(at));
-            if status == "pending" {
+            if status == StepStatus::Pending {
                 a.insert("attempt".into(), json!(0));
             } else {
                 a.insert("finished_at".into(), json!(at));
@@ -188,7 +190,7 @@ impl Snapshot {
             // until its first claim creates its item.
             let mut a = Attrs::new();
             a.insert("block".into(), json!(key));
-            a.insert("status".into(), json!("pending"));
+            a.insert("status".into(), Value::from(StepStatus::Pending));
             a.insert("attempt".into(), json!(0));
             a.insert("created_at".into(), json!(crate::ids::now_ms()));
             a.insert(LAZY.into(), json!(true));
@@ -235,10 +237,10 @@ impl Snapshot {
             None => {
                 let agg = self.steps.get(body);
                 let expected = agg.and_then(|a| a.i64("expected")).unwrap_or(0);
-                if agg.and_then(|a| a.str("status")) == Some("collecting") && (i as i64) < expected {
+                if agg.is_some_and(|a| StepStatus::of(a) == StepStatus::Collecting) && (i as i64) < expected {
                     let mut a = Attrs::new();
                     a.insert("block".into(), json!(body));
-                    a.insert("status".into(), json!("pending"));
+                    a.insert("status".into(), Value::from(StepStatus::Pending));
                     a.insert("attempt".into(), json!(0));
                     a.insert("index".into(), json!(i));
                     a.insert("created_at".into(), agg.and_then(|a| a.get("created_at")).cloned().unwrap_or(json!(0)));
@@ -301,17 +303,17 @@ impl Snapshot {
     pub fn status_cond(&self, key: &str) -> Cond {
         match self.steps.get(key) {
             Some(s) if is_lazy(s) => Cond::NotExists,
-            Some(s) => Cond::eq("status", s.str("status").unwrap_or("pending")),
+            Some(s) => Cond::eq("status", StepStatus::of(s)),
             None => Cond::NotExists,
         }
     }
 
-    pub fn run_status(&self) -> &str {
-        self.run.str("status").unwrap_or("running")
+    pub fn run_status(&self) -> RunStatus {
+        RunStatus::of(&self.run)
     }
 
-    pub fn step_status(&self, key: &str) -> Option<&str> {
-        self.steps.get(key).and_then(|s| s.str("status"))
+    pub fn step_status(&self, key: &str) -> Option<StepStatus> {
+        self.steps.get(key).map(StepStatus::of)
     }
 
     /// The context templates see: `input`, `steps.<id>.output`, `vars`, `run`.
@@ -342,10 +344,12 @@ pub fn is_lazy(step: &Item) -> bool {
     step.get(LAZY).and_then(Value::as_bool).unwrap_or(false)
 }
 
+/// Whether a stored step status is a terminal one (see [`StepStatus::is_terminal`]).
 pub fn is_terminal_step(status: &str) -> bool {
-    matches!(status, "completed" | "failed" | "skipped" | "cancelled")
+    StepStatus::parse(status).is_some_and(StepStatus::is_terminal)
 }
 
+/// Whether a stored run status is a terminal one.
 pub fn is_terminal_run(status: &str) -> bool {
-    matches!(status, "completed" | "failed" | "cancelled")
+    RunStatus::parse(status).is_some_and(RunStatus::is_terminal)
 }

@@ -11,6 +11,7 @@
 
 use super::plan::{event_write, run_write};
 use super::snapshot::Snapshot;
+use super::state::{RunStatus, StepStatus};
 use super::worker::{Finish, Guard, Handled, index_status};
 use super::{Engine, Msg, now_ms};
 use crate::blocks::{StepError, WaitSpec};
@@ -88,7 +89,7 @@ impl Engine {
                 key: keys::step(run_id, key),
                 update: guard.stamp(
                     Update::default()
-                        .set("status", "waiting_human")
+                        .set("status", StepStatus::WaitingHuman)
                         .set("task_id", task_id.as_str())
                         .remove("claim")
                         .remove("lease_until"),
@@ -118,8 +119,8 @@ impl Engine {
             Err(Error::Conflict(_)) => {
                 // Cancelled meanwhile, or the lease was lost: the new owner decides.
                 let snap = Snapshot::require(&*self.store, run_id).await?;
-                if snap.run_status() != "running" && guard.holds(&snap, key) {
-                    self.cancel_step(run_id, key, Cond::eq("status", "running")).await?;
+                if snap.run_status() != RunStatus::Running && guard.holds(&snap, key) {
+                    self.cancel_step(run_id, key, Cond::eq("status", StepStatus::Running)).await?;
                 }
                 return Ok(());
             }
@@ -135,7 +136,7 @@ impl Engine {
     pub(crate) async fn handle_task_timeout(&self, run_id: &str, task_id: &str) -> Result<Handled> {
         let Some(snap) = Snapshot::load(&*self.store, run_id).await? else { return Ok(Handled::ack(Vec::new())) };
         let Some(task) = snap.tasks.get(task_id) else { return Ok(Handled::ack(Vec::new())) };
-        if task.str("status") != Some("open") || snap.run_status() != "running" {
+        if task.str("status") != Some("open") || snap.run_status() != RunStatus::Running {
             return Ok(Handled::ack(Vec::new()));
         }
         let now = now_ms();
@@ -230,7 +231,7 @@ impl Engine {
             Some(s) => return Err(Error::Conflict(closed(s))),
             None => return Err(Error::Internal(format!("task {task_id} has no status"))),
         }
-        if snap.run_status() != "running" {
+        if snap.run_status() != RunStatus::Running {
             return Err(Error::InvalidStatus(format!("run {run_id} is {}", snap.run_status())));
         }
         // The commit below and the send after it are two systems: a safety sweep queued first

@@ -2,7 +2,8 @@
 //! poller and sync execute.
 
 use super::plan::{Plan, event_write};
-use super::snapshot::{Snapshot, is_lazy, is_terminal_step};
+use super::snapshot::{Snapshot, is_lazy};
+use super::state::{RunStatus, StepStatus};
 use super::{Engine, FAN_CHUNK, Msg, StepHint, now_ms};
 use crate::blocks::{self, BlockContext, Outcome as BlockOutcome, StepError};
 use crate::callbacks;
@@ -79,18 +80,20 @@ pub(crate) enum Guard {
 impl Guard {
     pub(crate) fn cond(&self) -> Cond {
         match self {
-            Guard::Claimed(token) => Cond::And(vec![Cond::eq("status", "running"), Cond::eq("claim", token.as_str())]),
-            Guard::Waiting(task) => {
-                Cond::And(vec![Cond::eq("status", "waiting_human"), Cond::eq("task_id", task.as_str())])
+            Guard::Claimed(token) => {
+                Cond::And(vec![Cond::eq("status", StepStatus::Running), Cond::eq("claim", token.as_str())])
             }
-            Guard::Sleeping => Cond::eq("status", "sleeping"),
-            Guard::Collecting { complete: None } => Cond::eq("status", "collecting"),
+            Guard::Waiting(task) => {
+                Cond::And(vec![Cond::eq("status", StepStatus::WaitingHuman), Cond::eq("task_id", task.as_str())])
+            }
+            Guard::Sleeping => Cond::eq("status", StepStatus::Sleeping),
+            Guard::Collecting { complete: None } => Cond::eq("status", StepStatus::Collecting),
             Guard::Collecting { complete: Some(n) } => {
-                Cond::And(vec![Cond::eq("status", "collecting"), Cond::eq("done", *n)])
+                Cond::And(vec![Cond::eq("status", StepStatus::Collecting), Cond::eq("done", *n)])
             }
             Guard::Unclaimed { lazy: true, .. } => Cond::NotExists,
             Guard::Unclaimed { attempt, .. } => {
-                Cond::And(vec![Cond::eq("status", "pending"), Cond::eq("attempt", *attempt)])
+                Cond::And(vec![Cond::eq("status", StepStatus::Pending), Cond::eq("attempt", *attempt)])
             }
         }
     }
@@ -256,10 +259,10 @@ impl Engine {
             debug!("message for a step that does not exist");
             return Ok(Handled::ack(Vec::new()));
         };
-        let status = step.str("status").unwrap_or("pending").to_string();
+        let status = StepStatus::of(&step);
         let now = now_ms();
-        let run_running = snap.run_status() == "running";
-        if is_terminal_step(&status) {
+        let run_running = snap.run_status() == RunStatus::Running;
+        if status.is_terminal() {
             // Redelivery after a commit: the successors may not have been sent, the split's
             // collection may not have been made, and the run may not have been finalized. All
             // are idempotent.
@@ -278,9 +281,11 @@ impl Engine {
             }
             return Ok(Handled::ack(publish));
         }
-        match status.as_str() {
-            "joining" | "collecting" | "waiting_human" => return Ok(Handled::ack(Vec::new())),
-            "sleeping" => {
+        match status {
+            StepStatus::Joining | StepStatus::Collecting | StepStatus::WaitingHuman => {
+                return Ok(Handled::ack(Vec::new()));
+            }
+            StepStatus::Sleeping => {
                 if !run_running {
                     self.cancel_step(run_id, key, snap.status_cond(key)).await?;
                     return Ok(Handled::ack(Vec::new()));
@@ -310,7 +315,7 @@ impl Engine {
             self.cancel_step(run_id, key, snap.status_cond(key)).await?;
             return Ok(Handled::ack(Vec::new()));
         }
-        if status == "running" {
+        if status == StepStatus::Running {
             let lease = step.i64("lease_until").unwrap_or(0);
             if lease > now {
                 return Ok(Handled::retry(Duration::from_millis((lease - now) as u64 + 500)));
@@ -372,7 +377,7 @@ impl Engine {
         }
 
         let mut snap = snap;
-        let guard = if inline && status == "pending" && attempt == 0 {
+        let guard = if inline && status == StepStatus::Pending && attempt == 0 {
             Guard::Unclaimed { attempt, started_at: now, lazy }
         } else {
             let lease_until = now + (timeout + Duration::from_secs(5)).max(self.cfg.lease).as_millis() as i64;
@@ -502,14 +507,17 @@ impl Engine {
         } else {
             Cond::And(vec![
                 Cond::Or(vec![
-                    Cond::eq("status", "pending"),
-                    Cond::And(vec![Cond::eq("status", "running"), Cond::Lt("lease_until".into(), json!(now))]),
+                    Cond::eq("status", StepStatus::Pending),
+                    Cond::And(vec![
+                        Cond::eq("status", StepStatus::Running),
+                        Cond::Lt("lease_until".into(), json!(now)),
+                    ]),
                 ]),
                 Cond::eq("attempt", attempt),
             ])
         };
         let mut upd = Update::default()
-            .set("status", "running")
+            .set("status", StepStatus::Running)
             .set("claim", token.as_str())
             .set("lease_until", lease_until)
             .set("attempt", attempt + 1)
@@ -599,7 +607,7 @@ impl Engine {
             if !guard.holds(&snap, key) {
                 return Ok(None);
             }
-            if snap.run_status() != "running" {
+            if snap.run_status() != RunStatus::Running {
                 self.cancel_step(run_id, key, snap.status_cond(key)).await?;
                 return Ok(None);
             }
@@ -664,7 +672,7 @@ impl Engine {
         let mut fan_out = Vec::new();
         match finish {
             Finish::Completed { output, status, headers } => {
-                own = own.set("status", "completed").set("output", output.clone());
+                own = own.set("status", StepStatus::Completed).set("output", output.clone());
                 if let Some(s) = status {
                     own = own.set("response_status", *s);
                 }
@@ -680,7 +688,7 @@ impl Engine {
                 }
             }
             Finish::Failed(err) => {
-                own = own.set("status", "failed").set("error", err.to_json());
+                own = own.set("status", StepStatus::Failed).set("error", err.to_json());
                 plan.event("step.failed", Some(key), err.to_json());
                 if pinned.graph.outgoing(&block_id).any(|e| e.is_error()) {
                     own = own.set("handled", true);
@@ -730,7 +738,7 @@ impl Engine {
         if waiting_delta != 0 {
             run_update = run_update.add("waiting", waiting_delta);
         }
-        let mut run_cond = Cond::eq("status", "running");
+        let mut run_cond = Cond::eq("status", RunStatus::Running);
         let mut outbox = Vec::new();
         // When this commit leaves no step active, it completes the run too, conditional on
         // the counter it read; otherwise (or if parallel commits raced) `finalize` runs after.
@@ -738,7 +746,7 @@ impl Engine {
         let mut completes = false;
         if run_fails.is_none() && active_delta < 0 && snap_active + active_delta <= 0 {
             let after = snap.after(&writes);
-            if after.steps.values().all(|s| is_terminal_step(s.str("status").unwrap_or(""))) {
+            if after.steps.values().all(|s| StepStatus::of(s).is_terminal()) {
                 let (done, mut w, o) = self.completion(run_id, &after, &pinned.graph, now, Some(key)).await?;
                 for (k, v) in done.set {
                     run_update.set.insert(k, v);
@@ -750,7 +758,7 @@ impl Engine {
             }
         }
         if let Some(e) = &run_fails {
-            run_update = run_update.set("status", "failed").set("error", e.clone()).set("finished_at", now);
+            run_update = run_update.set("status", RunStatus::Failed).set("error", e.clone()).set("finished_at", now);
             writes.push(index_status(acct, run_id, "failed", now));
             let summary = callbacks::run_summary(&snap.run, "failed", None, Some(e), now);
             if let Some(o) = self.callback_outbox(&snap.run, callbacks::RUN_FAILED, summary, now).await? {
@@ -810,7 +818,7 @@ impl Engine {
         agg.insert("created_at".into(), json!(now));
         let mut msgs = Vec::new();
         if n == 0 {
-            agg.insert("status".into(), json!("completed"));
+            agg.insert("status".into(), Value::from(StepStatus::Completed));
             agg.insert("output".into(), json!([]));
             agg.insert("finished_at".into(), json!(now));
             agg.insert("ev_seq".into(), json!(ev_seq + 1));
@@ -824,7 +832,7 @@ impl Engine {
                 agg.insert("skip".into(), skip);
             }
         } else {
-            agg.insert("status".into(), json!("collecting"));
+            agg.insert("status".into(), Value::from(StepStatus::Collecting));
             // The collection is the active step until its last item is in.
             plan.active_delta += 1;
             msgs = fan_messages(&plan.snap.run, &body, 0, n);
@@ -848,11 +856,11 @@ impl Engine {
     ) -> Result<ItemCommit> {
         let now = now_ms();
         let index = keys::split_item(key).map(|(_, i)| i).unwrap_or(0);
-        let collecting = snap.steps.get(body).and_then(|a| a.str("status")) == Some("collecting");
+        let collecting = snap.steps.get(body).is_some_and(|a| StepStatus::of(a) == StepStatus::Collecting);
         if !collecting {
             // The collection ended (an item failed, or the run was redriven meanwhile).
             let upd = Update::default()
-                .set("status", "cancelled")
+                .set("status", StepStatus::Cancelled)
                 .set("finished_at", now)
                 .set("index", index)
                 .remove("claim")
@@ -868,15 +876,16 @@ impl Engine {
                 let writes = vec![
                     Write::Update {
                         key: keys::step(run_id, key),
-                        update: guard.stamp(own.set("status", "completed").set("output", output.clone()), key),
+                        update: guard
+                            .stamp(own.set("status", StepStatus::Completed).set("output", output.clone()), key),
                         cond: Some(guard.cond()),
                     },
                     Write::Update {
                         key: keys::step(run_id, body),
                         update: Update::default().add("done", 1),
-                        cond: Some(Cond::eq("status", "collecting")),
+                        cond: Some(Cond::eq("status", StepStatus::Collecting)),
                     },
-                    Write::Check { key: keys::run(run_id), cond: Cond::eq("status", "running") },
+                    Write::Check { key: keys::run(run_id), cond: Cond::eq("status", RunStatus::Running) },
                 ];
                 match self.store.transact(writes).await {
                     Ok(()) => Ok(ItemCommit::Done(self.collect_if_done(run_id, body).await?)),
@@ -887,7 +896,7 @@ impl Engine {
             Finish::Failed(err) => {
                 let own_write = Write::Update {
                     key: keys::step(run_id, key),
-                    update: guard.stamp(own.set("status", "failed").set("error", err.to_json()), key),
+                    update: guard.stamp(own.set("status", StepStatus::Failed).set("error", err.to_json()), key),
                     cond: Some(guard.cond()),
                 };
                 let err = StepError { message: format!("item {index}: {}", err.message), ..err.clone() };
@@ -914,13 +923,13 @@ impl Engine {
     pub(crate) async fn collect_if_done(&self, run_id: &str, body: &str) -> Result<Vec<Msg>> {
         let Some(agg) = self.store.get(&keys::step(run_id, body)).await? else { return Ok(Vec::new()) };
         let expected = agg.i64("expected").unwrap_or(0);
-        if agg.str("status") != Some("collecting") || agg.i64("done").unwrap_or(0) < expected {
+        if StepStatus::of(&agg) != StepStatus::Collecting || agg.i64("done").unwrap_or(0) < expected {
             return Ok(Vec::new());
         }
         let items = query_all(&*self.store, Query::prefix(keys::run_pk(run_id), keys::items_prefix(body))).await?;
         let outputs: Vec<Value> = items
             .iter()
-            .filter(|it| it.str("status") == Some("completed"))
+            .filter(|it| StepStatus::of(it) == StepStatus::Completed)
             .map(|it| it.get("output").cloned().unwrap_or(Value::Null))
             .collect();
         if outputs.len() as i64 != expected {
@@ -939,7 +948,7 @@ impl Engine {
         let (Some(run), Some(agg)) = (got.next().flatten(), got.next().flatten()) else {
             return Ok(Handled::done());
         };
-        if run.str("status") != Some("running") || agg.str("status") != Some("collecting") {
+        if RunStatus::of(&run) != RunStatus::Running || StepStatus::of(&agg) != StepStatus::Collecting {
             return Ok(Handled::done());
         }
         let n = agg.i64("expected").unwrap_or(0) as usize;
@@ -954,7 +963,7 @@ impl Engine {
                 key: keys::step(run_id, key),
                 update: guard
                     .stamp(Update::default(), key)
-                    .set("status", "sleeping")
+                    .set("status", StepStatus::Sleeping)
                     .set("wake_at", wake)
                     .set("slept_ms", d.as_millis() as i64)
                     .remove("claim")
@@ -994,7 +1003,7 @@ impl Engine {
                 key: keys::step(run_id, key),
                 update: guard
                     .stamp(Update::default(), key)
-                    .set("status", "pending")
+                    .set("status", StepStatus::Pending)
                     .set("error", err.to_json())
                     .set("not_before", now + delay_ms as i64)
                     .remove("claim")
@@ -1021,8 +1030,11 @@ impl Engine {
     /// had no item yet gets one.
     pub(crate) async fn cancel_step(&self, run_id: &str, key: &str, cond: Cond) -> Result<()> {
         let now = now_ms();
-        let mut upd =
-            Update::default().set("status", "cancelled").set("finished_at", now).remove("claim").remove("lease_until");
+        let mut upd = Update::default()
+            .set("status", StepStatus::Cancelled)
+            .set("finished_at", now)
+            .remove("claim")
+            .remove("lease_until");
         if cond == Cond::NotExists {
             upd = materialize(upd, key, now);
         }
@@ -1034,7 +1046,7 @@ impl Engine {
 
     /// Pending steps that follow `key` in the graph (their messages may never have been sent).
     async fn pending_successors(&self, snap: &Snapshot, key: &str) -> Result<Vec<Msg>> {
-        if snap.run_status() != "running" {
+        if snap.run_status() != RunStatus::Running {
             return Ok(Vec::new());
         }
         let acct = snap.run.str("account_id").unwrap_or_default();
@@ -1055,10 +1067,10 @@ impl Engine {
                     if base != e.to {
                         continue;
                     }
-                    match s.str("status") {
-                        Some("pending") => out.push(Msg::step_of(&snap.run, k)),
-                        Some("skipped") => frontier.push(e.to.clone()),
-                        Some("completed") if !k.contains('[') && k == &e.to => frontier.push(e.to.clone()),
+                    match StepStatus::of(s) {
+                        StepStatus::Pending => out.push(Msg::step_of(&snap.run, k)),
+                        StepStatus::Skipped => frontier.push(e.to.clone()),
+                        StepStatus::Completed if !k.contains('[') && k == &e.to => frontier.push(e.to.clone()),
                         _ => {}
                     }
                 }
@@ -1071,17 +1083,17 @@ impl Engine {
     async fn finalize(&self, run_id: &str) -> Result<()> {
         // Most calls find steps still active: the run item alone says so.
         let Some(run) = self.store.get(&keys::run(run_id)).await? else { return Ok(()) };
-        if run.str("status") != Some("running") || run.i64("active").unwrap_or(0) > 0 {
+        if RunStatus::of(&run) != RunStatus::Running || run.i64("active").unwrap_or(0) > 0 {
             return Ok(());
         }
         let snap = Snapshot::require(&*self.store, run_id).await?;
-        if snap.run_status() != "running" || snap.run.i64("active").unwrap_or(0) > 0 {
+        if snap.run_status() != RunStatus::Running || snap.run.i64("active").unwrap_or(0) > 0 {
             return Ok(());
         }
-        if let Some((k, _)) = snap.steps.iter().find(|(_, s)| !is_terminal_step(s.str("status").unwrap_or(""))) {
+        if let Some((k, _)) = snap.steps.iter().find(|(_, s)| !StepStatus::of(s).is_terminal()) {
             // A join still counting, with nothing active to complete it, would be an engine
             // bug; leave the run running and loud in the logs rather than guess an output.
-            if snap.steps.get(k).and_then(|s| s.str("status")) != Some("joining") {
+            if !snap.steps.get(k).is_some_and(|s| StepStatus::of(s) == StepStatus::Joining) {
                 return Ok(());
             }
             warn!(step_key = %k, "run has no active steps but an unresolved join");
@@ -1098,7 +1110,7 @@ impl Engine {
         let mut writes = vec![Write::Update {
             key: keys::run(run_id),
             update: upd.set("updated_at", now),
-            cond: Some(Cond::And(vec![Cond::eq("status", "running"), Cond::Le("active".into(), json!(0))])),
+            cond: Some(Cond::And(vec![Cond::eq("status", RunStatus::Running), Cond::Le("active".into(), json!(0))])),
         }];
         writes.extend(rest);
         match self.store.transact(writes).await {
@@ -1121,13 +1133,13 @@ impl Engine {
         graph: &crate::model::Graph,
         now: i64,
         own: Option<&str>,
-    ) -> Result<(Update, Vec<Write>, Option<callbacks::Outbox>)> {
+    ) -> Result<(Update, Vec<Write>, Option<super::deliveries::Outbox>)> {
         let acct = snap.run.str("account_id").unwrap_or_default();
         let last = self.output_of(run_id, snap, graph, own).await?;
         let last = last.as_ref();
         let output = last.and_then(|s| s.get("output")).cloned().unwrap_or(Value::Null);
         let mut upd =
-            Update::default().set("status", "completed").set("output", output.clone()).set("finished_at", now);
+            Update::default().set("status", RunStatus::Completed).set("output", output.clone()).set("finished_at", now);
         if let Some(s) = last.and_then(|s| s.get("response_status")) {
             upd = upd.set("response_status", s.clone());
         }
@@ -1149,26 +1161,27 @@ impl Engine {
 
     async fn handle_sweep(&self, run_id: &str) -> Result<Handled> {
         let Some(snap) = Snapshot::load(&*self.store, run_id).await? else { return Ok(Handled::ack(Vec::new())) };
-        if snap.run_status() != "running" {
+        if snap.run_status() != RunStatus::Running {
             return Ok(Handled::ack(Vec::new()));
         }
         let now = now_ms();
-        let publish = snap
-            .steps
-            .iter()
-            .filter(|(_, s)| match s.str("status") {
-                Some("pending") => true,
-                Some("running") => s.i64("lease_until").unwrap_or(0) < now,
-                _ => false,
-            })
-            .map(|(k, _)| Msg::step_of(&snap.run, k))
-            // A split still collecting: its items go out again (finished ones only ack).
-            .chain(snap.steps.iter().filter(|(_, s)| s.str("status") == Some("collecting")).map(|(k, _)| Msg::Fan {
-                r: run_id.to_string(),
-                s: k.clone(),
-                f: 0,
-            }))
-            .collect();
+        let publish =
+            snap.steps
+                .iter()
+                .filter(|(_, s)| match StepStatus::of(s) {
+                    StepStatus::Pending => true,
+                    StepStatus::Running => s.i64("lease_until").unwrap_or(0) < now,
+                    _ => false,
+                })
+                .map(|(k, _)| Msg::step_of(&snap.run, k))
+                // A split still collecting: its items go out again (finished ones only ack).
+                .chain(
+                    snap.steps
+                        .iter()
+                        .filter(|(_, s)| StepStatus::of(s) == StepStatus::Collecting)
+                        .map(|(k, _)| Msg::Fan { r: run_id.to_string(), s: k.clone(), f: 0 }),
+                )
+                .collect();
         Ok(Handled::ack(publish))
     }
 }
@@ -1200,14 +1213,14 @@ impl Engine {
             .iter()
             .filter_map(|b| snap.steps.get(*b).map(|s| (*b, s.clone())))
             .chain(unread.iter().copied().zip(fetched).filter_map(|(b, s)| s.map(|s| (b, s))))
-            .filter(|(_, s)| s.str("status") == Some("completed"))
+            .filter(|(_, s)| StepStatus::of(s) == StepStatus::Completed)
             .collect();
         let position = |k: &str| graph.blocks.iter().position(|b| b.id == k).unwrap_or(0);
         found.sort_by_key(|(k, s)| (s.i64("finished_at").unwrap_or(0), position(k)));
         if let Some((_, s)) = found.pop() {
             return Ok(Some(s));
         }
-        if let Some(s) = own.and_then(|k| snap.steps.get(k)).filter(|s| s.str("status") == Some("completed")) {
+        if let Some(s) = own.and_then(|k| snap.steps.get(k)).filter(|s| StepStatus::of(s) == StepStatus::Completed) {
             return Ok(Some(s.clone()));
         }
         let mut merged = Snapshot::require(&*self.store, run_id).await?;
@@ -1223,11 +1236,11 @@ impl Engine {
 /// step none of whose successors completed (a sink of what ran); among several such sinks
 /// (parallel branches), the latest to finish, ties broken by the order of the blocks.
 fn output_step<'a>(snap: &'a Snapshot, graph: &crate::model::Graph) -> Option<&'a Item> {
-    let done = |k: &str| snap.steps.get(k).and_then(|s| s.str("status")) == Some("completed");
+    let done = |k: &str| snap.steps.get(k).is_some_and(|s| StepStatus::of(s) == StepStatus::Completed);
     let position = |k: &str| graph.blocks.iter().position(|b| b.id == k).unwrap_or(0);
     let rank = |k: &str, s: &Item| (s.i64("finished_at").unwrap_or(0), position(k));
     let completed: Vec<(&String, &Item)> =
-        snap.steps.iter().filter(|(k, s)| !k.contains('[') && s.str("status") == Some("completed")).collect();
+        snap.steps.iter().filter(|(k, s)| !k.contains('[') && StepStatus::of(s) == StepStatus::Completed).collect();
     let responses = completed.iter().filter(|(k, _)| graph.block(k).is_some_and(|b| b.kind == "response"));
     if let Some((_, s)) = responses.max_by_key(|(k, s)| rank(k, s)) {
         return Some(s);
