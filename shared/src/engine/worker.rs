@@ -350,9 +350,7 @@ impl Engine {
                 .await?;
             return Ok(Handled::ack(publish.unwrap_or_default()));
         }
-        let acct = snap.run.str("account_id").unwrap_or_default();
-        let wf = snap.run.str("workflow_id").unwrap_or_default();
-        let pinned = self.pinned(acct, wf, snap.run.i64("version").unwrap_or(1) as u64).await?;
+        let pinned = self.pinned_of(&snap.run).await?;
         let block_id = step.str("block").unwrap_or(key).to_string();
         let Some(block) = pinned.graph.block(&block_id).cloned() else {
             return Err(Error::Internal(format!("step {key} names unknown block {block_id}")));
@@ -631,7 +629,9 @@ impl Engine {
         Err(Error::Conflict(format!("the commit of {run_id}/{key} kept conflicting with other commits")))
     }
 
-    /// One try at committing the end of a (non-item) step, planned on `snap`.
+    /// One try at committing the end of a (non-item) step, planned on `snap`: what the end
+    /// implies for the graph ([`Self::plan_end`]), then either a hand-over (one write) or a
+    /// transaction that also moves the run ([`Self::run_change`]).
     async fn commit(
         &self,
         run_id: &str,
@@ -641,13 +641,12 @@ impl Engine {
         extra: &[Write],
         snap: &Snapshot,
     ) -> Result<Commit> {
-        let acct = snap.run.str("account_id").unwrap_or_default();
-        let wf = snap.run.str("workflow_id").unwrap_or_default();
-        let pinned = self.pinned(acct, wf, snap.run.i64("version").unwrap_or(1) as u64).await?;
-        let block_id = snap.steps[key].str("block").unwrap_or(key).to_string();
-        let block = pinned.graph.block(&block_id);
         let now = now_ms();
-        let mut writes: Vec<Write> = extra.to_vec();
+        let end = match self.plan_end(run_id, key, finish, snap, now).await? {
+            Ok(end) => end,
+            Err(m) => return Ok(Commit::Unresolvable(m)),
+        };
+        let StepEnd { own, mut writes, active_delta, publish, run_fails } = end;
         let waiting_delta = match guard {
             Guard::Waiting(t)
                 if snap.tasks.get(t).is_some_and(|t| super::wait::is_human(t.str("kind").unwrap_or(""))) =>
@@ -656,6 +655,49 @@ impl Engine {
             }
             _ => 0,
         };
+        if extra.is_empty() && writes.is_empty() && waiting_delta == 0 && active_delta == 0 && run_fails.is_none() {
+            return self.hand_over(run_id, key, guard, own, publish).await;
+        }
+        writes.splice(0..0, extra.iter().cloned());
+        writes.push(Write::Update {
+            key: keys::step(run_id, key),
+            update: guard.stamp(own, key),
+            cond: Some(guard.cond()),
+        });
+        let change = RunChange { active_delta, waiting_delta, fails: run_fails };
+        let (run_write, outbox, completes) =
+            self.run_change(run_id, key, guard, snap, &change, &mut writes, now).await?;
+        writes.push(run_write);
+        match self.store.transact(writes).await {
+            Ok(()) => {
+                self.flush_outbox(outbox).await;
+                if change.fails.is_none() && !completes && active_delta < 0 {
+                    // Parallel commits may each have seen another still active.
+                    self.finalize(run_id).await?;
+                }
+                Ok(Commit::Landed(publish))
+            }
+            Err(Error::Conflict(_)) => Ok(Commit::Lost),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// What the end of step `key` implies, planned on `snap`: its own item's update, the
+    /// successors (pending, skipped, join counters; a split's collection), the change of the
+    /// run's active count, the messages to send, and whether the run fails with it.
+    /// `Err(message)`: an edge's `when` cannot be evaluated.
+    async fn plan_end(
+        &self,
+        run_id: &str,
+        key: &str,
+        finish: &Finish,
+        snap: &Snapshot,
+        now: i64,
+    ) -> Result<std::result::Result<StepEnd, String>> {
+        let pinned = self.pinned_of(&snap.run).await?;
+        let block_id = snap.steps[key].str("block").unwrap_or(key).to_string();
+        let block = pinned.graph.block(&block_id);
+        let mut writes: Vec<Write> = Vec::new();
         // `step.completed` events are read from the step items (`runs::run_events`); this
         // orders them among the events of the same millisecond.
         let ev_seq = snap.event_seq() as i64;
@@ -684,7 +726,7 @@ impl Engine {
                     writes.push(w);
                     fan_out = msgs;
                 } else if let Err(m) = plan.resolve_outgoing(&block_id, false) {
-                    return Ok(Commit::Unresolvable(m));
+                    return Ok(Err(m));
                 }
             }
             Finish::Failed(err) => {
@@ -709,45 +751,61 @@ impl Engine {
         }
         let planned = plan.finish();
         let own = planned.lazy.onto(own);
-        let active_delta = planned.active_delta;
+        writes.extend(planned.writes);
         let mut publish: Vec<Msg> = planned.publish.iter().map(|s| Msg::named_by(&snap.run, s, ev_seq)).collect();
         publish.extend(fan_out);
-        if writes.is_empty()
-            && planned.writes.is_empty()
-            && waiting_delta == 0
-            && active_delta == 0
-            && run_fails.is_none()
-        {
-            // A linear hand-over: this step's own item is the whole commit. The successor is
-            // named in `next` and gets its item on its first claim (the snapshot shows it
-            // pending meanwhile); the run's counters do not change, so the run item is not
-            // written. One write instead of a four-item transaction.
-            return match self.store.update(&keys::step(run_id, key), guard.stamp(own, key), Some(guard.cond())).await {
-                Ok(_) => Ok(Commit::Landed(publish)),
-                Err(Error::Conflict(_)) => Ok(Commit::Lost),
-                Err(e) => Err(e),
-            };
+        Ok(Ok(StepEnd { own, writes, active_delta: planned.active_delta, publish, run_fails }))
+    }
+
+    /// A linear hand-over: this step's own item is the whole commit. The successor is named
+    /// in `next` and gets its item on its first claim (the snapshot shows it pending
+    /// meanwhile); the run's counters do not change, so the run item is not written. One
+    /// write instead of a four-item transaction.
+    async fn hand_over(
+        &self,
+        run_id: &str,
+        key: &str,
+        guard: &Guard,
+        own: Update,
+        publish: Vec<Msg>,
+    ) -> Result<Commit> {
+        match self.store.update(&keys::step(run_id, key), guard.stamp(own, key), Some(guard.cond())).await {
+            Ok(_) => Ok(Commit::Landed(publish)),
+            Err(Error::Conflict(_)) => Ok(Commit::Lost),
+            Err(e) => Err(e),
         }
-        writes.push(Write::Update {
-            key: keys::step(run_id, key),
-            update: guard.stamp(own, key),
-            cond: Some(guard.cond()),
-        });
-        writes.extend(planned.writes);
-        let mut run_update = Update::default().set("updated_at", now).add("active", active_delta);
-        if waiting_delta != 0 {
-            run_update = run_update.add("waiting", waiting_delta);
+    }
+
+    /// The run item's part of a step's commit: its counters move, and the run completes
+    /// (when no step is left active, conditional on the counter read), fails, or leaves
+    /// `waiting_human` (the last open task of a person answered). Adds the run's other
+    /// writes (index, events, callback delivery) to `writes`; returns the run item's write,
+    /// the callback deliveries to start after the commit, and whether the run completes.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_change(
+        &self,
+        run_id: &str,
+        key: &str,
+        guard: &Guard,
+        snap: &Snapshot,
+        change: &RunChange,
+        writes: &mut Vec<Write>,
+        now: i64,
+    ) -> Result<(Write, Vec<super::deliveries::Outbox>, bool)> {
+        let acct = snap.run.str("account_id").unwrap_or_default();
+        let mut run_update = Update::default().set("updated_at", now).add("active", change.active_delta);
+        if change.waiting_delta != 0 {
+            run_update = run_update.add("waiting", change.waiting_delta);
         }
         let mut run_cond = Cond::eq("status", RunStatus::Running);
         let mut outbox = Vec::new();
-        // When this commit leaves no step active, it completes the run too, conditional on
-        // the counter it read; otherwise (or if parallel commits raced) `finalize` runs after.
         let snap_active = snap.run.i64("active").unwrap_or(0);
         let mut completes = false;
-        if run_fails.is_none() && active_delta < 0 && snap_active + active_delta <= 0 {
-            let after = snap.after(&writes);
+        if change.fails.is_none() && change.active_delta < 0 && snap_active + change.active_delta <= 0 {
+            let after = snap.after(writes);
             if after.steps.values().all(|s| StepStatus::of(s).is_terminal()) {
-                let (done, mut w, o) = self.completion(run_id, &after, &pinned.graph, now, Some(key)).await?;
+                let graph = &self.pinned_of(&snap.run).await?.graph;
+                let (done, mut w, o) = self.completion(run_id, &after, graph, now, Some(key)).await?;
                 for (k, v) in done.set {
                     run_update.set.insert(k, v);
                 }
@@ -757,7 +815,7 @@ impl Engine {
                 completes = true;
             }
         }
-        if let Some(e) = &run_fails {
+        if let Some(e) = &change.fails {
             run_update = run_update.set("status", RunStatus::Failed).set("error", e.clone()).set("finished_at", now);
             writes.push(index_status(acct, run_id, "failed", now));
             let summary = callbacks::run_summary(&snap.run, "failed", None, Some(e), now);
@@ -765,7 +823,7 @@ impl Engine {
                 writes.push(o.write.clone());
                 outbox.push(o);
             }
-        } else if waiting_delta != 0 && !completes {
+        } else if change.waiting_delta != 0 && !completes {
             let other_open = snap.tasks.iter().any(|(k, t)| {
                 t.str("status") == Some("open")
                     && super::wait::is_human(t.str("kind").unwrap_or(""))
@@ -775,18 +833,15 @@ impl Engine {
                 writes.push(index_status(acct, run_id, "running", now));
             }
         }
-        writes.push(Write::Update { key: keys::run(run_id), update: run_update, cond: Some(run_cond) });
-        match self.store.transact(writes).await {
-            Ok(()) => {
-                self.flush_outbox(outbox).await;
-                if run_fails.is_none() && !completes && active_delta < 0 {
-                    self.finalize(run_id).await?;
-                }
-                Ok(Commit::Landed(publish))
-            }
-            Err(Error::Conflict(_)) => Ok(Commit::Lost),
-            Err(e) => Err(e),
-        }
+        let write = Write::Update { key: keys::run(run_id), update: run_update, cond: Some(run_cond) };
+        Ok((write, outbox, completes))
+    }
+
+    /// The workflow version a run is pinned to.
+    async fn pinned_of(&self, run: &Item) -> Result<std::sync::Arc<super::Pinned>> {
+        let acct = run.str("account_id").unwrap_or_default();
+        let wf = run.str("workflow_id").unwrap_or_default();
+        self.pinned(acct, wf, run.i64("version").unwrap_or(1) as u64).await
     }
 
     /// A split's commit: its collection step (the body block's step, counting the items) and
@@ -1049,9 +1104,7 @@ impl Engine {
         if snap.run_status() != RunStatus::Running {
             return Ok(Vec::new());
         }
-        let acct = snap.run.str("account_id").unwrap_or_default();
-        let wf = snap.run.str("workflow_id").unwrap_or_default();
-        let pinned = self.pinned(acct, wf, snap.run.i64("version").unwrap_or(1) as u64).await?;
+        let pinned = self.pinned_of(&snap.run).await?;
         let block_id = snap.steps.get(key).and_then(|s| s.str("block")).unwrap_or(key).to_string();
         let mut out = Vec::new();
         let mut frontier = vec![block_id];
@@ -1098,13 +1151,7 @@ impl Engine {
             }
             warn!(step_key = %k, "run has no active steps but an unresolved join");
         }
-        let pinned = self
-            .pinned(
-                snap.run.str("account_id").unwrap_or_default(),
-                snap.run.str("workflow_id").unwrap_or_default(),
-                snap.run.i64("version").unwrap_or(1) as u64,
-            )
-            .await?;
+        let pinned = self.pinned_of(&snap.run).await?;
         let now = now_ms();
         let (upd, rest, outbox) = self.completion(run_id, &snap, &pinned.graph, now, None).await?;
         let mut writes = vec![Write::Update {
@@ -1294,6 +1341,25 @@ fn commit_failure(e: &Error) -> Option<StepError> {
         Error::Conflict(m) => Some(StepError::fatal("COMMIT_FAILED", m.clone())),
         _ => None,
     }
+}
+
+/// What the end of a step implies ([`Engine::plan_end`]).
+struct StepEnd {
+    /// The update of the step's own item.
+    own: Update,
+    /// Successors, join counters, a split's collection, events.
+    writes: Vec<Write>,
+    active_delta: i64,
+    publish: Vec<Msg>,
+    /// The run fails with this error.
+    run_fails: Option<Value>,
+}
+
+/// How a commit moves the run item.
+struct RunChange {
+    active_delta: i64,
+    waiting_delta: i64,
+    fails: Option<Value>,
 }
 
 enum Commit {
