@@ -9,7 +9,12 @@
 //! | `standard-webhooks` | `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64> […]` | `{id}.{timestamp}.{body}` | `whsec_<base64>`: the decoded bytes |
 //!
 //! Stripe and Standard Webhooks carry a timestamp: a message more than [`TOLERANCE_SECS`]
-//! away from now (either way) is refused as a replay. Several signatures in one header are
+//! away from now (either way) is refused as a replay. Within that window (and for 24 hours
+//! where there is no timestamp: `hmac-sha256`, `github`), a replay starts nothing new: a
+//! delivery is deduplicated by its signed id (Standard Webhooks' `webhook-id`, a Stripe
+//! event's `id`), else by the SHA-256 of its signed bytes ([`Verified::replay_digest`]); the
+//! repeat answers with the original run. GitHub's `X-GitHub-Delivery` is not signed, so a
+//! GitHub delivery is deduplicated by its body. Several signatures in one header are
 //! the sender rotating keys: any one valid signature is enough.
 //!
 //! Headers come in through a lookup function, so this module never sees HTTP types.
@@ -140,6 +145,11 @@ impl Scheme {
 pub struct Verified {
     /// The sender's id of this delivery (same on every retry), when the scheme has one.
     pub delivery_id: Option<String>,
+    /// SHA-256 (hex) of the signed bytes, for schemes whose id does not travel inside the
+    /// signature (`hmac-sha256`, `github`, `stripe`): a replay of a captured request
+    /// carries the same bytes, whatever unsigned header it changes, so it is deduplicated
+    /// by this digest. `None` for Standard Webhooks, whose signed id already does that.
+    pub replay_digest: Option<String>,
 }
 
 fn unauthorized(m: impl Into<String>) -> Error {
@@ -201,6 +211,15 @@ fn timestamp_in_window(ts: &str, now: i64, name: &str) -> Result<()> {
     Ok(())
 }
 
+fn digest(parts: &[&[u8]]) -> String {
+    use sha2::Digest as _;
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    hex::encode(h.finalize())
+}
+
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
     if s.len() != 64 {
         return None;
@@ -230,7 +249,7 @@ pub fn verify<'a>(
             if !hmac_matches(secret.as_bytes(), &[body], &sig) {
                 return Err(bad());
             }
-            Ok(Verified::default())
+            Ok(Verified { replay_digest: Some(digest(&[body])), ..Verified::default() })
         }
         Scheme::Github => {
             let v = header_of(&get, "x-hub-signature-256")?;
@@ -239,7 +258,8 @@ pub fn verify<'a>(
                 return Err(bad());
             }
             let delivery = get("x-github-delivery").map(str::trim).filter(|d| !d.is_empty() && d.len() <= 200);
-            Ok(Verified { delivery_id: delivery.map(str::to_string) })
+            // `X-GitHub-Delivery` is not signed: a replay may bring a fresh one.
+            Ok(Verified { delivery_id: delivery.map(str::to_string), replay_digest: Some(digest(&[body])) })
         }
         Scheme::Stripe => {
             let v = header_of(&get, "stripe-signature")?;
@@ -264,7 +284,7 @@ pub fn verify<'a>(
             if !ok {
                 return Err(bad());
             }
-            Ok(Verified::default())
+            Ok(Verified { replay_digest: Some(digest(&[t.as_bytes(), b".", body])), ..Verified::default() })
         }
         Scheme::StandardWebhooks => {
             let id = header_of(&get, "webhook-id")?;
@@ -288,7 +308,7 @@ pub fn verify<'a>(
             if !ok {
                 return Err(bad());
             }
-            Ok(Verified { delivery_id: Some(id.to_string()) })
+            Ok(Verified { delivery_id: Some(id.to_string()), replay_digest: None })
         }
     }
 }

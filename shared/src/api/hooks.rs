@@ -246,13 +246,18 @@ async fn app_webhook(
         .then(|| parsed.get("id").and_then(Value::as_str).filter(|s| !s.is_empty() && s.len() <= 200))
         .flatten()
         .map(str::to_string);
-    let delivery = verified.delivery_id.or(stripe_event);
+    let delivery = verified.delivery_id.or(stripe_event.clone());
     if let Some(d) = &delivery {
         meta.insert("delivery_id".into(), json!(d));
     }
-    let idempotency_key = match (delivery, idempotency_header(&headers)?) {
-        (Some(d), _) => Some(format!("app:{id}:{d}")),
-        (None, h) => h.map(|k| format!("app:{id}:{k}")),
+    // A replay of a signed request is its first delivery again (`signature` module doc): by
+    // the signed id where there is one, else by the digest of the signed bytes, which no
+    // header of the caller's can change. Only unsigned apps go by the caller's key.
+    let idempotency_key = match (stripe_event, verified.replay_digest, delivery, idempotency_header(&headers)?) {
+        (Some(event), _, _, _) => Some(format!("app:{id}:{event}")),
+        (None, Some(digest), _, _) => Some(format!("app:{id}:sig:{digest}")),
+        (None, None, Some(d), _) => Some(format!("app:{id}:{d}")),
+        (None, None, None, h) => h.map(|k| format!("app:{id}:{k}")),
     };
     let rl = rate_limit(&state, &id).await?;
     let req = StartRequest { input, idempotency_key, metadata, callback_url: None, source: "app".into() };

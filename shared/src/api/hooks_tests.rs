@@ -544,8 +544,16 @@ async fn an_app_checks_x_signature_256_over_the_raw_body() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert_eq!(r.body["input"], json!({"amount": 3, "task": "ship it"}));
     assert_eq!(r.body["metadata"]["app_id"], json!(app));
-    let r = t.door(&format!("/api/webhooks/{app}"), &[JSON, ("x-signature-256", &sig)], body).await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    // A replay of the signed request (at the other path, with a key of the replayer's own)
+    // starts nothing: the digest of the signed body makes it the first delivery again.
+    let replay = t.door(&format!("/api/webhooks/{app}"), &[JSON, ("x-signature-256", &sig)], body).await;
+    assert_eq!((replay.status, replay.run_id()), (StatusCode::OK, r.run_id()), "{}", replay.body);
+    let replay = t.door(&uri, &[JSON, ("x-signature-256", &sig), ("idempotency-key", "fresh-key")], body).await;
+    assert_eq!((replay.status, replay.run_id()), (StatusCode::OK, r.run_id()), "{}", replay.body);
+    let body2 = r#"{"workflow_id":"orders",  "input": {"amount": 4}}"#;
+    let sig2 = format!("sha256={}", hex_hmac(b"acme-secret-1", &[body2.as_bytes()]));
+    let next = t.door(&uri, &[JSON, ("x-signature-256", &sig2)], body2).await;
+    assert_eq!(next.status, StatusCode::CREATED, "another body is another delivery: {}", next.body);
 
     let wrong = format!("sha256={}", hex_hmac(b"not-the-secret", &[body.as_bytes()]));
     t.door(&uri, &[JSON, ("x-signature-256", &wrong)], body).await.expect(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
@@ -599,7 +607,13 @@ async fn a_github_redelivery_returns_the_original_run() {
     let again = t.door(&uri, &h("d-1"), body).await;
     assert_eq!(again.status, StatusCode::OK, "{}", again.body);
     assert_eq!(again.run_id(), first.run_id());
-    let other = t.door(&uri, &h("d-2"), body).await;
+    // `X-GitHub-Delivery` is not signed: a replay with a fresh one is still the same body.
+    let replay = t.door(&uri, &h("d-2"), body).await;
+    assert_eq!((replay.status, replay.run_id()), (StatusCode::OK, first.run_id()), "{}", replay.body);
+    let body2 = r#"{"action": "closed", "number": 7}"#;
+    let sig2 = format!("sha256={}", hex_hmac(b"gh-secret-xyz", &[body2.as_bytes()]));
+    let other =
+        t.door(&uri, &[JSON, ("x-hub-signature-256", sig2.as_str()), ("x-github-delivery", "d-3")], body2).await;
     assert_eq!(other.status, StatusCode::CREATED);
     assert_ne!(other.run_id(), first.run_id());
     let runs = t.api(Method::GET, "/api/v1/runs?workflow_id=gh", None).await;
@@ -640,6 +654,14 @@ async fn stripe_signatures_are_checked_with_their_timestamp() {
     let r = t.door(&uri, &[JSON, ("stripe-signature", &header(now - 301))], body).await;
     r.expect(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
     assert!(r.message().contains("tolerance"), "{}", r.body);
+    // An event without an id, replayed within the tolerance: the same signed bytes.
+    let bare = r#"{"type": "ping"}"#;
+    let ts = now.to_string();
+    let sig = format!("t={ts},v1={}", hex_hmac(secret.as_bytes(), &[ts.as_bytes(), b".", bare.as_bytes()]));
+    let first = t.door(&uri, &[JSON, ("stripe-signature", &sig)], bare).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let replay = t.door(&uri, &[JSON, ("stripe-signature", &sig)], bare).await;
+    assert_eq!((replay.status, replay.run_id()), (StatusCode::OK, first.run_id()), "{}", replay.body);
 }
 
 #[tokio::test]

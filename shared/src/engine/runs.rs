@@ -154,7 +154,13 @@ impl Engine {
         if !metadata.is_object() {
             return Err(Error::validation_at(vec![json!("metadata")], "`metadata` must be an object"));
         }
-        let fingerprint = ids::hash_secret(&serde_json::to_string(&json!([input, metadata]))?);
+        // What a repeat of the key must match. Not the sender's delivery id: an app's signed
+        // delivery replayed with another (unsigned) id is the same delivery (`api::hooks`).
+        let mut compared = metadata.clone();
+        if let Some(m) = compared.as_object_mut() {
+            m.remove("delivery_id");
+        }
+        let fingerprint = ids::hash_secret(&serde_json::to_string(&json!([input, compared]))?);
         let idem_key = match &req.idempotency_key {
             Some(k) if k.is_empty() || k.len() > 255 => {
                 return Err(Error::validation_at(vec![json!("idempotencyKey")], "must be 1..=255 characters"));
