@@ -37,6 +37,15 @@ pub fn ms_to_rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// A fresh wait token for a block to hand out (256 bits), and the hash to put in its
+/// `blocks::WaitSpec`: only the hash is stored, and the engine resumes the wait with the
+/// token (`Engine::resume_by_token`).
+pub fn new_wait_token() -> (String, String) {
+    let token = new_secret("wt");
+    let hash = hash_secret(&token);
+    (token, hash)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ pub mod config;
 pub mod duration;
 pub mod engine;
 pub mod error;
+pub mod graph;
 pub mod ids;
 pub mod keys;
 pub mod metrics;

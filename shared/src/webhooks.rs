@@ -16,7 +16,7 @@
 //!   otherwise refused with 409.
 
 use crate::error::{Error, Result};
-use crate::model::Graph;
+use crate::graph::Graph;
 use crate::store::{Cond, Item, Store, Update, Write};
 use crate::{ids, keys};
 use serde_json::{Map, Value, json};

@@ -15,7 +15,7 @@ use std::time::Duration;
 #[cfg(feature = "js")]
 use {
     super::{BlockContext, Outcome, StepError, invalid},
-    crate::model::Block,
+    crate::graph::Block,
     rquickjs::function::Rest,
     rquickjs::{Context, Ctx, Function, Runtime, Value as JsValue},
     serde_json::json,

@@ -2,7 +2,7 @@
 
 use super::{Outcome, StepError, invalid, render};
 use crate::duration::delay_of;
-use crate::model::Block;
+use crate::graph::Block;
 use serde_json::Value;
 
 pub(super) fn run(block: &Block, data: &Value) -> Result<Outcome, StepError> {

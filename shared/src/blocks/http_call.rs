@@ -11,7 +11,7 @@
 //! `POST /api/v1/callback` (the engine's wait primitive).
 
 use super::{BlockContext, Outcome, StepError, WaitSpec, invalid, render};
-use crate::model::Block;
+use crate::graph::Block;
 use serde_json::{Map, Value, json};
 use std::time::Duration;
 
@@ -310,7 +310,7 @@ async fn execute(block: &Block, cx: &BlockContext<'_>) -> Result<Outcome, StepEr
     let wants_callback = c.get("async").and_then(Value::as_bool).unwrap_or(false);
     let mut callback = None;
     let cfg = if wants_callback {
-        let (token, hash) = crate::engine::new_wait_token();
+        let (token, hash) = crate::ids::new_wait_token();
         let url = format!("{}/api/v1/callback?token={token}", cx.services.public_url.trim_end_matches('/'));
         let mut data = cx.data.clone();
         data["callback"] = json!({"url": url, "token": token});

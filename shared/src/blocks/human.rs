@@ -2,7 +2,7 @@
 
 use super::{Outcome, StepError, WaitSpec, invalid, render};
 use crate::duration::parse_duration;
-use crate::model::Block;
+use crate::graph::Block;
 use serde_json::{Value, json};
 
 pub(super) fn run(block: &Block, data: &Value) -> Result<Outcome, StepError> {

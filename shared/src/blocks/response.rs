@@ -1,7 +1,7 @@
 //! `response`: the body (and optionally status and headers) a sync caller gets.
 
 use super::{Outcome, StepError, invalid, render};
-use crate::model::Block;
+use crate::graph::Block;
 use serde_json::Value;
 
 pub(super) fn run(block: &Block, data: &Value) -> Result<Outcome, StepError> {

@@ -2,7 +2,7 @@
 //! item (the engine fans out and collects).
 
 use super::{Outcome, StepError, render, type_name};
-use crate::model::Block;
+use crate::graph::Block;
 use serde_json::Value;
 
 /// Largest array a split fans out over.

@@ -1,7 +1,7 @@
 //! `transform`: `config.mapping`, an object of templates, rendered into the output.
 
 use super::{Outcome, StepError, render};
-use crate::model::Block;
+use crate::graph::Block;
 use serde_json::{Value, json};
 
 pub(super) fn run(block: &Block, data: &Value) -> Result<Outcome, StepError> {

@@ -20,11 +20,11 @@ mod worker;
 #[cfg(test)]
 mod tests;
 
+pub use crate::ids::new_wait_token;
 pub use reads::{Needs, Reads, StepRefs, step_refs};
 pub use runs::{RunFilter, StartRequest, Started, SyncResult};
 pub use snapshot::{LAZY, Snapshot, is_terminal_run, is_terminal_step};
 pub use state::{RunStatus, StepStatus};
-pub use wait::new_wait_token;
 pub use worker::Handled;
 
 use crate::adapters::http::{GuardedHttp, HttpTransport};

@@ -28,13 +28,6 @@ pub(crate) fn is_human(kind: &str) -> bool {
     matches!(kind, "question" | "approval")
 }
 
-/// A fresh wait token for a block to hand out, and the hash to put in its [`WaitSpec`].
-pub fn new_wait_token() -> (String, String) {
-    let token = crate::ids::new_secret("wt");
-    let hash = crate::ids::hash_secret(&token);
-    (token, hash)
-}
-
 impl Engine {
     /// Puts a claimed step to waiting: the wait record (and its token's lookup), the step's
     /// status, the run's counters, the event and, for a person, the `run.waiting_human`
