@@ -1,18 +1,31 @@
 //! The durable engine (DESIGN.md §3), written once against the Store and Queue ports.
 //!
-//! A step message names `(run_id, step_key)` and nothing else. Per message the worker loads
-//! the run snapshot, claims the step with a conditional write, runs the block, and commits
-//! the result together with its successors in one conditional write (a linear hand-over) or
-//! transaction (anything else); only then are the successors enqueued and the message
-//! acknowledged. Any crash in between ends in a redelivery that reaches the same state:
-//! at-least-once delivery, exactly-once commit.
+//! A step message names `(run_id, step_key)` and what its worker needs to know to read only
+//! that step's part of the run (`reads`). Per message the worker reads that part, claims the
+//! step with a conditional write, runs the block, and commits the result together with its
+//! successors in one conditional write (a linear hand-over) or transaction (anything else);
+//! only then are the successors enqueued and the message acknowledged. Any crash in between
+//! ends in a redelivery that reaches the same state: at-least-once delivery, exactly-once
+//! commit.
+//!
+//! Where things are, in the order a step meets them:
+//! - `worker`: a message's way through: read (`step_snapshot`), claim, execute, and commit
+//!   (`finish_step` → `plan_end`, then `hand_over` or a transaction with `run_change`);
+//! - `reads` and `snapshot`: what a step reads, and the view of the run it decides on;
+//! - `plan`: successors, join counters and skipped branches of one commit;
+//! - `split`: a split's collection and its items; `wait`: every wait (people, callbacks);
+//! - `finish`: completing a run and choosing its output; `runs`: starting, viewing,
+//!   cancelling and redriving runs; `deliveries`: outbound callbacks' outbox and attempts;
+//! - `state`: the step and run states.
 
 mod deliveries;
+mod finish;
 mod logs;
 mod plan;
 mod reads;
 mod runs;
 mod snapshot;
+mod split;
 mod state;
 mod wait;
 mod worker;

@@ -3,15 +3,16 @@
 
 use super::plan::{Plan, event_write};
 use super::snapshot::{Snapshot, is_lazy};
+use super::split::ItemCommit;
 use super::state::{RunStatus, StepStatus};
-use super::{Engine, FAN_CHUNK, Msg, StepHint, now_ms};
+use super::{Engine, Msg, StepHint, now_ms};
 use crate::blocks::{self, BlockContext, Outcome as BlockOutcome, StepError};
 use crate::callbacks;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::model::Block;
 use crate::queue::{MAX_DELAY, Outcome};
-use crate::store::{Attrs, Cond, Item, MAX_PAYLOAD_BYTES, Query, Update, Write, query_all};
+use crate::store::{Cond, Item, MAX_PAYLOAD_BYTES, Update, Write};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -838,176 +839,10 @@ impl Engine {
     }
 
     /// The workflow version a run is pinned to.
-    async fn pinned_of(&self, run: &Item) -> Result<std::sync::Arc<super::Pinned>> {
+    pub(super) async fn pinned_of(&self, run: &Item) -> Result<std::sync::Arc<super::Pinned>> {
         let acct = run.str("account_id").unwrap_or_default();
         let wf = run.str("workflow_id").unwrap_or_default();
         self.pinned(acct, wf, run.i64("version").unwrap_or(1) as u64).await
-    }
-
-    /// A split's commit: its collection step (the body block's step, counting the items) and
-    /// the first item messages. Item steps get no write: each is claimed into being (see
-    /// `Snapshot::load_for`), so a split of any width is one write here.
-    fn split_writes(
-        &self,
-        run_id: &str,
-        split_key: &str,
-        output: &Value,
-        plan: &mut Plan<'_>,
-        ev_seq: i64,
-        now: i64,
-    ) -> Result<(Write, Vec<Msg>)> {
-        let n = output.as_array().map(Vec::len).unwrap_or(0);
-        let body = plan
-            .graph
-            .outgoing(split_key)
-            .find(|e| !e.is_error())
-            .map(|e| e.to.clone())
-            .ok_or_else(|| Error::Internal(format!("split {split_key} has no body")))?;
-        // The split completed: its error edges are not taken.
-        plan.skip_error_edges(split_key);
-        let mut agg = Attrs::new();
-        agg.insert("block".into(), json!(body));
-        agg.insert("split".into(), json!(split_key));
-        agg.insert("expected".into(), json!(n));
-        agg.insert("done".into(), json!(0));
-        agg.insert("created_at".into(), json!(now));
-        let mut msgs = Vec::new();
-        if n == 0 {
-            agg.insert("status".into(), Value::from(StepStatus::Completed));
-            agg.insert("output".into(), json!([]));
-            agg.insert("finished_at".into(), json!(now));
-            agg.insert("ev_seq".into(), json!(ev_seq + 1));
-            let lazy = plan
-                .resolve_also(&body, json!({"status": "completed", "output": []}), false)
-                .map_err(Error::Internal)?;
-            if let Some(next) = (!lazy.next.is_empty()).then(|| json!(lazy.next)) {
-                agg.insert("next".into(), next);
-            }
-            if let Some(skip) = (!lazy.skip.is_empty()).then(|| json!(lazy.skip)) {
-                agg.insert("skip".into(), skip);
-            }
-        } else {
-            agg.insert("status".into(), Value::from(StepStatus::Collecting));
-            // The collection is the active step until its last item is in.
-            plan.active_delta += 1;
-            msgs = fan_messages(&plan.snap.run, &body, 0, n);
-        }
-        Ok((Write::Put { item: Item::new(keys::step(run_id, &body), agg), cond: Some(Cond::NotExists) }, msgs))
-    }
-
-    /// One try at committing the end of one of a split's item steps. A completed item counts
-    /// itself on its collection (an atomic add, so items never race each other); the item
-    /// that finds the count full makes the collection. A failed item fails the collection,
-    /// which then goes through the body block's error edges or fails the run; items still in
-    /// flight end `cancelled` when they come back.
-    async fn finish_item(
-        &self,
-        run_id: &str,
-        key: &str,
-        body: &str,
-        guard: &Guard,
-        finish: &Finish,
-        snap: &Snapshot,
-    ) -> Result<ItemCommit> {
-        let now = now_ms();
-        let index = keys::split_item(key).map(|(_, i)| i).unwrap_or(0);
-        let collecting = snap.steps.get(body).is_some_and(|a| StepStatus::of(a) == StepStatus::Collecting);
-        if !collecting {
-            // The collection ended (an item failed, or the run was redriven meanwhile).
-            let upd = Update::default()
-                .set("status", StepStatus::Cancelled)
-                .set("finished_at", now)
-                .set("index", index)
-                .remove("claim")
-                .remove("lease_until");
-            match self.store.update(&keys::step(run_id, key), guard.stamp(upd, key), Some(guard.cond())).await {
-                Ok(_) | Err(Error::Conflict(_)) => return Ok(ItemCommit::Done(Vec::new())),
-                Err(e) => return Err(e),
-            }
-        }
-        let own = Update::default().set("finished_at", now).set("index", index).remove("claim").remove("lease_until");
-        match finish {
-            Finish::Completed { output, .. } => {
-                let writes = vec![
-                    Write::Update {
-                        key: keys::step(run_id, key),
-                        update: guard
-                            .stamp(own.set("status", StepStatus::Completed).set("output", output.clone()), key),
-                        cond: Some(guard.cond()),
-                    },
-                    Write::Update {
-                        key: keys::step(run_id, body),
-                        update: Update::default().add("done", 1),
-                        cond: Some(Cond::eq("status", StepStatus::Collecting)),
-                    },
-                    Write::Check { key: keys::run(run_id), cond: Cond::eq("status", RunStatus::Running) },
-                ];
-                match self.store.transact(writes).await {
-                    Ok(()) => Ok(ItemCommit::Done(self.collect_if_done(run_id, body).await?)),
-                    Err(Error::Conflict(_)) => Ok(ItemCommit::Retry),
-                    Err(e) => Err(e),
-                }
-            }
-            Finish::Failed(err) => {
-                let own_write = Write::Update {
-                    key: keys::step(run_id, key),
-                    update: guard.stamp(own.set("status", StepStatus::Failed).set("error", err.to_json()), key),
-                    cond: Some(guard.cond()),
-                };
-                let err = StepError { message: format!("item {index}: {}", err.message), ..err.clone() };
-                let publish = Box::pin(self.finish_step(
-                    run_id,
-                    body,
-                    Guard::Collecting { complete: None },
-                    Finish::Failed(err),
-                    vec![own_write],
-                    None,
-                ))
-                .await?;
-                match publish {
-                    Some(p) => Ok(ItemCommit::Done(p)),
-                    None => Ok(ItemCommit::Retry),
-                }
-            }
-        }
-    }
-
-    /// Makes a split's collection once every item has completed: reads the items in index
-    /// order and commits their outputs, as an array, as the body block's step. Idempotent:
-    /// only the first of several callers lands it.
-    pub(crate) async fn collect_if_done(&self, run_id: &str, body: &str) -> Result<Vec<Msg>> {
-        let Some(agg) = self.store.get(&keys::step(run_id, body)).await? else { return Ok(Vec::new()) };
-        let expected = agg.i64("expected").unwrap_or(0);
-        if StepStatus::of(&agg) != StepStatus::Collecting || agg.i64("done").unwrap_or(0) < expected {
-            return Ok(Vec::new());
-        }
-        let items = query_all(&*self.store, Query::prefix(keys::run_pk(run_id), keys::items_prefix(body))).await?;
-        let outputs: Vec<Value> = items
-            .iter()
-            .filter(|it| StepStatus::of(it) == StepStatus::Completed)
-            .map(|it| it.get("output").cloned().unwrap_or(Value::Null))
-            .collect();
-        if outputs.len() as i64 != expected {
-            warn!(step_key = %body, expected, completed = outputs.len(), "a full collection does not hold every item");
-            return Ok(Vec::new());
-        }
-        let finish = Finish::Completed { output: Value::Array(outputs), status: None, headers: None };
-        let guard = Guard::Collecting { complete: Some(expected) };
-        let landed = Box::pin(self.finish_step(run_id, body, guard, finish, Vec::new(), None)).await?;
-        Ok(landed.unwrap_or_default())
-    }
-
-    /// Publishes the next chunk of a split's item messages, and the message for the chunk after.
-    async fn handle_fan(&self, run_id: &str, body: &str, from: usize) -> Result<Handled> {
-        let mut got = self.store.get_many(&[keys::run(run_id), keys::step(run_id, body)]).await?.into_iter();
-        let (Some(run), Some(agg)) = (got.next().flatten(), got.next().flatten()) else {
-            return Ok(Handled::done());
-        };
-        if RunStatus::of(&run) != RunStatus::Running || StepStatus::of(&agg) != StepStatus::Collecting {
-            return Ok(Handled::done());
-        }
-        let n = agg.i64("expected").unwrap_or(0) as usize;
-        Ok(Handled::ack(fan_messages(&run, body, from, n)))
     }
 
     async fn sleep_step(&self, run_id: &str, key: &str, run: &Item, guard: Guard, d: Duration) -> Result<()> {
@@ -1132,80 +967,6 @@ impl Engine {
         Ok(out)
     }
 
-    /// Completes the run if no step is left active. Idempotent and safe to call often.
-    async fn finalize(&self, run_id: &str) -> Result<()> {
-        // Most calls find steps still active: the run item alone says so.
-        let Some(run) = self.store.get(&keys::run(run_id)).await? else { return Ok(()) };
-        if RunStatus::of(&run) != RunStatus::Running || run.i64("active").unwrap_or(0) > 0 {
-            return Ok(());
-        }
-        let snap = Snapshot::require(&*self.store, run_id).await?;
-        if snap.run_status() != RunStatus::Running || snap.run.i64("active").unwrap_or(0) > 0 {
-            return Ok(());
-        }
-        if let Some((k, _)) = snap.steps.iter().find(|(_, s)| !StepStatus::of(s).is_terminal()) {
-            // A join still counting, with nothing active to complete it, would be an engine
-            // bug; leave the run running and loud in the logs rather than guess an output.
-            if !snap.steps.get(k).is_some_and(|s| StepStatus::of(s) == StepStatus::Joining) {
-                return Ok(());
-            }
-            warn!(step_key = %k, "run has no active steps but an unresolved join");
-        }
-        let pinned = self.pinned_of(&snap.run).await?;
-        let now = now_ms();
-        let (upd, rest, outbox) = self.completion(run_id, &snap, &pinned.graph, now, None).await?;
-        let mut writes = vec![Write::Update {
-            key: keys::run(run_id),
-            update: upd.set("updated_at", now),
-            cond: Some(Cond::And(vec![Cond::eq("status", RunStatus::Running), Cond::Le("active".into(), json!(0))])),
-        }];
-        writes.extend(rest);
-        match self.store.transact(writes).await {
-            Ok(()) => {
-                self.flush_outbox(outbox.into_iter().collect()).await;
-                Ok(())
-            }
-            Err(Error::Conflict(_)) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// What completing a run writes, given the run as it is once its last step (`own`, when
-    /// a step's commit completes it) committed: the run item's changes (status, output,
-    /// response), and the other writes (index, `run.completed` event, callback delivery).
-    async fn completion(
-        &self,
-        run_id: &str,
-        snap: &Snapshot,
-        graph: &crate::model::Graph,
-        now: i64,
-        own: Option<&str>,
-    ) -> Result<(Update, Vec<Write>, Option<super::deliveries::Outbox>)> {
-        let acct = snap.run.str("account_id").unwrap_or_default();
-        let last = self.output_of(run_id, snap, graph, own).await?;
-        let last = last.as_ref();
-        let output = last.and_then(|s| s.get("output")).cloned().unwrap_or(Value::Null);
-        let mut upd =
-            Update::default().set("status", RunStatus::Completed).set("output", output.clone()).set("finished_at", now);
-        if let Some(s) = last.and_then(|s| s.get("response_status")) {
-            upd = upd.set("response_status", s.clone());
-        }
-        if let Some(h) = last.and_then(|s| s.get("response_headers")) {
-            upd = upd.set("response_headers", h.clone());
-        }
-        let mut writes = vec![
-            index_status(acct, run_id, "completed", now),
-            // Sorts after the step events of the same millisecond.
-            event_write(run_id, now, 999_999, "run.completed", None, Value::Null),
-        ];
-        let summary = callbacks::run_summary(&snap.run, "completed", Some(&output), Some(&Value::Null), now);
-        let outbox = self.callback_outbox(&snap.run, callbacks::RUN_COMPLETED, summary, now).await?;
-        if let Some(o) = &outbox {
-            writes.push(o.write.clone());
-        }
-        Ok((upd, writes, outbox))
-    }
-
     async fn handle_sweep(&self, run_id: &str) -> Result<Handled> {
         let Some(snap) = Snapshot::load(&*self.store, run_id).await? else { return Ok(Handled::ack(Vec::new())) };
         if snap.run_status() != RunStatus::Running {
@@ -1231,84 +992,6 @@ impl Engine {
                 .collect();
         Ok(Handled::ack(publish))
     }
-}
-
-impl Engine {
-    /// [`output_step`] of a run whose snapshot may hold only part of it: the response
-    /// blocks' steps are read (the graph names them), and without a completed one the step
-    /// whose commit completes the run is the last that ran. Only a run that ends on a
-    /// handled failure reads every step.
-    async fn output_of(
-        &self,
-        run_id: &str,
-        snap: &Snapshot,
-        graph: &crate::model::Graph,
-        own: Option<&str>,
-    ) -> Result<Option<Item>> {
-        if !snap.partial {
-            return Ok(output_step(snap, graph).cloned());
-        }
-        let responses: Vec<&str> =
-            graph.blocks.iter().filter(|b| b.kind == "response").map(|b| b.id.as_str()).collect();
-        let unread: Vec<&str> = responses.iter().copied().filter(|b| !snap.steps.contains_key(*b)).collect();
-        let fetched = if unread.is_empty() {
-            Vec::new()
-        } else {
-            self.store.get_many(&unread.iter().map(|b| keys::step(run_id, b)).collect::<Vec<_>>()).await?
-        };
-        let mut found: Vec<(&str, Item)> = responses
-            .iter()
-            .filter_map(|b| snap.steps.get(*b).map(|s| (*b, s.clone())))
-            .chain(unread.iter().copied().zip(fetched).filter_map(|(b, s)| s.map(|s| (b, s))))
-            .filter(|(_, s)| StepStatus::of(s) == StepStatus::Completed)
-            .collect();
-        let position = |k: &str| graph.blocks.iter().position(|b| b.id == k).unwrap_or(0);
-        found.sort_by_key(|(k, s)| (s.i64("finished_at").unwrap_or(0), position(k)));
-        if let Some((_, s)) = found.pop() {
-            return Ok(Some(s));
-        }
-        if let Some(s) = own.and_then(|k| snap.steps.get(k)).filter(|s| StepStatus::of(s) == StepStatus::Completed) {
-            return Ok(Some(s.clone()));
-        }
-        let mut merged = Snapshot::require(&*self.store, run_id).await?;
-        for (k, s) in &snap.steps {
-            merged.steps.insert(k.clone(), s.clone());
-        }
-        Ok(output_step(&merged, graph).cloned())
-    }
-}
-
-/// The step whose output becomes the run's: the latest response block if any completed,
-/// else the last block that ran. "Last" is read from the graph, not the clock: a completed
-/// step none of whose successors completed (a sink of what ran); among several such sinks
-/// (parallel branches), the latest to finish, ties broken by the order of the blocks.
-fn output_step<'a>(snap: &'a Snapshot, graph: &crate::model::Graph) -> Option<&'a Item> {
-    let done = |k: &str| snap.steps.get(k).is_some_and(|s| StepStatus::of(s) == StepStatus::Completed);
-    let position = |k: &str| graph.blocks.iter().position(|b| b.id == k).unwrap_or(0);
-    let rank = |k: &str, s: &Item| (s.i64("finished_at").unwrap_or(0), position(k));
-    let completed: Vec<(&String, &Item)> =
-        snap.steps.iter().filter(|(k, s)| !k.contains('[') && StepStatus::of(s) == StepStatus::Completed).collect();
-    let responses = completed.iter().filter(|(k, _)| graph.block(k).is_some_and(|b| b.kind == "response"));
-    if let Some((_, s)) = responses.max_by_key(|(k, s)| rank(k, s)) {
-        return Some(s);
-    }
-    completed
-        .iter()
-        .filter(|(k, _)| !graph.outgoing(k).any(|e| done(&e.to)))
-        .max_by_key(|(k, s)| rank(k, s))
-        .map(|(_, s)| *s)
-}
-
-/// Messages for items `from..` of a split of `n` items: one chunk, and a [`Msg::Fan`] for the
-/// rest.
-fn fan_messages(run: &Item, body: &str, from: usize, n: usize) -> Vec<Msg> {
-    let run_id = run.key.pk.trim_start_matches("RUN#");
-    let to = n.min(from + FAN_CHUNK);
-    let mut msgs: Vec<Msg> = (from..to).map(|i| Msg::step_of(run, &format!("{body}[{i}]"))).collect();
-    if to < n {
-        msgs.push(Msg::Fan { r: run_id.to_string(), s: body.to_string(), f: to });
-    }
-    msgs
 }
 
 /// An output over the payload limit fails its step `OUTPUT_TOO_LARGE` before any commit (the
@@ -1368,11 +1051,6 @@ enum Commit {
     Lost,
     /// An edge's `when` could not be evaluated.
     Unresolvable(String),
-}
-
-enum ItemCommit {
-    Done(Vec<Msg>),
-    Retry,
 }
 
 /// What a step's first write adds when the step had no item yet (see `snapshot::LAZY`).
