@@ -49,6 +49,7 @@ const CREATE_FIELDS: &[&str] = &[
     "vars",
     "callback_url",
     "callbackUrl",
+    "trigger",
     "blocks",
     "edges",
     "steps",
@@ -209,7 +210,7 @@ fn view(head: &Map<String, Value>, graph: Option<&Value>) -> Value {
     if out.get("armed_until").and_then(Value::as_str).is_some_and(|u| u <= ids::now_rfc3339().as_str()) {
         out.insert("armed_until".into(), Value::Null);
     }
-    for f in ["input_schema", "variables", "callback_url"] {
+    for f in ["input_schema", "variables", "callback_url", "trigger"] {
         out.insert(f.into(), head.get(f).cloned().unwrap_or(Value::Null));
     }
     if let Some(g) = graph {
@@ -267,6 +268,7 @@ pub async fn create_with(store: &dyn Store, acct: &str, body: Value, targets: Ta
         Some((k, v)) => check_callback_url(k, v, targets).await?,
         None => Value::Null,
     };
+    let trigger = obj.get("trigger").map(check_trigger).transpose()?.unwrap_or(Value::Null);
     let graph = graph_of(obj)?;
     let claims = webhooks::claims(&graph)?;
     let webhook_ids: Vec<&str> = claims.iter().map(|c| c.webhook_id.as_str()).collect();
@@ -280,7 +282,7 @@ pub async fn create_with(store: &dyn Store, acct: &str, body: Value, targets: Ta
         "id": id, "name": name, "description": description, "status": status,
         "deploy_state": "internal", "armed_until": null, "version": v,
         "input_schema": input_schema, "variables": variables, "callback_url": callback_url,
-        "webhook_ids": webhook_ids, "created_at": now, "updated_at": now,
+        "trigger": trigger, "webhook_ids": webhook_ids, "created_at": now, "updated_at": now,
     });
     let version = version_attrs(v, &graph, &input_schema, &variables)?;
     let graph_json = version.get("graph").cloned();
@@ -472,6 +474,9 @@ pub async fn patch_with(store: &dyn Store, acct: &str, wf: &str, body: Value, ta
     if let Some((k, v)) = either(obj, "callback_url", "callbackUrl")? {
         set.insert("callback_url".into(), check_callback_url(k, v, targets).await?);
     }
+    if let Some(t) = obj.get("trigger") {
+        set.insert("trigger".into(), check_trigger(t)?);
+    }
     let input_schema = either(obj, "inputSchema", "input_schema")?.map(|(k, v)| check_schema(k, v)).transpose()?;
     let variables = either(obj, "variables", "vars")?.map(|(k, v)| check_variables(k, v)).transpose()?;
     let graph = if has_graph(obj) { Some(graph_of(obj)?) } else { None };
@@ -479,11 +484,72 @@ pub async fn patch_with(store: &dyn Store, acct: &str, wf: &str, body: Value, ta
 }
 
 /// `PUT /workflows/{id}/graph`: `{blocks, edges}` or `{steps}` → a new immutable version.
-pub async fn put_graph(store: &dyn Store, acct: &str, wf: &str, body: Value) -> Result<Value> {
-    let obj = body_object(&body, GRAPH_FIELDS)?;
-    let graph = graph_of(obj)?;
-    let change = Change { set: Map::new(), graph: Some(graph), input_schema: None, variables: None };
-    apply(store, acct, wf, change, true).await
+/// `PUT /workflows/{id}/graph`: creates or replaces. A workflow that does not exist is
+/// created (a draft named after its id unless the body names it); an existing one gets a new
+/// version. The workflow's own fields (`name`, `description`, `variables`, `inputSchema`,
+/// `trigger`, …) may come beside the graph, as seed 004 sends them. Returns the workflow and
+/// whether it was created.
+pub async fn put_graph(store: &dyn Store, acct: &str, wf: &str, body: Value) -> Result<(Value, bool)> {
+    let mut allowed: Vec<&str> = CREATE_FIELDS.to_vec();
+    allowed.retain(|f| *f != "id");
+    let Value::Object(raw) = &body else {
+        return Err(Error::validation("The request body must be a JSON object"));
+    };
+    let mut fields = raw.clone();
+    if fields.get("id").and_then(Value::as_str) == Some(wf) {
+        fields.remove("id");
+    }
+    let body = Value::Object(fields);
+    let obj = body_object(&body, &allowed)?;
+    if !has_graph(obj) {
+        return Err(Error::validation("The body needs the graph: `blocks` (and `edges`), or `steps`"));
+    }
+    if !valid_id(wf) {
+        return Err(at("id", format!("`id` must be 1..={MAX_ID_LEN} characters of a-z, 0-9, '_' and '-'")));
+    }
+    if store.get(&keys::workflow(acct, wf)).await?.is_none() {
+        let mut create = obj.clone();
+        create.insert("id".into(), json!(wf));
+        create.entry("name").or_insert_with(|| json!(wf));
+        match create_with(store, acct, Value::Object(create), Targets::PublicOnly).await {
+            Ok(v) => return Ok((v, true)),
+            // Created meanwhile by another request: this one replaces it.
+            Err(Error::Conflict(m)) if store.get(&keys::workflow(acct, wf)).await?.is_none() => {
+                return Err(Error::Conflict(m));
+            }
+            Err(Error::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((patch_with(store, acct, wf, body, Targets::PublicOnly).await?, false))
+}
+
+/// Seed 003's `trigger`: how runs of the workflow start (`api`: by API key; `webhook`: by a
+/// trigger URL, app or webhook block). Stored and shown as given.
+fn check_trigger(v: &Value) -> Result<Value> {
+    const TYPES: &[&str] = &["api", "webhook"];
+    let Value::Object(o) = v else {
+        return Err(at("trigger", "`trigger` must be an object such as {\"type\": \"api\"}"));
+    };
+    match o.get("type").and_then(Value::as_str) {
+        Some(t) if TYPES.contains(&t) => {}
+        Some(t) => {
+            return Err(Error::validation_at(
+                vec![json!("trigger"), json!("type")],
+                format!("unknown trigger type `{t}`; expected one of: {}", TYPES.join(", ")),
+            ));
+        }
+        None => {
+            return Err(Error::validation_at(
+                vec![json!("trigger"), json!("type")],
+                format!("`trigger.type` is required: one of {}", TYPES.join(", ")),
+            ));
+        }
+    }
+    if serde_json::to_vec(v)?.len() > 4096 {
+        return Err(at("trigger", "`trigger` is at most 4 KiB of JSON"));
+    }
+    Ok(v.clone())
 }
 
 async fn set_status(store: &dyn Store, acct: &str, wf: &str, status: &str) -> Result<Value> {
@@ -621,13 +687,66 @@ mod tests {
     async fn put_graph_appends_a_version_and_keeps_old_ones() {
         let s = MemStore::new();
         create(&s, "acct_a", body()).await.unwrap();
-        let wf =
+        let (wf, created) =
             put_graph(&s, "acct_a", "orders", json!({"steps": [{"id": "only", "type": "starter"}]})).await.unwrap();
-        assert_eq!(wf["version"], json!(2));
+        assert_eq!((wf["version"].clone(), created), (json!(2), false));
         assert_eq!(load_version(&s, "acct_a", "orders", 1).await.unwrap().graph.blocks.len(), 2);
         let vs = versions(&s, "acct_a", "orders", 20, None).await.unwrap();
         let nums: Vec<_> = vs["data"].as_array().unwrap().iter().map(|v| v["version"].clone()).collect();
         assert_eq!(nums, vec![json!(2), json!(1)]);
+    }
+
+    #[tokio::test]
+    async fn put_graph_creates_a_missing_workflow_with_its_fields_beside_the_graph() {
+        let s = MemStore::new();
+        let body = json!({
+            "name": "Invoices", "description": "seed 003", "trigger": {"type": "api"},
+            "variables": {"currency": "usd"},
+            "steps": [{"id": "start", "type": "starter"}]
+        });
+        let (wf, created) = put_graph(&s, "acct_a", "invoices", body).await.unwrap();
+        assert!(created);
+        assert_eq!(
+            (wf["id"].clone(), wf["name"].clone(), wf["status"].clone()),
+            (json!("invoices"), json!("Invoices"), json!("draft"))
+        );
+        assert_eq!(wf["trigger"], json!({"type": "api"}));
+        assert_eq!(wf["variables"], json!({"currency": "usd"}));
+        // Without a name the id names it; a second PUT replaces the graph in a new version.
+        let (wf, created) =
+            put_graph(&s, "acct_a", "bare", json!({"blocks": [{"id": "s", "type": "starter"}]})).await.unwrap();
+        assert_eq!((wf["name"].clone(), created), (json!("bare"), true));
+        let (wf, created) = put_graph(&s, "acct_a", "bare", json!({"name": "Bare", "trigger": {"type": "webhook"},
+            "blocks": [{"id": "s", "type": "starter"}, {"id": "t", "type": "transform", "config": {"mapping": {"a": 1}}}], "edges": [{"from": "s", "to": "t"}]})).await.unwrap();
+        assert_eq!(
+            (wf["version"].clone(), wf["name"].clone(), wf["trigger"]["type"].clone(), created),
+            (json!(2), json!("Bare"), json!("webhook"), false)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_trigger_of_an_unknown_type_or_a_body_without_a_graph_is_refused() {
+        let s = MemStore::new();
+        let e = put_graph(
+            &s,
+            "acct_a",
+            "x",
+            json!({"trigger": {"type": "cron"}, "steps": [{"id": "s", "type": "starter"}]}),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&e, Error::Validation { details, .. } if details[0].path == vec![json!("trigger"), json!("type")]),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("cron"), "{e}");
+        let e = put_graph(&s, "acct_a", "x", json!({"name": "no graph"})).await.unwrap_err();
+        assert!(matches!(e, Error::Validation { .. }), "{e:?}");
+        let e = create(&s, "acct_a", json!({"name": "n", "trigger": "api", "steps": [{"id": "s", "type": "starter"}]}))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("trigger"), "{e}");
+        assert!(s.get(&keys::workflow("acct_a", "x")).await.unwrap().is_none(), "nothing was written");
     }
 
     #[tokio::test]

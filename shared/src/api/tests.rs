@@ -824,7 +824,6 @@ async fn another_accounts_workflow_is_404_on_every_route() {
         (Method::GET, "/api/v1/workflows/orders", None),
         (Method::PATCH, "/api/v1/workflows/orders", Some(json!({"name": "mine"}))),
         (Method::DELETE, "/api/v1/workflows/orders", None),
-        (Method::PUT, "/api/v1/workflows/orders/graph", Some(graph)),
         (Method::GET, "/api/v1/workflows/orders/versions", None),
         (Method::POST, "/api/v1/workflows/orders/activate", None),
         (Method::POST, "/api/v1/workflows/orders/deactivate", None),
@@ -836,8 +835,15 @@ async fn another_accounts_workflow_is_404_on_every_route() {
     }
     let r = call(&app, Method::GET, "/api/v1/workflows", Some(&b), None).await;
     assert_eq!(r.body["data"], json!([]));
+    // PUT .../graph creates a missing workflow: the other account gets one of its own.
+    let r = call(&app, Method::PUT, "/api/v1/workflows/orders/graph", Some(&b), Some(graph)).await;
+    assert_eq!(
+        (r.status, r.body["name"].clone(), r.body["version"].clone()),
+        (StatusCode::CREATED, json!("orders"), json!(1))
+    );
     let r = call(&app, Method::GET, "/api/v1/workflows/orders", Some(&a), None).await;
     assert_eq!((r.status, r.body["name"].clone()), (StatusCode::OK, json!("Orders")));
+    assert_eq!(r.body["version"], json!(1), "the first account's workflow is untouched");
 }
 
 #[tokio::test]

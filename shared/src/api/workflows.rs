@@ -69,9 +69,10 @@ async fn put_graph(
     p: Principal,
     Path(id): Path<String>,
     Json(body): Json<Value>,
-) -> Result<Json<Value>> {
+) -> Result<(StatusCode, Json<Value>)> {
     p.require(WRITE)?;
-    Ok(Json(workflows::put_graph(state.store.as_ref(), &p.account_id, &id, body).await?))
+    let (wf, created) = workflows::put_graph(state.store.as_ref(), &p.account_id, &id, body).await?;
+    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(wf)))
 }
 
 async fn versions(
