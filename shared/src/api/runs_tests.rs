@@ -166,9 +166,11 @@ async fn draft_workflow_is_invalid_status_and_bad_input_is_validation_error() {
     t.workflow(approval("live", "active")).await;
     let (s, b) = t.call(Method::POST, "/api/v1/workflows/live/run", Some(json!({"input": {"amount": "lots"}}))).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert_eq!(b["error"]["details"][0]["path"], json!(["input", "amount"]));
+    assert_eq!(b["error"]["details"][0]["path"], json!(["amount"]));
     let (s, b) = t.call(Method::POST, "/api/v1/workflows/live/run", Some(json!({"input": {}}))).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    // Seed 003's shape: the missing property's own path, "Required".
+    assert_eq!(b["error"]["details"], json!([{"path": ["amount"], "message": "Required"}]), "{b}");
     let (s, _) = t.call(Method::POST, "/api/v1/workflows/nope/run", Some(json!({}))).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, b) = t.call(Method::POST, "/api/v1/workflows/live/run", Some(json!({"inputs": {}}))).await;

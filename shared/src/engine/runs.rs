@@ -713,11 +713,13 @@ fn apply_defaults(schema: &Value, value: &mut Value, depth: usize) {
 }
 
 fn validate_input(validator: &jsonschema::Validator, input: &Value) -> Result<()> {
+    // Every error, each at its place inside the input (seed 003: `["customerId"]`,
+    // "Required"); a missing property is named at its own path, not at its parent's.
     let details: Vec<Detail> = validator
         .iter_errors(input)
-        .take(20)
+        .take(50)
         .map(|e| {
-            let mut path = vec![json!("input")];
+            let mut path: Vec<Value> = Vec::new();
             for seg in e.instance_path().as_str().split('/').skip(1) {
                 let seg = seg.replace("~1", "/").replace("~0", "~");
                 match seg.parse::<u64>() {
@@ -725,12 +727,33 @@ fn validate_input(validator: &jsonschema::Validator, input: &Value) -> Result<()
                     Err(_) => path.push(json!(seg)),
                 }
             }
-            Detail::new(path, e.to_string())
+            match e.kind() {
+                jsonschema::error::ValidationErrorKind::Required { property } => {
+                    path.push(property.clone());
+                    Detail::new(path, "Required")
+                }
+                _ => Detail::new(path, e.to_string()),
+            }
         })
         .collect();
     if details.is_empty() {
         return Ok(());
     }
-    let message = format!("Input does not match the workflow's inputSchema: {}", details[0].message);
+    let first = &details[0];
+    let at = if first.path.is_empty() {
+        "the input".to_string()
+    } else {
+        first
+            .path
+            .iter()
+            .map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_string))
+            .collect::<Vec<_>>()
+            .join(".")
+    };
+    let more = match details.len() {
+        1 => String::new(),
+        n => format!(" (and {} more)", n - 1),
+    };
+    let message = format!("Input does not match the workflow's inputSchema: {at}: {}{more}", first.message);
     Err(Error::Validation { message, details })
 }

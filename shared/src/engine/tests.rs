@@ -777,7 +777,28 @@ async fn input_schema_applies_defaults_and_reports_paths() {
         .await
         .unwrap_err();
     let Error::Validation { details, .. } = err else { panic!("{err}") };
-    assert_eq!(details[0].path, vec![json!("input"), json!("n")]);
+    assert_eq!(details[0].path, vec![json!("n")]);
+}
+
+#[tokio::test]
+async fn every_input_error_is_listed_at_its_place_inside_the_input() {
+    let e = env();
+    let mut def = chain5();
+    def["inputSchema"] = json!({"type": "object", "required": ["customerId", "items"], "properties": {
+        "customerId": {"type": "string"},
+        "items": {"type": "array", "items": {"type": "object", "required": ["quantity"],
+            "properties": {"quantity": {"type": "integer", "minimum": 1}}}}}});
+    install(&e.app, "wf", def).await;
+    let input = json!({"items": [{"quantity": 0}, {}]});
+    let err = e.app.engine.start_run(ACCT, "wf", StartRequest { input, ..Default::default() }).await.unwrap_err();
+    let Error::Validation { details, message } = err else { panic!("{err}") };
+    let mut got: Vec<(Vec<Value>, String)> = details.into_iter().map(|d| (d.path, d.message)).collect();
+    got.sort_by_key(|(p, _)| format!("{p:?}"));
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[0], (vec![json!("customerId")], "Required".to_string()));
+    assert_eq!(got[1].0, vec![json!("items"), json!(0), json!("quantity")], "{got:?}");
+    assert_eq!(got[2], (vec![json!("items"), json!(1), json!("quantity")], "Required".to_string()));
+    assert!(message.contains("(and 2 more)"), "{message}");
 }
 
 #[tokio::test]
