@@ -607,7 +607,16 @@ async fn set_deploy(store: &dyn Store, acct: &str, wf: &str, update: Update) -> 
         .update(&keys::workflow(acct, wf), update.set("updated_at", ids::now_rfc3339()), Some(Cond::Exists))
         .await
     {
-        Ok(_) => get(store, acct, wf).await,
+        Ok(_) => {
+            // Seed 004's answer (`{"ok": true, "state": …}`, `armed_until`) beside the workflow.
+            let mut wf = get(store, acct, wf).await?;
+            if let Value::Object(o) = &mut wf {
+                o.insert("ok".into(), json!(true));
+                let state = o.get("deploy_state").cloned().unwrap_or(Value::Null);
+                o.insert("state".into(), state);
+            }
+            Ok(wf)
+        }
         Err(e) if e.is_conflict() => Err(not_found(wf)),
         Err(e) => Err(e),
     }

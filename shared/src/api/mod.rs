@@ -90,6 +90,7 @@ pub const ROUTES: &[(Option<&str>, &str, Part)] = &[
     (Some("POST"), "/api/v1/trigger", Part::Trigger),
     (Some("POST"), "/api/v1/runs", Part::Trigger),
     (Some("POST"), "/api/v1/workflows/{id}/execute", Part::Execute),
+    (Some("POST"), "/api/workflows/{id}/execute", Part::Execute),
     (Some("POST"), "/api/v1/runs/{id}/tasks/{task_id}/complete", Part::TaskComplete),
     (None, "/api/v1/hooks/{proxy+}", Part::Hook),
     (None, "/api/v1/webhooks/{proxy+}", Part::Hook),

@@ -19,6 +19,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/workflows/{id}/run", post(start))
         .route("/api/v1/workflows/{id}/execute", post(execute))
+        .route("/api/workflows/{id}/execute", post(execute))
         .route("/api/v1/trigger", post(trigger))
         .route("/api/v1/runs", get(list).post(planned_run))
         .route("/api/v1/runs/{id}", get(detail).delete(cancel))

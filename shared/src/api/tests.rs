@@ -862,3 +862,29 @@ async fn deploy_undeploy_and_arm_set_the_deploy_state() {
     let r = call(&app, Method::POST, "/api/v1/workflows/ghost/arm", Some(&key), None).await;
     assert_envelope(&r, StatusCode::NOT_FOUND, "NOT_FOUND");
 }
+
+#[tokio::test]
+async fn seed_004s_paths_are_served_as_written_with_its_answers() {
+    let app = app();
+    let (_, key) = register(&app).await;
+    let graph = json!({"name": "Seed 004", "steps": [{"id": "start", "type": "starter"}]});
+    let r = call(&app, Method::PUT, "/api/workflows/s4/graph", Some(&key), Some(graph.clone())).await;
+    assert_eq!((r.status, r.body["id"].clone()), (StatusCode::CREATED, json!("s4")), "{:?}", r.body);
+    let r = call(&app, Method::PUT, "/api/workflows/s4/graph", Some(&key), Some(graph)).await;
+    assert_eq!((r.status, r.body["version"].clone()), (StatusCode::OK, json!(2)), "{:?}", r.body);
+    let r = call(&app, Method::POST, "/api/workflows/s4/activate", Some(&key), None).await;
+    assert_eq!((r.status, r.body["status"].clone()), (StatusCode::OK, json!("active")), "{:?}", r.body);
+    let r = call(&app, Method::POST, "/api/workflows/s4/deploy", Some(&key), None).await;
+    assert_eq!((r.body["ok"].clone(), r.body["state"].clone()), (json!(true), json!("deployed")), "{:?}", r.body);
+    assert_eq!(r.body["deploy_state"], json!("deployed"), "today's fields stay beside seed 004's");
+    let r = call(&app, Method::POST, "/api/workflows/s4/undeploy", Some(&key), None).await;
+    assert_eq!((r.body["ok"].clone(), r.body["state"].clone()), (json!(true), json!("internal")), "{:?}", r.body);
+    let r = call(&app, Method::POST, "/api/workflows/s4/arm", Some(&key), None).await;
+    assert_eq!(r.body["ok"], json!(true), "{:?}", r.body);
+    assert!(r.body["armed_until"].as_str().is_some_and(|t| t.ends_with('Z')), "{:?}", r.body);
+    let r = call(&app, Method::POST, "/api/workflows/s4/execute", Some(&key), Some(json!({"input": {"x": 1}}))).await;
+    assert_eq!((r.status, r.body["status"].clone()), (StatusCode::OK, json!("completed")), "{:?}", r.body);
+    // The same auth as the versioned paths.
+    let r = call(&app, Method::POST, "/api/workflows/s4/deploy", None, None).await;
+    assert_envelope(&r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+}

@@ -28,6 +28,13 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/workflows/{id}/deploy", post(deploy))
         .route("/api/v1/workflows/{id}/undeploy", post(undeploy))
         .route("/api/v1/workflows/{id}/arm", post(arm))
+        // Seed 004's paths, without the version segment; the same handlers and auth.
+        .route("/api/workflows/{id}/graph", put(put_graph))
+        .route("/api/workflows/{id}/activate", post(activate))
+        .route("/api/workflows/{id}/deactivate", post(deactivate))
+        .route("/api/workflows/{id}/deploy", post(deploy))
+        .route("/api/workflows/{id}/undeploy", post(undeploy))
+        .route("/api/workflows/{id}/arm", post(arm))
 }
 
 async fn create(State(state): State<AppState>, p: Principal, Json(body): Json<Value>) -> Result<Response> {
