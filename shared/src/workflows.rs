@@ -52,6 +52,7 @@ const CREATE_FIELDS: &[&str] = &[
     "blocks",
     "edges",
     "steps",
+    "trigger",
 ];
 const READ_ONLY_FIELDS: &[&str] = &["version", "deploy_state", "armed_until", "created_at", "updated_at"];
 const GRAPH_FIELDS: &[&str] = &["blocks", "edges", "steps"];
@@ -162,6 +163,30 @@ pub(crate) async fn check_callback_url(field: &str, v: &Value, targets: Targets)
     }
 }
 
+/// Seed 003's `"trigger": {"type": "api"}`: how the workflow is started. Only `api` is a
+/// workflow-level trigger in Baton (webhooks are `webhook` blocks, apps and trigger URLs).
+fn check_trigger(v: &Value) -> Result<Value> {
+    match v {
+        Value::Null => Ok(Value::Null),
+        Value::Object(o) => {
+            if let Some(k) = o.keys().find(|k| *k != "type") {
+                return Err(Error::validation_at(
+                    vec![json!("trigger"), json!(k)],
+                    format!("unknown field `{k}`; a trigger has `type`"),
+                ));
+            }
+            match o.get("type") {
+                Some(Value::String(t)) if t == "api" => Ok(v.clone()),
+                _ => Err(Error::validation_at(
+                    vec![json!("trigger"), json!("type")],
+                    "`trigger.type` must be \"api\" (webhooks are webhook blocks, apps and trigger URLs)",
+                )),
+            }
+        }
+        _ => Err(at("trigger", "`trigger` must be an object: {\"type\": \"api\"}")),
+    }
+}
+
 fn has_graph(obj: &Map<String, Value>) -> bool {
     GRAPH_FIELDS.iter().any(|f| obj.contains_key(*f))
 }
@@ -170,6 +195,14 @@ fn graph_of(obj: &Map<String, Value>) -> Result<Graph> {
     let mut graph = model::build_graph(obj.get("blocks"), obj.get("edges"), obj.get("steps"))?;
     webhooks::hash_secrets(&mut graph);
     webhooks::claims(&graph)?;
+    Ok(graph)
+}
+
+/// [`graph_of`] plus the checks that read the store: the connections blocks name exist.
+async fn checked_graph(store: &dyn Store, acct: &str, obj: &Map<String, Value>) -> Result<Graph> {
+    let graph = graph_of(obj)?;
+    let field = if obj.contains_key("steps") { "steps" } else { "blocks" };
+    crate::connections::check_graph(store, acct, &graph, field).await?;
     Ok(graph)
 }
 
@@ -209,7 +242,7 @@ fn view(head: &Map<String, Value>, graph: Option<&Value>) -> Value {
     if out.get("armed_until").and_then(Value::as_str).is_some_and(|u| u <= ids::now_rfc3339().as_str()) {
         out.insert("armed_until".into(), Value::Null);
     }
-    for f in ["input_schema", "variables", "callback_url"] {
+    for f in ["input_schema", "variables", "callback_url", "trigger"] {
         out.insert(f.into(), head.get(f).cloned().unwrap_or(Value::Null));
     }
     if let Some(g) = graph {
@@ -267,7 +300,8 @@ pub async fn create_with(store: &dyn Store, acct: &str, body: Value, targets: Ta
         Some((k, v)) => check_callback_url(k, v, targets).await?,
         None => Value::Null,
     };
-    let graph = graph_of(obj)?;
+    let trigger = obj.get("trigger").map(check_trigger).transpose()?.unwrap_or(Value::Null);
+    let graph = checked_graph(store, acct, obj).await?;
     let claims = webhooks::claims(&graph)?;
     let webhook_ids: Vec<&str> = claims.iter().map(|c| c.webhook_id.as_str()).collect();
 
@@ -279,7 +313,7 @@ pub async fn create_with(store: &dyn Store, acct: &str, body: Value, targets: Ta
     let head = json!({
         "id": id, "name": name, "description": description, "status": status,
         "deploy_state": "internal", "armed_until": null, "version": v,
-        "input_schema": input_schema, "variables": variables, "callback_url": callback_url,
+        "input_schema": input_schema, "variables": variables, "callback_url": callback_url, "trigger": trigger,
         "webhook_ids": webhook_ids, "created_at": now, "updated_at": now,
     });
     let version = version_attrs(v, &graph, &input_schema, &variables)?;
@@ -472,16 +506,19 @@ pub async fn patch_with(store: &dyn Store, acct: &str, wf: &str, body: Value, ta
     if let Some((k, v)) = either(obj, "callback_url", "callbackUrl")? {
         set.insert("callback_url".into(), check_callback_url(k, v, targets).await?);
     }
+    if let Some(t) = obj.get("trigger") {
+        set.insert("trigger".into(), check_trigger(t)?);
+    }
     let input_schema = either(obj, "inputSchema", "input_schema")?.map(|(k, v)| check_schema(k, v)).transpose()?;
     let variables = either(obj, "variables", "vars")?.map(|(k, v)| check_variables(k, v)).transpose()?;
-    let graph = if has_graph(obj) { Some(graph_of(obj)?) } else { None };
+    let graph = if has_graph(obj) { Some(checked_graph(store, acct, obj).await?) } else { None };
     apply(store, acct, wf, Change { set, graph, input_schema, variables }, false).await
 }
 
 /// `PUT /workflows/{id}/graph`: `{blocks, edges}` or `{steps}` → a new immutable version.
 pub async fn put_graph(store: &dyn Store, acct: &str, wf: &str, body: Value) -> Result<Value> {
     let obj = body_object(&body, GRAPH_FIELDS)?;
-    let graph = graph_of(obj)?;
+    let graph = checked_graph(store, acct, obj).await?;
     let change = Change { set: Map::new(), graph: Some(graph), input_schema: None, variables: None };
     apply(store, acct, wf, change, true).await
 }
