@@ -37,6 +37,10 @@ pub struct Block {
     pub retry: Option<RetryPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// An `action` step's catalog entry (`"stripe.createInvoice"`), beside `type` as seed
+    /// 003 writes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
 }
 fn empty_obj() -> Value {
     json!({})

@@ -20,6 +20,7 @@
 //! | trigger lookup by token hash | `HOOK#{sha256}` | `HOOK` |
 //! | app (listing) | `ACCT#{acct}#APPS` | `{app_id}` |
 //! | app lookup by id (no account at the door) | `APP#{app_id}` | `APP` |
+//! | connection | `ACCT#{acct}#CONN` | `{connection_id}` |
 //! | webhook block index (claim of a `webhook_id`) | `WEBHOOK#{uuid}` | `WEBHOOK` |
 //! | secrets data key (AWS: KMS-encrypted blob) | `CONFIG` | `SECRETS#DATAKEY` |
 //!
@@ -172,6 +173,12 @@ pub fn app_listing(acct: &str, app_id: &str) -> Key {
 }
 pub fn app(app_id: &str) -> Key {
     Key::new(format!("APP#{app_id}"), "APP")
+}
+pub fn connections_pk(acct: &str) -> String {
+    format!("ACCT#{acct}#CONN")
+}
+pub fn connection(acct: &str, id: &str) -> Key {
+    Key::new(connections_pk(acct), id)
 }
 pub fn webhook(webhook_id: &str) -> Key {
     Key::new(format!("WEBHOOK#{webhook_id}"), "WEBHOOK")

@@ -12,6 +12,7 @@ pub mod aws;
 pub mod blocks;
 pub mod callbacks;
 pub mod config;
+pub mod connections;
 pub mod duration;
 pub mod engine;
 pub mod error;

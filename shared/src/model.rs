@@ -26,14 +26,13 @@ pub const BLOCK_TYPES: &[&str] = &[
     "transform",
     "human",
     "delay",
+    // Seed 003's step types.
+    "action",
+    "email",
 ];
 
 /// Block types accepted in a graph whose execution is not built yet.
-pub const NOT_BUILT: &[&str] = &["agent", "platform_api", "orchestration"];
-
-/// Seed 003's step types, part of the contract but not built yet: refused at save with
-/// `NOT_IMPLEMENTED` rather than as unknown types.
-pub const SEED_003_NOT_BUILT: &[&str] = &["action", "email"];
+pub const NOT_BUILT: &[&str] = &["agent", "orchestration"];
 
 pub fn canonical_type(t: &str) -> Option<&'static str> {
     match t {
@@ -111,11 +110,6 @@ pub fn build_graph(blocks: Option<&Value>, edges: Option<&Value>, steps: Option<
             details.push(Detail::new(at("type"), "is required (a string)"));
             continue;
         };
-        if SEED_003_NOT_BUILT.contains(&kind) {
-            return Err(Error::NotImplemented(format!(
-                "Block type '{kind}' (seed 003's actions catalog and email steps, with connections) is not built yet in this version of Baton"
-            )));
-        }
         let Some(canon) = canonical_type(kind) else {
             return Err(Error::Validation {
                 message: format!("Unknown block type: {kind}"),
@@ -138,6 +132,9 @@ pub fn build_graph(blocks: Option<&Value>, edges: Option<&Value>, steps: Option<
             details.push(Detail::new(at("id"), m));
         } else if !seen.insert(block.id.clone()) {
             details.push(Detail::new(at("id"), format!("duplicate block id '{}'", block.id)));
+        }
+        if let Err((field, m)) = check_action(&block) {
+            details.push(Detail::new(at(field), m));
         }
         if !block.config.is_object() {
             details.push(Detail::new(at("config"), "must be an object"));
@@ -232,7 +229,7 @@ fn check_id(id: &str) -> std::result::Result<(), String> {
 /// An HTTP block's `config.retry` (`3`, or `{"max_attempts", "backoff_ms", …}`) is its
 /// retry policy when the block has none of its own: the engine retries from `block.retry`.
 fn lift_retry(b: &mut Block) -> std::result::Result<(), String> {
-    if b.kind != "general_api" || b.retry.is_some() {
+    if !matches!(b.kind.as_str(), "general_api" | "platform_api" | "action" | "email") || b.retry.is_some() {
         return Ok(());
     }
     let policy = match b.config.get("retry") {
@@ -254,11 +251,24 @@ fn lift_retry(b: &mut Block) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// An `action` step names a catalog entry at its top level; no other block has one.
+fn check_action(b: &Block) -> std::result::Result<(), (&'static str, String)> {
+    match (b.kind.as_str(), &b.action) {
+        ("action", None) => Err(("action", "an action step needs `action` (e.g. \"stripe.createInvoice\")".into())),
+        ("action", Some(a)) => crate::blocks::actions::check_name(a).map_err(|m| ("action", m)),
+        (_, Some(_)) => Err(("action", format!("only `action` steps have an `action`; this one is a {} step", b.kind))),
+        _ => Ok(()),
+    }
+}
+
 fn check_config(b: &Block) -> std::result::Result<(), String> {
     let c = &b.config;
     match b.kind.as_str() {
         "code" => crate::blocks::code::config(c).map(|_| ()),
         "general_api" => crate::blocks::http_call::check(c),
+        "platform_api" => crate::blocks::platform_api::check(c),
+        "action" => crate::blocks::actions::check(b),
+        "email" => crate::blocks::email::check(c),
         "transform" => match c.get("mapping") {
             Some(Value::Object(_)) => Ok(()),
             Some(_) => Err("`mapping` must be an object of templates".into()),
@@ -439,9 +449,21 @@ mod tests {
     }
 
     #[test]
-    fn seed_003s_action_and_email_steps_are_refused_as_not_built_yet() {
-        let e = graph(json!({"steps": [{"id": "a", "type": "starter"}, {"id": "b", "type": "action", "action": "stripe.createInvoice"}]}))
+    fn seed_003s_action_and_email_steps_are_kept_with_their_action_and_checked() {
+        let g = graph(json!({"steps": [
+            {"id": "a", "type": "action", "action": "stripe.createInvoice", "config": {"customerId": "{{input.c}}", "amount": 5}},
+            {"id": "b", "type": "email", "config": {"to": "a@b.test", "subject": "s", "body": {"text": "t"}}}]}))
+        .unwrap();
+        assert_eq!(g.blocks[0].action.as_deref(), Some("stripe.createInvoice"));
+        assert_eq!(serde_json::to_value(&g.blocks[0]).unwrap()["action"], "stripe.createInvoice");
+        let e =
+            graph(json!({"steps": [{"id": "a", "type": "action", "action": "stripe.refundEverything"}]})).unwrap_err();
+        let Error::Validation { details, .. } = e else { panic!() };
+        assert_eq!(details[0].path, vec![json!("steps"), json!(0), json!("action")]);
+        assert!(details[0].message.contains("stripe.createInvoice"), "{}", details[0].message);
+        let e = graph(json!({"steps": [{"id": "a", "type": "transform", "action": "x", "config": {"mapping": {}}}]}))
             .unwrap_err();
-        assert!(matches!(&e, Error::NotImplemented(m) if m.contains("'action'")), "{e:?}");
+        let Error::Validation { details, .. } = e else { panic!() };
+        assert_eq!(details[0].path, vec![json!("steps"), json!(0), json!("action")]);
     }
 }

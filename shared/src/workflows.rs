@@ -163,6 +163,35 @@ pub(crate) async fn check_callback_url(field: &str, v: &Value, targets: Targets)
     }
 }
 
+/// Seed 003's `"trigger": {"type": "api"}`: how runs of the workflow start (`api`: by API
+/// key; `webhook`: by a trigger URL, an app or a webhook block). Stored and shown as given.
+fn check_trigger(v: &Value) -> Result<Value> {
+    const TYPES: &[&str] = &["api", "webhook"];
+    match v {
+        Value::Null => Ok(Value::Null),
+        Value::Object(o) => {
+            if let Some(k) = o.keys().find(|k| *k != "type") {
+                return Err(Error::validation_at(
+                    vec![json!("trigger"), json!(k)],
+                    format!("unknown field `{k}`; a trigger has `type`"),
+                ));
+            }
+            match o.get("type") {
+                Some(Value::String(t)) if TYPES.contains(&t.as_str()) => Ok(v.clone()),
+                other => Err(Error::validation_at(
+                    vec![json!("trigger"), json!("type")],
+                    format!(
+                        "`trigger.type` must be one of {} (got {})",
+                        TYPES.join(", "),
+                        other.map_or_else(|| "nothing".to_string(), |t| t.to_string())
+                    ),
+                )),
+            }
+        }
+        _ => Err(at("trigger", "`trigger` must be an object: {\"type\": \"api\"}")),
+    }
+}
+
 fn has_graph(obj: &Map<String, Value>) -> bool {
     GRAPH_FIELDS.iter().any(|f| obj.contains_key(*f))
 }
@@ -171,6 +200,14 @@ fn graph_of(obj: &Map<String, Value>) -> Result<Graph> {
     let mut graph = model::build_graph(obj.get("blocks"), obj.get("edges"), obj.get("steps"))?;
     webhooks::hash_secrets(&mut graph);
     webhooks::claims(&graph)?;
+    Ok(graph)
+}
+
+/// [`graph_of`] plus the checks that read the store: the connections blocks name exist.
+async fn checked_graph(store: &dyn Store, acct: &str, obj: &Map<String, Value>) -> Result<Graph> {
+    let graph = graph_of(obj)?;
+    let field = if obj.contains_key("steps") { "steps" } else { "blocks" };
+    crate::connections::check_graph(store, acct, &graph, field).await?;
     Ok(graph)
 }
 
@@ -269,7 +306,7 @@ pub async fn create_with(store: &dyn Store, acct: &str, body: Value, targets: Ta
         None => Value::Null,
     };
     let trigger = obj.get("trigger").map(check_trigger).transpose()?.unwrap_or(Value::Null);
-    let graph = graph_of(obj)?;
+    let graph = checked_graph(store, acct, obj).await?;
     let claims = webhooks::claims(&graph)?;
     let webhook_ids: Vec<&str> = claims.iter().map(|c| c.webhook_id.as_str()).collect();
 
@@ -479,11 +516,10 @@ pub async fn patch_with(store: &dyn Store, acct: &str, wf: &str, body: Value, ta
     }
     let input_schema = either(obj, "inputSchema", "input_schema")?.map(|(k, v)| check_schema(k, v)).transpose()?;
     let variables = either(obj, "variables", "vars")?.map(|(k, v)| check_variables(k, v)).transpose()?;
-    let graph = if has_graph(obj) { Some(graph_of(obj)?) } else { None };
+    let graph = if has_graph(obj) { Some(checked_graph(store, acct, obj).await?) } else { None };
     apply(store, acct, wf, Change { set, graph, input_schema, variables }, false).await
 }
 
-/// `PUT /workflows/{id}/graph`: `{blocks, edges}` or `{steps}` → a new immutable version.
 /// `PUT /workflows/{id}/graph`: creates or replaces. A workflow that does not exist is
 /// created (a draft named after its id unless the body names it); an existing one gets a new
 /// version. The workflow's own fields (`name`, `description`, `variables`, `inputSchema`,
@@ -522,34 +558,6 @@ pub async fn put_graph(store: &dyn Store, acct: &str, wf: &str, body: Value) -> 
         }
     }
     Ok((patch_with(store, acct, wf, body, Targets::PublicOnly).await?, false))
-}
-
-/// Seed 003's `trigger`: how runs of the workflow start (`api`: by API key; `webhook`: by a
-/// trigger URL, app or webhook block). Stored and shown as given.
-fn check_trigger(v: &Value) -> Result<Value> {
-    const TYPES: &[&str] = &["api", "webhook"];
-    let Value::Object(o) = v else {
-        return Err(at("trigger", "`trigger` must be an object such as {\"type\": \"api\"}"));
-    };
-    match o.get("type").and_then(Value::as_str) {
-        Some(t) if TYPES.contains(&t) => {}
-        Some(t) => {
-            return Err(Error::validation_at(
-                vec![json!("trigger"), json!("type")],
-                format!("unknown trigger type `{t}`; expected one of: {}", TYPES.join(", ")),
-            ));
-        }
-        None => {
-            return Err(Error::validation_at(
-                vec![json!("trigger"), json!("type")],
-                format!("`trigger.type` is required: one of {}", TYPES.join(", ")),
-            ));
-        }
-    }
-    if serde_json::to_vec(v)?.len() > 4096 {
-        return Err(at("trigger", "`trigger` is at most 4 KiB of JSON"));
-    }
-    Ok(v.clone())
 }
 
 async fn set_status(store: &dyn Store, acct: &str, wf: &str, status: &str) -> Result<Value> {

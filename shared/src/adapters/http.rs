@@ -56,6 +56,12 @@ impl GuardedHttp {
         Ok(url)
     }
 
+    /// Which addresses this client may reach: for blocks that connect without HTTP (SMTP)
+    /// and must apply the same rule (`net_guard::resolve`).
+    pub fn targets(&self) -> Targets {
+        self.targets
+    }
+
     /// The client, for a URL [`vet`](Self::vet) let through.
     pub fn client(&self) -> Result<&reqwest::Client, String> {
         self.client.as_ref().map_err(Clone::clone)

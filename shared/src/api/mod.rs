@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod auth;
 pub mod callbacks;
 pub mod client;
+pub mod connections;
 pub mod deadline;
 pub mod error;
 pub mod extract;
@@ -51,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .merge(workflows::routes())
         .merge(runs::routes())
         .merge(triggers::routes())
+        .merge(connections::routes())
         .merge(callbacks::routes())
         .merge(hooks::routes())
         .merge(inbound::routes())

@@ -200,6 +200,8 @@ async fn openapi_document_is_openapi_3_1_and_lists_the_routes() {
         "/api/v1/runs/{id}/callbacks/{delivery_id}",
         "/api/v1/runs/{id}/callbacks/{delivery_id}/redeliver",
         "/api/v1/callback",
+        "/api/v1/connections",
+        "/api/v1/connections/{id}",
     ] {
         assert!(r.body["paths"].get(p).is_some(), "{p} missing from openapi.json");
     }
@@ -887,4 +889,60 @@ async fn seed_004s_paths_are_served_as_written_with_its_answers() {
     // The same auth as the versioned paths.
     let r = call(&app, Method::POST, "/api/workflows/s4/deploy", None, None).await;
     assert_envelope(&r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+}
+
+// ---- connections ----------------------------------------------------------------------
+
+#[tokio::test]
+async fn connections_are_created_read_patched_and_deleted_without_showing_secrets() {
+    let app = app();
+    let (_, key) = register(&app).await;
+    let body = json!({"id": "conn_production_stripe", "name": "Stripe live", "provider": "stripe",
+        "credentials": {"api_key": "sk_live_secret"}});
+    let r = call(&app, Method::POST, "/api/v1/connections", Some(&key), Some(body.clone())).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.body["connection_id"], "conn_production_stripe");
+    assert!(!r.body.to_string().contains("sk_live_secret"));
+    let again = call(&app, Method::POST, "/api/v1/connections", Some(&key), Some(body)).await;
+    assert_envelope(&again, StatusCode::CONFLICT, "CONFLICT");
+    let r = call(&app, Method::GET, "/api/v1/connections", Some(&key), None).await;
+    assert_eq!((r.status, r.body["data"].as_array().map(Vec::len)), (StatusCode::OK, Some(1)));
+    assert!(!r.body.to_string().contains("sk_live_secret"));
+    let r = call(
+        &app,
+        Method::PATCH,
+        "/api/v1/connections/conn_production_stripe",
+        Some(&key),
+        Some(json!({"name": "Live"})),
+    )
+    .await;
+    assert_eq!((r.status, r.body["name"].as_str()), (StatusCode::OK, Some("Live")));
+    let r = call(&app, Method::GET, "/api/v1/connections/conn_production_stripe", Some(&key), None).await;
+    assert_eq!(r.body["credentials"], json!({}), "nothing of a stripe key is shown");
+    let r = call(&app, Method::DELETE, "/api/v1/connections/conn_production_stripe", Some(&key), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = call(&app, Method::GET, "/api/v1/connections/conn_production_stripe", Some(&key), None).await;
+    assert_envelope(&r, StatusCode::NOT_FOUND, "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn bad_connection_bodies_are_400_with_the_path_and_reads_need_the_scope() {
+    let app = app();
+    let (_, key) = register(&app).await;
+    let r = call(
+        &app,
+        Method::POST,
+        "/api/v1/connections",
+        Some(&key),
+        Some(json!({"name": "m", "provider": "smtp",
+        "credentials": {"host": "smtp.example.com", "from": "a@b.example", "tls": "ssl"}})),
+    )
+    .await;
+    assert_envelope(&r, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+    assert_eq!(r.body["error"]["details"][0]["path"], json!(["credentials", "tls"]));
+    let r = call(&app, Method::POST, "/api/v1/connections", Some(&key), Some(json!([1, 2]))).await;
+    assert_envelope(&r, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+    let reader = key_with_scopes(&app, &key, json!(["runs:read"])).await;
+    let r = call(&app, Method::GET, "/api/v1/connections", Some(&reader), None).await;
+    assert_envelope(&r, StatusCode::FORBIDDEN, "FORBIDDEN");
 }

@@ -2,7 +2,8 @@
 //! guarded client (private targets refused unless the operator allows them, no redirects).
 //!
 //! Config `{method, url, headers, query, body, body_type: json|form|text, timeout_ms,
-//! fail_on_status, async, callback_timeout, default}`; output `{status, headers, body}`,
+//! fail_on_status, async, callback_timeout, default, connection_id}` (a connection's auth,
+//! `crate::connections`, for a URL under its `base_url`); output `{status, headers, body}`,
 //! the body parsed when the answer says it is JSON. A non-2xx answer fails the step with
 //! `HTTP_<status>` (unless `fail_on_status: false`); 408, 429 and 5xx are retryable, after
 //! at least the answer's `Retry-After`. With `"async": true` the step mints a callback token,
@@ -85,6 +86,11 @@ pub fn check(c: &Value) -> Result<(), String> {
         {
             return Err(format!("`{k}` must be true or false"));
         }
+    }
+    if let Some(v) = c.get("connection_id").filter(|v| !v.is_null())
+        && !v.is_string()
+    {
+        return Err("`connection_id` must be a string".into());
     }
     if let Some(t) = c.get("callback_timeout").filter(|t| !is_template(t)) {
         crate::duration::parse_duration(t).map_err(|e| format!("`callback_timeout`: {e}"))?;
@@ -322,6 +328,12 @@ async fn execute(block: &Block, cx: &BlockContext<'_>) -> Result<Outcome, StepEr
     };
     let mut req = request(&cfg).map_err(invalid)?;
     req.timeout = req.timeout.min(cx.remaining());
+    if let Some(id) = super::platform_api::connection_id(&cfg)? {
+        let conn =
+            super::platform_api::connection_for(cx, super::platform_api::HTTP_PROVIDERS, Some(id), "general_api")
+                .await?;
+        super::platform_api::authorize(&conn, &mut req)?;
+    }
     if let Some((url, token, _)) = &callback {
         req.headers.push(("Baton-Callback-Url".into(), url.clone()));
         req.headers.push(("Baton-Callback-Token".into(), token.clone()));
@@ -418,6 +430,7 @@ mod tests {
 
     fn services(targets: Targets) -> Services {
         Services {
+            store: Arc::new(crate::testing::MemStore::new()),
             secrets: Arc::new(crate::secrets::SecretBox::ephemeral()),
             http: GuardedHttp::new(targets),
             public_url: "https://baton.example/".into(),
@@ -429,6 +442,7 @@ mod tests {
         let data =
             json!({"input": {"name": "Ada", "n": 3, "tags": ["a", "b"]}, "steps": {}, "vars": {"token": "sekrit"}});
         let cx = BlockContext {
+            account_id: "acct_a",
             run_id: "run_1",
             step_key: "call",
             attempt: 1,

@@ -3,12 +3,15 @@
 //! One file per built-in block type; blocks that need outside services plug in through
 //! [`Executor`].
 
+pub mod actions;
 pub mod code;
 mod condition;
 mod delay;
+pub mod email;
 mod entry;
 pub mod http_call;
 mod human;
+pub mod platform_api;
 mod response;
 mod split;
 mod transform;
@@ -87,6 +90,8 @@ pub enum Outcome {
 
 /// What the engine offers every block besides the data: shared by all steps of a process.
 pub struct Services {
+    /// Where the account's connections are read from (`crate::connections::resolve`).
+    pub store: Arc<dyn crate::store::Store>,
     /// Opens sealed credentials (providers, connections).
     pub secrets: Arc<SecretBox>,
     /// The only way a block may reach the network: private targets refused unless the
@@ -99,6 +104,8 @@ pub struct Services {
 
 /// Everything one execution of a block knows.
 pub struct BlockContext<'a> {
+    /// The run's account: whose connections a block may use.
+    pub account_id: &'a str,
     pub run_id: &'a str,
     pub step_key: &'a str,
     /// 1 on the first attempt; a retry after a retryable failure counts up.
@@ -149,6 +156,9 @@ pub async fn execute(block: &Block, cx: &BlockContext<'_>) -> Outcome {
             (outcome, logs) => Outcome::Logged { outcome: Box::new(outcome), logs },
         },
         "general_api" => http_call::run(block, cx).await,
+        "platform_api" => platform_api::run(block, cx).await,
+        "action" => actions::run(block, cx).await,
+        "email" => email::run(block, cx).await,
         _ => execute_builtin(block, cx.data),
     }
 }
@@ -190,7 +200,7 @@ fn type_name(v: &Value) -> &'static str {
 
 #[cfg(test)]
 pub(crate) fn block(kind: &str, config: Value) -> Block {
-    Block { id: "b".into(), kind: kind.into(), name: None, config, retry: None, timeout_ms: None }
+    Block { id: "b".into(), kind: kind.into(), name: None, config, retry: None, timeout_ms: None, action: None }
 }
 
 #[cfg(test)]

@@ -199,11 +199,12 @@ impl Engine {
         // One client (one connection pool) for callbacks and blocks.
         let http = GuardedHttp::new(Targets::from_allow_private(cfg.allow_private_targets));
         let transport = Arc::new(HttpTransport::over(http.clone()));
+        let services = Services { store: Arc::clone(&store), secrets, http, public_url: cfg.public_url.clone() };
         Engine {
             store,
             queue,
             long_queue,
-            services: Services { secrets, http, public_url: cfg.public_url.clone() },
+            services,
             cfg,
             transport,
             versions: Mutex::new(HashMap::new()),

@@ -394,7 +394,9 @@ impl Engine {
             ctx["item"] = snap.item_value(key);
             ctx["index"] = json!(i);
         }
+        let account = snap.run.str("account_id").unwrap_or_default().to_string();
         let cx = BlockContext {
+            account_id: &account,
             run_id,
             step_key: key,
             attempt: (attempt + 1) as u32,
