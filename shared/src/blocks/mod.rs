@@ -3,6 +3,7 @@
 //! One file per built-in block type; blocks that need outside services plug in through
 //! [`Executor`].
 
+pub mod agent;
 pub mod code;
 mod condition;
 mod delay;
@@ -198,8 +199,11 @@ mod tests {
 
     #[test]
     fn unbuilt_blocks_fail_with_not_implemented() {
-        let Outcome::Fail(e) = execute_builtin(&block("agent", json!({})), &json!({})) else { panic!() };
-        assert_eq!(e.code, "NOT_IMPLEMENTED");
-        assert!(!e.retryable);
+        // `agent` too when no executor is registered for it (an engine without the AI runtime).
+        for k in NOT_BUILT.iter().chain(&["agent"]) {
+            let Outcome::Fail(e) = execute_builtin(&block(k, json!({})), &json!({})) else { panic!() };
+            assert_eq!(e.code, "NOT_IMPLEMENTED");
+            assert!(!e.retryable);
+        }
     }
 }
