@@ -43,6 +43,9 @@ pub struct AppConfig {
     /// How long a finished run is kept (`BATON_RUN_RETENTION_DAYS`, default 30 days; `None`:
     /// for ever). See [`crate::retention`] for what expires when.
     pub run_retention: Option<Duration>,
+    /// The managed provider and trial allowance of planned runs (`BATON_MANAGED_PROVIDER`,
+    /// `BATON_TRIAL_RUNS`).
+    pub ai: crate::ai::AiSettings,
 }
 
 impl Default for AppConfig {
@@ -62,6 +65,7 @@ impl Default for AppConfig {
             callback_timeout: Duration::from_secs(10),
             max_receives: crate::aws::DEFAULT_MAX_RECEIVES,
             run_retention: Some(Duration::from_secs(crate::retention::DEFAULT_DAYS * 24 * 3600)),
+            ai: crate::ai::AiSettings::default(),
         }
     }
 }
@@ -98,6 +102,13 @@ impl App {
             None => store,
         };
         let engine = Engine::new(store.clone(), queue.clone(), long_queue, secrets.clone(), config.clone());
+        let agent = crate::blocks::agent::AgentExecutor {
+            store: store.clone(),
+            secrets: secrets.clone(),
+            http: engine.services.http.clone(),
+            ai: config.ai.clone(),
+        };
+        engine.register_executor("agent", Arc::new(agent));
         Arc::new(App { store, queue, engine, secrets, config })
     }
 }

@@ -9,6 +9,8 @@
 //! | `BATON_PUBLIC_URL` | base URL shown to callers (trigger URLs) | taken from the first request's host |
 //! | `BATON_ALLOW_PRIVATE_TARGETS` | `1`: callbacks and HTTP blocks may reach private addresses | `0` |
 //! | `BATON_WORKER_QUEUE` | which queue a worker function drains: `steps`, or `long` for the long-step worker | `steps` |
+//! | `BATON_MANAGED_PROVIDER` | JSON `{provider, base_url, api_key, model}`: the provider of managed trial runs (template parameter, NoEcho) | none: a planned run needs `provider_id` |
+//! | `BATON_TRIAL_RUNS` | planned runs per account on the managed provider | 3 |
 //! | `BATON_RUN_RETENTION_DAYS` | days a finished run is kept ([`crate::retention`]); `0`: for ever | 30 |
 //! | `BATON_TABLE`, `BATON_BUCKET`, `BATON_QUEUE_URL`, … | the AWS backend: see [`crate::aws`] | `BATON_BUCKET`: `<table>-payloads` |
 
@@ -110,6 +112,10 @@ impl Config {
             }
         };
 
+        let ai = crate::ai::AiSettings::from_vars(&var).unwrap_or_else(|e| {
+            problems.push(e);
+            crate::ai::AiSettings::default()
+        });
         let aws = match AwsSettings::from_vars(&var) {
             Ok(s) => Some(s),
             Err(Error::Validation { details, .. }) if !details.is_empty() => {
@@ -131,6 +137,7 @@ impl Config {
                     allow_private_targets,
                     max_receives: aws.max_receives,
                     run_retention,
+                    ai,
                     ..defaults
                 },
                 public_url,

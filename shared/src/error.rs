@@ -44,6 +44,9 @@ pub enum Error {
     Unprocessable { message: String, details: Vec<Detail> },
     #[error("{0}")]
     RateLimited(String, u64),
+    /// The managed trial is used up, or there is none: the caller must bring a provider.
+    #[error("{0}")]
+    PaymentRequired(String),
     /// A feature that exists in the contract but is not built yet.
     #[error("{0}")]
     NotImplemented(String),

@@ -23,6 +23,9 @@
 //! | connection | `ACCT#{acct}#CONN` | `{connection_id}` |
 //! | webhook block index (claim of a `webhook_id`) | `WEBHOOK#{uuid}` | `WEBHOOK` |
 //! | secrets data key (AWS: KMS-encrypted blob) | `CONFIG` | `SECRETS#DATAKEY` |
+//! | model provider (listing and lookup) | `ACCT#{acct}#PROV` | `{provider_id}` |
+//! | managed-trial counter | `ACCT#{acct}` | `TRIAL` |
+//! | journaled provider answer of an agent step | `RUN#{run_id}` | `AI#{step_key}#{call}` |
 //!
 //! Everything in a run's partition, and the run's index entry, is *run data*: it expires with
 //! the run ([`run_part`], [`crate::retention`]). A new kind of item written for a run goes into
@@ -183,6 +186,26 @@ pub fn connection(acct: &str, id: &str) -> Key {
 pub fn webhook(webhook_id: &str) -> Key {
     Key::new(format!("WEBHOOK#{webhook_id}"), "WEBHOOK")
 }
+pub fn providers_pk(acct: &str) -> String {
+    format!("ACCT#{acct}#PROV")
+}
+pub fn provider(acct: &str, provider_id: &str) -> Key {
+    Key::new(providers_pk(acct), provider_id)
+}
+pub fn trial(acct: &str) -> Key {
+    Key::new(format!("ACCT#{acct}"), "TRIAL")
+}
+/// Sort-key prefix of a run's journaled provider answers; sorts before `RUN`, so the run
+/// snapshot's range never reads them.
+pub const AI_PREFIX: &str = "AI#";
+/// Sort-key prefix of one step's journaled answers.
+pub fn ai_calls_prefix(step_key: &str) -> String {
+    format!("{AI_PREFIX}{step_key}#")
+}
+/// The journaled answer to call `call` (1: the call, 2: the repair) of an agent step.
+pub fn ai_call(run: &str, step_key: &str, call: u32) -> Key {
+    Key::new(run_pk(run), format!("{}{call}", ai_calls_prefix(step_key)))
+}
 pub fn secrets_data_key() -> Key {
     Key::new("CONFIG", "SECRETS#DATAKEY")
 }
@@ -196,7 +219,14 @@ mod tests {
         let r = "run_01hzz";
         assert_eq!(run_part(&run(r)), Some(RunPart::Header(r)));
         assert_eq!(run_part(&run_index("acct_1", r)), Some(RunPart::Index(r)));
-        for k in [step(r, "a"), step(r, "body[7]"), task(r, "task_1"), event(r, 1, 2), callback(r, "dlv_1")] {
+        for k in [
+            step(r, "a"),
+            step(r, "body[7]"),
+            task(r, "task_1"),
+            event(r, 1, 2),
+            callback(r, "dlv_1"),
+            ai_call(r, "write", 1),
+        ] {
             assert_eq!(run_part(&k), Some(RunPart::Other(r)), "{k:?}");
         }
         for k in [
@@ -213,6 +243,8 @@ mod tests {
             app("app_1"),
             webhook("u"),
             secrets_data_key(),
+            provider("acct_1", "prov_1"),
+            trial("acct_1"),
         ] {
             assert_eq!(run_part(&k), None, "{k:?}");
         }

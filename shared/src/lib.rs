@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod adapters;
+pub mod ai;
 pub mod api;
 pub mod app;
 pub mod apps;

@@ -32,7 +32,7 @@ pub const BLOCK_TYPES: &[&str] = &[
 ];
 
 /// Block types accepted in a graph whose execution is not built yet.
-pub const NOT_BUILT: &[&str] = &["agent", "orchestration"];
+pub const NOT_BUILT: &[&str] = &["orchestration"];
 
 pub fn canonical_type(t: &str) -> Option<&'static str> {
     match t {
@@ -229,7 +229,10 @@ fn check_id(id: &str) -> std::result::Result<(), String> {
 /// An HTTP block's `config.retry` (`3`, or `{"max_attempts", "backoff_ms", …}`) is its
 /// retry policy when the block has none of its own: the engine retries from `block.retry`.
 fn lift_retry(b: &mut Block) -> std::result::Result<(), String> {
-    if !matches!(b.kind.as_str(), "general_api" | "platform_api" | "action" | "email") || b.retry.is_some() {
+    if b.kind == "agent" {
+        lift_agent(b);
+    }
+    if !matches!(b.kind.as_str(), "general_api" | "platform_api" | "action" | "email" | "agent") || b.retry.is_some() {
         return Ok(());
     }
     let policy = match b.config.get("retry") {
@@ -261,9 +264,27 @@ fn check_action(b: &Block) -> std::result::Result<(), (&'static str, String)> {
     }
 }
 
+/// An agent block's `config.timeout_ms` is its block timeout (so a long call takes the
+/// long-step route), and without a retry policy it gets the agent default: provider rate
+/// limits and outages are retried.
+fn lift_agent(b: &mut Block) {
+    if b.timeout_ms.is_none() {
+        let t = b.config.get("timeout_ms").and_then(Value::as_u64);
+        b.timeout_ms = Some(t.unwrap_or(crate::blocks::agent::DEFAULT_TIMEOUT_MS));
+    }
+    if b.retry.is_none() && b.config.get("retry").is_none_or(Value::is_null) {
+        b.retry = Some(RetryPolicy {
+            max_attempts: crate::blocks::agent::DEFAULT_ATTEMPTS,
+            backoff_ms: 2000,
+            max_backoff_ms: default_max_backoff(),
+        });
+    }
+}
+
 fn check_config(b: &Block) -> std::result::Result<(), String> {
     let c = &b.config;
     match b.kind.as_str() {
+        "agent" => crate::blocks::agent::check(c),
         "code" => crate::blocks::code::config(c).map(|_| ()),
         "general_api" => crate::blocks::http_call::check(c),
         "platform_api" => crate::blocks::platform_api::check(c),

@@ -140,6 +140,8 @@ impl Stack {
             ("BATON_LEASE_SECS", "60".into()),
             ("BATON_PUBLIC_URL", String::new()),
             ("BATON_ALLOW_PRIVATE_TARGETS", "0".into()),
+            ("BATON_MANAGED_PROVIDER", String::new()),
+            ("BATON_TRIAL_RUNS", "3".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

@@ -125,6 +125,8 @@ async fn run(args: Args) -> Result<(), String> {
         callback_timeout: Duration::from_millis(args.callback_timeout_ms.max(1)),
         max_receives: args.max_receives.max(1),
         run_retention,
+        // `BATON_MANAGED_PROVIDER` holds a key: read from the environment only, never a flag.
+        ai: baton::ai::AiSettings::from_env()?,
         ..AppConfig::default()
     };
     let (app, db) = match args.backend.as_str() {

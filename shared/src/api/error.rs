@@ -40,6 +40,7 @@ impl IntoResponse for Error {
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
                 resp
             }
+            Error::PaymentRequired(m) => envelope(StatusCode::PAYMENT_REQUIRED, "PAYMENT_REQUIRED", &m, &[]),
             Error::NotImplemented(m) => envelope(StatusCode::NOT_IMPLEMENTED, "NOT_IMPLEMENTED", &m, &[]),
             Error::Internal(m) => {
                 tracing::error!(error = %m, "internal error");

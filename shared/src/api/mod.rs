@@ -4,6 +4,7 @@
 //! envelope) → call the domain → map the result. Errors become responses in [`error`] only.
 
 pub mod accounts;
+pub mod ai;
 pub mod auth;
 pub mod callbacks;
 pub mod client;
@@ -51,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .merge(accounts::routes())
         .merge(workflows::routes())
         .merge(runs::routes())
+        .merge(ai::routes())
         .merge(triggers::routes())
         .merge(connections::routes())
         .merge(callbacks::routes())

@@ -220,11 +220,12 @@ async fn execute(
     Ok((code, rl, axum::Json(r.run)).into_response())
 }
 
-async fn planned_run(p: Principal) -> Result<Response> {
+async fn planned_run(State(state): State<AppState>, p: Principal, Json(body): Json<Value>) -> Result<Response> {
     p.require(accounts::EXECUTE)?;
-    Err(Error::NotImplemented(
-        "Planned AI runs (POST /api/v1/runs) need the agent block, which is not built yet; start a workflow with POST /api/v1/workflows/{id}/run".into(),
-    ))
+    let rl = rate_limited(&state, &p).await?;
+    let acct = p.account_id.clone();
+    let run = detached(&state, |st| async move { crate::ai::runs::start(&st, &acct, &body).await }).await?;
+    Ok((StatusCode::CREATED, rl, axum::Json(run)).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -249,7 +250,8 @@ async fn list(
 
 async fn detail(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<axum::Json<Value>> {
     p.require("runs:read")?;
-    Ok(axum::Json(state.engine.get_run(&p.account_id, &id).await?))
+    let view = state.engine.get_run(&p.account_id, &id).await?;
+    Ok(axum::Json(crate::ai::runs::decorate(&*state.store, view).await?))
 }
 
 async fn events(
@@ -271,6 +273,11 @@ async fn tasks(
 ) -> Result<axum::Json<Value>> {
     p.require("runs:read")?;
     let limit = q.limit_or(MAX_PAGE_LIMIT)?;
+    // A planned run lists its whole subtask tree (every task, at any point of the run).
+    let view = crate::ai::runs::decorate(&*state.store, state.engine.get_run(&p.account_id, &id).await?).await?;
+    if let Some(page) = crate::ai::runs::tasks_page(&view) {
+        return Ok(axum::Json(page));
+    }
     Ok(axum::Json(state.engine.run_tasks(&p.account_id, &id, limit, q.cursor()).await?))
 }
 
@@ -294,7 +301,14 @@ async fn complete_task(
 ) -> Result<axum::Json<Value>> {
     p.require("runs:write")?;
     let acct = p.account_id.clone();
-    let run = detached(&state, |st| async move { st.engine.complete_task(&acct, &id, &task_id, answer).await }).await?;
+    let run = detached(&state, |st| async move {
+        // A planned run's tasks are also completed by their plan ids (`T1`).
+        let view = crate::ai::runs::decorate(&*st.store, st.engine.get_run(&acct, &id).await?).await?;
+        let task_id = crate::ai::runs::wait_id(&view, &task_id)?;
+        let run = st.engine.complete_task(&acct, &id, &task_id, answer).await?;
+        crate::ai::runs::decorate(&*st.store, run).await
+    })
+    .await?;
     Ok(axum::Json(run))
 }
 

@@ -283,13 +283,13 @@ async fn cancel_and_redrive_follow_the_run_status() {
     let (s, b) = t.call(Method::DELETE, &format!("/api/v1/runs/{id}"), None).await;
     assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_STATUS")));
 
-    t.workflow(json!({"id": "broken", "name": "b", "status": "active", "steps": [{"id": "s", "type": "starter"}, {"id": "ai", "type": "agent"}]})).await;
+    t.workflow(json!({"id": "broken", "name": "b", "status": "active", "steps": [{"id": "s", "type": "starter"}, {"id": "ai", "type": "agent", "config": {"prompt": "no provider named"}}]})).await;
     let (_, r) = t.call(Method::POST, "/api/v1/workflows/broken/run", None).await;
     let id = r["run_id"].as_str().unwrap().to_string();
     t.drain().await;
     let (_, r) = t.call(Method::GET, &format!("/api/v1/runs/{id}"), None).await;
     assert_eq!(r["status"], "failed");
-    assert_eq!(r["error"]["code"], "NOT_IMPLEMENTED");
+    assert_eq!(r["error"]["code"], "PROVIDER_REQUIRED");
     let (s, r) = t.call(Method::POST, &format!("/api/v1/runs/{id}/redrive"), None).await;
     assert_eq!((s, r["status"].as_str()), (StatusCode::OK, Some("running")));
 }
@@ -335,14 +335,14 @@ async fn run_starts_are_rate_limited_with_retry_after() {
 }
 
 #[tokio::test]
-async fn oversized_run_input_is_413_and_planned_runs_are_501() {
+async fn oversized_run_input_is_413_and_planned_runs_without_a_provider_are_402() {
     let t = setup(1000).await;
     t.workflow(chain("c")).await;
     let big = "x".repeat(70 * 1024);
     let (s, b) = t.call(Method::POST, "/api/v1/workflows/c/run", Some(json!({"input": {"n": big}}))).await;
     assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("PAYLOAD_TOO_LARGE")));
     let (s, b) = t.call(Method::POST, "/api/v1/runs", Some(json!({"task": "x"}))).await;
-    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::NOT_IMPLEMENTED, Some("NOT_IMPLEMENTED")));
+    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::PAYMENT_REQUIRED, Some("PAYMENT_REQUIRED")));
 }
 
 /// A store that commits, then takes its time to answer: the window in which a client that

@@ -4,6 +4,7 @@
 //! [`Executor`].
 
 pub mod actions;
+pub mod agent;
 pub mod code;
 mod condition;
 mod delay;
@@ -209,8 +210,11 @@ mod tests {
 
     #[test]
     fn unbuilt_blocks_fail_with_not_implemented() {
-        let Outcome::Fail(e) = execute_builtin(&block("agent", json!({})), &json!({})) else { panic!() };
-        assert_eq!(e.code, "NOT_IMPLEMENTED");
-        assert!(!e.retryable);
+        // `agent` too when no executor is registered for it (an engine without the AI runtime).
+        for k in crate::model::NOT_BUILT.iter().chain(&["agent"]) {
+            let Outcome::Fail(e) = execute_builtin(&block(k, json!({})), &json!({})) else { panic!() };
+            assert_eq!(e.code, "NOT_IMPLEMENTED");
+            assert!(!e.retryable);
+        }
     }
 }

@@ -625,7 +625,7 @@ async fn error_edge_handles_a_failure_and_redrive_restarts_a_failed_run() {
         "handled",
         json!({"blocks": [
             {"id": "s", "type": "starter"},
-            {"id": "work", "type": "agent"},
+            {"id": "work", "type": "agent", "config": {"prompt": "no provider named"}},
             {"id": "fallback", "type": "transform", "config": {"mapping": {"why": "{{steps.work.error.code}}"}}}],
           "edges": [{"from": "s", "to": "work"}, {"from": "work", "to": "fallback", "on": "error"}]}),
     )
@@ -634,7 +634,7 @@ async fn error_edge_handles_a_failure_and_redrive_restarts_a_failed_run() {
     drain(&e.app, Duration::from_secs(10)).await;
     let r = run(&e.app, &id).await;
     assert_eq!(r["status"], "completed", "{r:#}");
-    assert_eq!(r["output"], json!({"why": "NOT_IMPLEMENTED"}));
+    assert_eq!(r["output"], json!({"why": "PROVIDER_REQUIRED"}));
 }
 
 #[tokio::test]
