@@ -32,7 +32,7 @@ pub const BLOCK_TYPES: &[&str] = &[
 ];
 
 /// Block types accepted in a graph whose execution is not built yet.
-pub const NOT_BUILT: &[&str] = &["orchestration"];
+pub const NOT_BUILT: &[&str] = &[];
 
 pub fn canonical_type(t: &str) -> Option<&'static str> {
     match t {
@@ -290,6 +290,7 @@ fn check_config(b: &Block) -> std::result::Result<(), String> {
         "platform_api" => crate::blocks::platform_api::check(c),
         "action" => crate::blocks::actions::check(b),
         "email" => crate::blocks::email::check(c),
+        "orchestration" => crate::blocks::orchestration::check(c),
         "transform" => match c.get("mapping") {
             Some(Value::Object(_)) => Ok(()),
             Some(_) => Err("`mapping` must be an object of templates".into()),

@@ -208,6 +208,7 @@ async fn checked_graph(store: &dyn Store, acct: &str, obj: &Map<String, Value>) 
     let graph = graph_of(obj)?;
     let field = if obj.contains_key("steps") { "steps" } else { "blocks" };
     crate::connections::check_graph(store, acct, &graph, field).await?;
+    crate::engine::check_child_workflows(store, acct, &graph, field).await?;
     Ok(graph)
 }
 

@@ -126,6 +126,7 @@ pub async fn start(app: &App, acct: &str, body: &Value) -> Result<Value> {
             metadata,
             callback_url: req.callback_url.clone(),
             source: PLANNED_SOURCE.into(),
+            ..StartRequest::default()
         };
         let s = app.engine.start_run(acct, &wf_id, sr).await?;
         let run_id = s.run["run_id"].as_str().unwrap_or_default().to_string();

@@ -108,6 +108,7 @@ async fn hook(
         metadata: json!({"trigger_id": h.trigger_id}),
         callback_url: h.callback_url,
         source: "hook".into(),
+        ..StartRequest::default()
     };
     let s = start(&state, &h.account_id, &h.workflow_id, req).await.map_err(could_not_start)?;
     Ok(started(rl, s))
@@ -155,6 +156,7 @@ async fn block_webhook(
         metadata: json!({"webhook_id": id.to_ascii_lowercase(), "block_id": target.block_id}),
         callback_url: None,
         source: "webhook".into(),
+        ..StartRequest::default()
     };
     // Taking the arm and starting the run finish together even if the client goes away, so
     // an arm is never used up by a call that started nothing.
@@ -260,7 +262,14 @@ async fn app_webhook(
         (None, None, None, h) => h.map(|k| format!("app:{id}:{k}")),
     };
     let rl = rate_limit(&state, &id).await?;
-    let req = StartRequest { input, idempotency_key, metadata, callback_url: None, source: "app".into() };
+    let req = StartRequest {
+        input,
+        idempotency_key,
+        metadata,
+        callback_url: None,
+        source: "app".into(),
+        ..StartRequest::default()
+    };
     match start(&state, &door.account_id, &wf, req).await {
         Ok(s) => Ok(started(rl, s)),
         // The caller named the workflow: an unknown one is theirs to fix, not a refusal to start.

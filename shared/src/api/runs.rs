@@ -82,6 +82,7 @@ fn start_request(headers: &HeaderMap, b: StartBody, source: &str) -> Result<Star
         metadata,
         callback_url: b.callback_url,
         source: source.to_string(),
+        ..StartRequest::default()
     })
 }
 

@@ -12,6 +12,7 @@ pub mod email;
 mod entry;
 pub mod http_call;
 mod human;
+pub mod orchestration;
 pub mod platform_api;
 mod response;
 mod split;

@@ -42,9 +42,11 @@ impl Engine {
             cond: Some(Cond::And(vec![Cond::eq("status", RunStatus::Running), Cond::Le("active".into(), json!(0))])),
         }];
         writes.extend(rest);
+        self.child_end_safety(&snap.run).await?;
         match self.store.transact(writes).await {
             Ok(()) => {
                 self.flush_outbox(outbox.into_iter().collect()).await;
+                self.child_ended(&snap.run).await;
                 Ok(())
             }
             Err(Error::Conflict(_)) => Ok(()),

@@ -16,8 +16,10 @@
 //! - `split`: a split's collection and its items; `wait`: every wait (people, callbacks);
 //! - `finish`: completing a run and choosing its output; `runs`: starting, viewing,
 //!   cancelling and redriving runs; `deliveries`: outbound callbacks' outbox and attempts;
+//! - `child`: child runs (the `orchestration` block) and resuming their parents;
 //! - `state`: the step and run states.
 
+mod child;
 mod deliveries;
 mod finish;
 mod logs;
@@ -34,6 +36,7 @@ mod worker;
 mod tests;
 
 pub use crate::ids::new_wait_token;
+pub use child::check_graph as check_child_workflows;
 pub use reads::{Needs, Reads, StepRefs, step_refs};
 pub use runs::{RunFilter, StartRequest, Started, SyncResult};
 pub use snapshot::{LAZY, Snapshot, is_terminal_run, is_terminal_step};
@@ -82,6 +85,9 @@ pub enum Msg {
     /// a wide split is sent out by a chain of these rather than by one worker at once.
     #[serde(rename = "fan")]
     Fan { r: String, s: String, f: usize },
+    /// Child run `r` ended (or is about to): resume the parent step waiting on it.
+    #[serde(rename = "child")]
+    Child { r: String },
 }
 
 /// How many item messages one split commit or one [`Msg::Fan`] publishes.
@@ -155,7 +161,8 @@ impl Msg {
             | Msg::TaskTimeout { r, .. }
             | Msg::Sweep { r }
             | Msg::Callback { r, .. }
-            | Msg::Fan { r, .. } => r,
+            | Msg::Fan { r, .. }
+            | Msg::Child { r } => r,
         }
     }
 }

@@ -28,6 +28,22 @@ pub struct StartRequest {
     pub callback_url: Option<String>,
     /// Where the run came from: "api", "trigger", "execute", "hook"...
     pub source: String,
+    /// The workflow version to run; `None`: the active one (and the workflow must be active).
+    pub version: Option<u64>,
+    /// The step this run is a child of (`orchestration`).
+    pub parent: Option<ParentLink>,
+}
+
+/// A child run's link to the step that started it and waits for it.
+#[derive(Clone, Debug)]
+pub struct ParentLink {
+    pub run_id: String,
+    pub step_key: String,
+    /// Resumes the parent's wait (`Engine::resume_by_token`); kept on the child's run item,
+    /// never shown.
+    pub token: String,
+    /// The child's nesting depth (a run started from outside is at 1).
+    pub depth: u64,
 }
 
 #[derive(Debug)]
@@ -126,12 +142,18 @@ impl Engine {
             .get(&keys::workflow(acct, wf_id))
             .await?
             .ok_or_else(|| Error::not_found(format!("workflow {wf_id}")))?;
-        if head.str("status") != Some("active") {
+        if req.version.is_none() && head.str("status") != Some("active") {
             return Err(Error::InvalidStatus(format!(
                 "workflow {wf_id} is a draft: activate it (POST /api/v1/workflows/{wf_id}/activate) before starting runs"
             )));
         }
-        let version = head.i64("version").unwrap_or(1) as u64;
+        let version = match req.version {
+            Some(v) if v == 0 || v > head.i64("version").unwrap_or(1) as u64 => {
+                return Err(Error::not_found(format!("version {v} of workflow {wf_id}")));
+            }
+            Some(v) => v,
+            None => head.i64("version").unwrap_or(1) as u64,
+        };
         let pinned = self.pinned(acct, wf_id, version).await?;
         let mut input = if req.input.is_null() { json!({}) } else { req.input };
         let size = serde_json::to_vec(&input)?.len();
@@ -198,6 +220,10 @@ impl Engine {
         }
         if let Some(k) = &req.idempotency_key {
             run.insert("idempotency_key".into(), json!(k));
+        }
+        if let Some(p) = &req.parent {
+            run.insert("parent".into(), json!({"run_id": p.run_id, "step_key": p.step_key, "token": p.token}));
+            run.insert("depth".into(), json!(p.depth));
         }
         let run_item = Item::new(keys::run(&run_id), run);
         let view = Snapshot::of_new_run(run_item.clone());
@@ -461,13 +487,25 @@ impl Engine {
                 });
             }
         }
+        // The child runs its steps wait on end with it (after the commit).
+        let children: Vec<String> = snap
+            .tasks
+            .values()
+            .filter(|t| t.str("status") == Some("open") && t.str("kind") == Some("child"))
+            .filter_map(|t| t.str("child_run_id").map(str::to_string))
+            .collect();
         let summary = crate::callbacks::run_summary(&snap.run, "cancelled", None, None, now);
         let outbox = self.callback_outbox(&snap.run, crate::callbacks::RUN_CANCELLED, summary, now).await?;
         if let Some(o) = &outbox {
             writes.insert(1, o.write.clone());
         }
+        self.child_end_safety(&snap.run).await?;
         match self.store.transact(writes).await {
-            Ok(()) => self.flush_outbox(outbox.into_iter().collect()).await,
+            Ok(()) => {
+                self.flush_outbox(outbox.into_iter().collect()).await;
+                self.child_ended(&snap.run).await;
+                self.cancel_children(acct, children).await;
+            }
             Err(Error::Conflict(_)) => return Err(Error::Conflict(format!("run {run_id} changed meanwhile; retry"))),
             Err(e) => return Err(e),
         }
@@ -620,6 +658,8 @@ pub fn run_view(snap: &Snapshot, with_steps: bool) -> Value {
         "error": r.get("error").cloned().unwrap_or(Value::Null),
         "metadata": r.get("metadata").cloned().unwrap_or(json!({})),
         "idempotency_key": r.get("idempotency_key").cloned().unwrap_or(Value::Null),
+        "parent_run_id": r.get("parent").and_then(|p| p.get("run_id")).cloned().unwrap_or(Value::Null),
+        "parent_step_key": r.get("parent").and_then(|p| p.get("step_key")).cloned().unwrap_or(Value::Null),
         "created_at": ts("created_at"),
         "updated_at": ids::ms_to_rfc3339(updated_at(snap)),
         "finished_at": ts("finished_at"),

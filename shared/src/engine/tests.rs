@@ -856,5 +856,6 @@ async fn run_output_is_the_last_block_even_when_steps_finish_in_the_same_millise
 mod code;
 mod context;
 mod http;
+mod orchestration;
 mod paths;
 mod reads;

@@ -269,6 +269,15 @@ pub(crate) fn task_outcome(kind: &str, answer: &Value, on_reject: &str) -> Resul
         }
         return Ok((out.clone(), Finish::Completed { output: out, status: None, headers: None }));
     }
+    if kind == "child" {
+        return Ok(match super::child::child_outcome(answer) {
+            Ok(crate::blocks::Outcome::Output(out)) => {
+                (out.clone(), Finish::Completed { output: out, status: None, headers: None })
+            }
+            Ok(_) => return Err(Error::internal("a child run's end is an output or a failure")),
+            Err(e) => (answer.clone(), Finish::Failed(e)),
+        });
+    }
     if kind == "callback" {
         // `{"error": {"message"}}` fails the step; `{"output": …}`, or any other object, is
         // its output.

@@ -181,6 +181,7 @@ impl Engine {
             Msg::Sweep { r } => info_span!("sweep", run_id = %r),
             Msg::Callback { r, d, n } => info_span!("callback", run_id = %r, delivery_id = %d, attempt = n + 1),
             Msg::Fan { r, s, f } => info_span!("fan_out", run_id = %r, step_key = %s, from = f),
+            Msg::Child { r } => info_span!("child_ended", run_id = %r),
         };
         let res = async {
             match &msg {
@@ -189,6 +190,7 @@ impl Engine {
                 Msg::Sweep { r } => self.handle_sweep(r).await,
                 Msg::Callback { r, d, n } => self.handle_callback(r, d, *n).await,
                 Msg::Fan { r, s, f } => self.handle_fan(r, s, *f).await,
+                Msg::Child { r } => self.handle_child_end(r).await,
             }
         }
         .instrument(span)
@@ -405,7 +407,12 @@ impl Engine {
             data: &ctx,
             services: &self.services,
         };
-        let outcome = self.execute(&block, &cx).await;
+        let outcome = if block.kind == "orchestration" && self.executor(&block.kind).is_none() {
+            // Needs the engine itself: it starts a run.
+            self.start_child(&block, &cx, &snap.run).await
+        } else {
+            self.execute(&block, &cx).await
+        };
         let res = self.conclude(run_id, key, guard.clone(), &block, attempt, outcome, snap).await;
         match res {
             Ok(publish) => Ok(Handled::ack(publish.unwrap_or_default())),
@@ -671,9 +678,16 @@ impl Engine {
         let (run_write, outbox, completes) =
             self.run_change(run_id, key, guard, snap, &change, &mut writes, now).await?;
         writes.push(run_write);
+        let ends = completes || change.fails.is_some();
+        if ends {
+            self.child_end_safety(&snap.run).await?;
+        }
         match self.store.transact(writes).await {
             Ok(()) => {
                 self.flush_outbox(outbox).await;
+                if ends {
+                    self.child_ended(&snap.run).await;
+                }
                 if change.fails.is_none() && !completes && active_delta < 0 {
                     // Parallel commits may each have seen another still active.
                     self.finalize(run_id).await?;
