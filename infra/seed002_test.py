@@ -5,7 +5,7 @@
 Starts a fake OpenAI-compatible server (Chat Completions) on 127.0.0.1, then baton-local
 on a free loopback port with a temporary database and that server as its managed provider
 (BATON_MANAGED_PROVIDER, BATON_ALLOW_PRIVATE_TARGETS=1). The seed's examples are taken
-from ../shared/seeds/002_7afb077ff9761d39.txt (SEED= overrides) and run with only the host
+from ../shared/seeds/002_7afb077ff9761d39.txt, else its copy in tests/seeds/ (SEED= overrides), and run with only the host
 (`https://api.orchflow.cloud` -> the local server) and the key (`orch_your_key` -> a key
 from POST /auth/register) replaced. Between the Python start and resume examples the test
 polls the run the way the seed's frontend polling example does, until it is
@@ -27,7 +27,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SEED = os.environ.get("SEED", os.path.join(ROOT, "..", "shared", "seeds", "002_7afb077ff9761d39.txt"))
+# The product's seed documents beside the repository, else the copy in tests/seeds/.
+_BESIDE = os.path.join(ROOT, "..", "shared", "seeds", "002_7afb077ff9761d39.txt")
+_COPY = os.path.join(ROOT, "tests", "seeds", "002_7afb077ff9761d39.txt")
+SEED = os.environ.get("SEED", _BESIDE if os.path.exists(_BESIDE) else _COPY)
 HOST = "https://api.orchflow.cloud"
 SEEN = []
 
