@@ -46,11 +46,13 @@ fn with_secret(issued: IssuedKey) -> Value {
 /// before the body is read: each one creates an account and a key.
 async fn register(State(state): State<AppState>, client: Client, Json(b): Json<RegisterBody>) -> Result<Response> {
     let limit = state.config.register_limit_per_hour;
-    client.check(&state, "registrations", limit, 3600).await?;
+    let rate = client.check(&state, "registrations", limit, 3600).await?;
     let name = b.name.ok_or_else(|| Error::validation_at(vec![json!("name")], "`name` is required"))?;
     let (account, issued) = accounts::register(state.store.as_ref(), &name, b.email.as_deref()).await?;
     let body = json!({"account": account, "api_key": issued.secret, "key": issued.key});
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    let mut resp = (StatusCode::CREATED, Json(body)).into_response();
+    resp.headers_mut().extend(super::auth::rate_limit_headers(&rate));
+    Ok(resp)
 }
 
 async fn account(State(state): State<AppState>, p: Principal) -> Result<Json<Value>> {

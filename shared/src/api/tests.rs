@@ -495,7 +495,14 @@ async fn registrations_are_limited_per_client_address_and_forwarded_for_is_ignor
             from_peer(&app, peer, "/api/v1/auth/register", &h, json!({"name": "n"})).await
         }
     };
-    assert_eq!(reg("198.51.100.1", "").await.status, StatusCode::CREATED);
+    let first = reg("198.51.100.1", "").await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    // The window shows in RateLimit-* headers, as on every rate-limited route.
+    assert_eq!(
+        (first.headers["ratelimit-limit"].to_str().unwrap(), first.headers["ratelimit-remaining"].to_str().unwrap()),
+        ("2", "1")
+    );
+    assert!(first.headers.contains_key("ratelimit-reset"));
     assert_eq!(reg("198.51.100.1", "1.1.1.1").await.status, StatusCode::CREATED);
     let r = reg("198.51.100.1", "2.2.2.2").await;
     assert_envelope(&r, StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
