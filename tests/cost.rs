@@ -217,35 +217,50 @@ fn delta(before: &[(Op, u64)]) -> HashMap<Op, u64> {
     metrics::since(before).into_iter().filter(|&(_, n)| n > 0).collect()
 }
 
-/// Runs `runs` runs of a `blocks`-block transform chain against `moto` and counts what they
-/// cost. One warm-up run first, so the figures are those of warm functions (workflow
-/// version cached), as in steady state on Lambda. Counters are process-wide: nothing else in
-/// the process may use the AWS adapters meanwhile.
-pub async fn measure(moto: &Moto, runs: usize, blocks: usize) -> Result<Measured, String> {
+/// An engine on the AWS adapters against moto, as deployed (a table, a queue with its
+/// dead-letter queue, a payload bucket), and a registered account.
+pub struct MotoApp {
+    pub app: Arc<App>,
+    pub store: Arc<DynamoStore>,
+    pub queue: Arc<SqsQueue>,
+    pub acct: String,
+    /// The account's API key.
+    pub secret: String,
+}
+
+/// A fresh [`MotoApp`] whose resources are named after `tag`, with step leases of `lease`.
+pub async fn moto_app(moto: &Moto, tag: &str, lease: Duration) -> Result<MotoApp, String> {
     let cfg = moto.sdk_config().await;
     let ddb = aws_sdk_dynamodb::Client::new(&cfg);
     let sqs_client = aws_sdk_sqs::Client::new(&cfg);
-    let table = unique_name("cost");
+    let table = unique_name(tag);
     dynamo::create_table(&ddb, &table).await.map_err(|e| e.to_string())?;
-    let (url, dlq) = sqs::create_queues(&sqs_client, &unique_name("cost"), 10).await.map_err(|e| e.to_string())?;
-    // As deployed: large values in a payload bucket (none are large here).
+    let (url, dlq) = sqs::create_queues(&sqs_client, &unique_name(tag), 10).await.map_err(|e| e.to_string())?;
     let s3_client = baton::aws::s3_client(&cfg);
     let bucket = baton::adapters::s3::bucket_for_table(&table);
     baton::adapters::s3::create_bucket(&s3_client, &bucket).await.map_err(|e| e.to_string())?;
     let payloads = baton::adapters::s3::Payloads::new(s3_client, bucket);
     let store = Arc::new(DynamoStore::new(ddb, table).with_payloads(payloads));
     let queue = Arc::new(SqsQueue::new(sqs_client, url, Some(dlq)));
-    let config = AppConfig { lease: Duration::from_secs(30), ..AppConfig::default() };
+    let config = AppConfig { lease, ..AppConfig::default() };
     let app = App::new(store.clone(), queue.clone(), Arc::new(baton::secrets::SecretBox::ephemeral()), config);
-
-    let (account, issued) = baton::accounts::register(store.as_ref(), "cost", None).await.map_err(|e| e.to_string())?;
+    let (account, issued) = baton::accounts::register(store.as_ref(), tag, None).await.map_err(|e| e.to_string())?;
     let acct = account["id"].as_str().ok_or("account without id")?.to_string();
+    Ok(MotoApp { app, store, queue, acct, secret: issued.secret })
+}
+
+/// Runs `runs` runs of a `blocks`-block transform chain against `moto` and counts what they
+/// cost. One warm-up run first, so the figures are those of warm functions (workflow
+/// version cached), as in steady state on Lambda. Counters are process-wide: nothing else in
+/// the process may use the AWS adapters meanwhile.
+pub async fn measure(moto: &Moto, runs: usize, blocks: usize) -> Result<Measured, String> {
+    let MotoApp { app, store, queue, acct, secret } = moto_app(moto, "cost", Duration::from_secs(30)).await?;
     baton::workflows::create(store.as_ref(), &acct, crate::transform_chain("chain", blocks))
         .await
         .map_err(|e| e.to_string())?;
 
     let start_runs = |n: usize| {
-        let (app, acct, secret) = (app.clone(), acct.clone(), issued.secret.clone());
+        let (app, acct, secret) = (app.clone(), acct.clone(), secret.clone());
         async move {
             let mut ids = Vec::with_capacity(n);
             for i in 0..n {
@@ -304,22 +319,7 @@ pub async fn reads_per_step(
     output_bytes: usize,
     names_predecessor: bool,
 ) -> Result<Vec<(String, StepReads)>, String> {
-    let cfg = moto.sdk_config().await;
-    let ddb = aws_sdk_dynamodb::Client::new(&cfg);
-    let sqs_client = aws_sdk_sqs::Client::new(&cfg);
-    let table = unique_name("reads");
-    dynamo::create_table(&ddb, &table).await.map_err(|e| e.to_string())?;
-    let (url, dlq) = sqs::create_queues(&sqs_client, &unique_name("reads"), 10).await.map_err(|e| e.to_string())?;
-    let s3_client = baton::aws::s3_client(&cfg);
-    let bucket = baton::adapters::s3::bucket_for_table(&table);
-    baton::adapters::s3::create_bucket(&s3_client, &bucket).await.map_err(|e| e.to_string())?;
-    let payloads = baton::adapters::s3::Payloads::new(s3_client, bucket);
-    let store = Arc::new(DynamoStore::new(ddb, table).with_payloads(payloads));
-    let queue = Arc::new(SqsQueue::new(sqs_client, url, Some(dlq)));
-    let config = AppConfig { lease: Duration::from_secs(30), ..AppConfig::default() };
-    let app = App::new(store.clone(), queue.clone(), Arc::new(baton::secrets::SecretBox::ephemeral()), config);
-    let (account, _) = baton::accounts::register(store.as_ref(), "reads", None).await.map_err(|e| e.to_string())?;
-    let acct = account["id"].as_str().ok_or("account without id")?.to_string();
+    let MotoApp { app, store, queue, acct, .. } = moto_app(moto, "reads", Duration::from_secs(30)).await?;
     let mut steps = vec![json!({"id": "start", "type": "starter"})];
     for i in 1..blocks {
         let source = match (names_predecessor, i) {

@@ -4,14 +4,13 @@
 //! and without an error edge), a result too large to store, a panicking block.
 
 use async_trait::async_trait;
-use baton::adapters::dynamo::{self, DynamoStore};
-use baton::adapters::sqs::{self, SqsQueue};
-use baton::app::{App, AppConfig, AppState};
+use baton::adapters::sqs::SqsQueue;
+use baton::app::AppState;
 use baton::blocks::{BlockContext, Executor, Outcome as BlockOutcome};
 use baton::engine::StartRequest;
 use baton::model::Block;
 use baton::queue::{Outcome, Queue};
-use baton_tests::moto::{moto, unique_name};
+use baton_tests::moto::moto;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,22 +22,8 @@ struct Env {
 }
 
 async fn env() -> Env {
-    let cfg = moto().sdk_config().await;
-    let ddb = aws_sdk_dynamodb::Client::new(&cfg);
-    let sqs_client = aws_sdk_sqs::Client::new(&cfg);
-    let table = unique_name("paths");
-    dynamo::create_table(&ddb, &table).await.unwrap();
-    let (url, dlq) = sqs::create_queues(&sqs_client, &unique_name("paths"), 10).await.unwrap();
-    let s3 = baton::aws::s3_client(&cfg);
-    let bucket = baton::adapters::s3::bucket_for_table(&table);
-    baton::adapters::s3::create_bucket(&s3, &bucket).await.unwrap();
-    let store = Arc::new(DynamoStore::new(ddb, table).with_payloads(baton::adapters::s3::Payloads::new(s3, bucket)));
-    let queue = Arc::new(SqsQueue::new(sqs_client, url, Some(dlq)));
-    let config = AppConfig { lease: Duration::from_secs(10), ..AppConfig::default() };
-    let app = App::new(store.clone(), queue.clone(), Arc::new(baton::secrets::SecretBox::ephemeral()), config);
-    let (account, _) = baton::accounts::register(store.as_ref(), "paths", None).await.unwrap();
-    let acct = account["id"].as_str().unwrap().to_string();
-    Env { app, queue, acct }
+    let m = baton_tests::cost::moto_app(moto(), "paths", Duration::from_secs(10)).await.unwrap();
+    Env { app: m.app, queue: m.queue, acct: m.acct }
 }
 
 impl Env {
