@@ -89,8 +89,23 @@ impl App {
     }
 
     /// An application whose workers hand blocks longer than their invocation allows to
-    /// `long_queue` (see `Engine::process_until`).
+    /// `long_queue` (see `Engine::process_until`), with every block executor plugged in.
     pub fn with_long_queue(
+        store: Arc<dyn Store>,
+        queue: Arc<dyn Queue>,
+        long_queue: Option<Arc<dyn Queue>>,
+        secrets: Arc<SecretBox>,
+        config: AppConfig,
+    ) -> AppState {
+        let app = Self::without_block_executors(store, queue, long_queue, secrets, config);
+        app.plug_block_executors();
+        app
+    }
+
+    /// An application for what never runs a step (the HTTP functions but `execute`: they
+    /// start, read, steer and resume runs). Leaving the executors that call out unplugged
+    /// keeps their code (model providers, above all) out of those functions' binaries.
+    pub fn without_block_executors(
         store: Arc<dyn Store>,
         queue: Arc<dyn Queue>,
         long_queue: Option<Arc<dyn Queue>>,
@@ -102,13 +117,18 @@ impl App {
             None => store,
         };
         let engine = Engine::new(store.clone(), queue.clone(), long_queue, secrets.clone(), config.clone());
-        let agent = crate::blocks::agent::AgentExecutor {
-            store: store.clone(),
-            secrets: secrets.clone(),
-            http: engine.services.http.clone(),
-            ai: config.ai.clone(),
-        };
-        engine.register_executor("agent", Arc::new(agent));
         Arc::new(App { store, queue, engine, secrets, config })
+    }
+
+    /// Plugs in the executors that need more than the template data (the `agent` block).
+    /// Idempotent.
+    pub fn plug_block_executors(&self) {
+        let agent = crate::blocks::agent::AgentExecutor {
+            store: self.store.clone(),
+            secrets: self.secrets.clone(),
+            http: self.engine.services.http.clone(),
+            ai: self.config.ai.clone(),
+        };
+        self.engine.register_executor("agent", Arc::new(agent));
     }
 }

@@ -2,5 +2,5 @@
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
-    baton_lambda::http::serve(baton::api::Part::Api).await
+    baton_lambda::http::serve(baton::api::Part::Api, baton::api::parts::api).await
 }

@@ -1,8 +1,9 @@
 //! The HTTP functions: API Gateway HTTP API (payload 2.0) events → one part of the axum
-//! router ([`baton::api::router_for`]).
+//! router (the function's own [`baton::api::parts`] router).
 
 use crate::{Ports, boot, init_logs};
-use baton::api::{Part, router_for};
+use baton::api::Part;
+use baton::app::AppState;
 use baton::config::Config;
 use lambda_http::Request;
 use std::process::ExitCode;
@@ -10,14 +11,18 @@ use std::sync::{Arc, OnceLock};
 use tower::ServiceExt;
 use tracing::error;
 
-/// `main` of an HTTP function: boots, then serves `part` until the runtime stops.
-pub async fn serve(part: Part) -> ExitCode {
+/// The router of one function, e.g. [`baton::api::parts::hook`].
+pub type PartRouter = fn(AppState) -> axum::Router;
+
+/// `main` of an HTTP function: boots, then serves `part` through its `router` until the
+/// runtime stops.
+pub async fn serve(part: Part, router: PartRouter) -> ExitCode {
     init_logs();
     let (config, ports) = match boot(part.name()).await {
         Ok(b) => b,
         Err(code) => return code,
     };
-    let function = Arc::new(HttpFunction::new(part, config, ports));
+    let function = Arc::new(HttpFunction::new(router, config, ports));
     let service = tower::service_fn(move |mut req: Request| {
         let router = function.router(&req);
         if let Some(ip) = source_ip(&req) {
@@ -39,7 +44,7 @@ pub async fn serve(part: Part) -> ExitCode {
 /// the caller used (the API's domain, or its custom domain) and `lambda_http` puts it and
 /// `X-Forwarded-Proto` into the URI.
 pub struct HttpFunction {
-    part: Part,
+    part_router: PartRouter,
     config: Config,
     ports: Ports,
     built: OnceLock<Built>,
@@ -51,8 +56,8 @@ struct Built {
 }
 
 impl HttpFunction {
-    pub fn new(part: Part, config: Config, ports: Ports) -> Self {
-        let f = HttpFunction { part, config, ports, built: OnceLock::new() };
+    pub fn new(part_router: PartRouter, config: Config, ports: Ports) -> Self {
+        let f = HttpFunction { part_router, config, ports, built: OnceLock::new() };
         if let Some(url) = f.config.public_url.clone() {
             let _ = f.built.set(f.build(url));
         }
@@ -70,8 +75,9 @@ impl HttpFunction {
     }
 
     fn build(&self, public_url: String) -> Built {
-        let app = self.ports.app(baton::app::AppConfig { public_url: public_url.clone(), ..self.config.app.clone() });
-        Built { public_url, router: router_for(self.part, app) }
+        let app =
+            self.ports.http_app(baton::app::AppConfig { public_url: public_url.clone(), ..self.config.app.clone() });
+        Built { public_url, router: (self.part_router)(app) }
     }
 }
 

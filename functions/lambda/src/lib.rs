@@ -37,8 +37,21 @@ pub struct Ports {
 }
 
 impl Ports {
+    /// The application of a function that runs steps (the workers).
     pub fn app(&self, config: AppConfig) -> AppState {
         App::with_long_queue(
+            self.store.clone(),
+            self.queue.clone(),
+            self.long_queue.clone(),
+            self.secrets.clone(),
+            config,
+        )
+    }
+
+    /// The application of an HTTP function: the block executors are plugged in by the
+    /// router of the one that runs blocks (`baton::api::parts::execute`).
+    pub fn http_app(&self, config: AppConfig) -> AppState {
+        App::without_block_executors(
             self.store.clone(),
             self.queue.clone(),
             self.long_queue.clone(),

@@ -2,5 +2,5 @@
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
-    baton_lambda::http::serve(baton::api::Part::Trigger).await
+    baton_lambda::http::serve(baton::api::Part::Trigger, baton::api::parts::trigger).await
 }

@@ -14,9 +14,13 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+/// `POST /auth/register`, the register function's only route.
+pub fn register_routes() -> Router<AppState> {
+    Router::new().route("/api/v1/auth/register", post(register))
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/auth/register", post(register))
         .route("/api/v1/account", get(account))
         .route("/api/v1/account/rotate-callback-secret", post(rotate_callback_secret))
         .route("/api/v1/api-keys", get(list_keys).post(create_key))

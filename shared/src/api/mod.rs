@@ -45,7 +45,37 @@ pub const MAX_PAGE_LIMIT: usize = 100;
 /// `config.max_body_bytes` are 413; too many or too large headers are 431
 /// ([`extract::limit_headers`]).
 pub fn router(state: AppState) -> Router {
+    parts::execute_blocks(&state);
+    finish(
+        api_routes()
+            .merge(accounts::register_routes())
+            .merge(runs::start_routes())
+            .merge(runs::execute_routes())
+            .merge(runs::task_routes())
+            .merge(door_routes()),
+        state,
+    )
+}
+
+/// What every router answers besides its routes: the envelope 404 and 405, the body and
+/// header limits.
+fn finish(routes: Router<AppState>, state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
+    routes
+        .fallback(extract::not_found)
+        .method_not_allowed_fallback(extract::method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(extract::limit_headers))
+        .with_state(state)
+}
+
+/// The doors without an API key: trigger URLs, webhooks, inbound callbacks.
+fn door_routes() -> Router<AppState> {
+    hooks::routes().merge(inbound::routes())
+}
+
+/// Everything API Gateway sends to the catch-all `api` function.
+fn api_routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/health", get(health))
         .route("/api/v1/openapi.json", get(openapi))
@@ -56,13 +86,53 @@ pub fn router(state: AppState) -> Router {
         .merge(triggers::routes())
         .merge(connections::routes())
         .merge(callbacks::routes())
-        .merge(hooks::routes())
-        .merge(inbound::routes())
-        .fallback(extract::not_found)
-        .method_not_allowed_fallback(extract::method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(axum::middleware::from_fn(extract::limit_headers))
-        .with_state(state)
+}
+
+/// One router per Lambda function, each naming only its own handlers, so that a function's
+/// binary links only the code its routes reach (DESIGN.md §8: zips ≤ 5 MB): a function calls
+/// its own, never [`router_for`], whose `match` would reach them all.
+pub mod parts {
+    use super::*;
+
+    pub fn register(state: AppState) -> Router {
+        only(Part::Register, accounts::register_routes(), state)
+    }
+    pub fn trigger(state: AppState) -> Router {
+        only(Part::Trigger, runs::start_routes(), state)
+    }
+    pub fn hook(state: AppState) -> Router {
+        only(Part::Hook, door_routes(), state)
+    }
+    pub fn task_complete(state: AppState) -> Router {
+        only(Part::TaskComplete, runs::task_routes(), state)
+    }
+    /// The only HTTP function that runs blocks: it plugs in the executors that call out.
+    pub fn execute(state: AppState) -> Router {
+        execute_blocks(&state);
+        only(Part::Execute, runs::execute_routes(), state)
+    }
+    pub fn api(state: AppState) -> Router {
+        // A method the table gives another function, on a path the api function also
+        // serves (`GET /runs`) or not at all (`PUT /auth/register`), is the full router's
+        // 405 here, not a 404: API Gateway sends every method it does not route to this one.
+        let mut routes = api_routes();
+        for (method, path, _) in ROUTES {
+            if let Some(filter) =
+                method.and_then(|m| axum::routing::MethodFilter::try_from(Method::from_bytes(m.as_bytes()).ok()?).ok())
+            {
+                routes = routes.route(path, axum::routing::on(filter, extract::method_not_allowed));
+            }
+        }
+        only(Part::Api, routes, state)
+    }
+
+    pub(super) fn execute_blocks(state: &AppState) {
+        state.plug_block_executors();
+    }
+
+    fn only(part: Part, routes: Router<AppState>, state: AppState) -> Router {
+        finish(routes, state).layer(middleware::from_fn_with_state(part, only_part))
+    }
 }
 
 /// One Lambda function's share of the API (DESIGN.md §1: one function per
@@ -118,6 +188,19 @@ impl Part {
         }
     }
 
+    /// The part's router, e.g. [`parts::hook`]. Naming them all, it is for tests and tools;
+    /// a function names its own (see [`parts`]).
+    pub fn router(self) -> fn(AppState) -> Router {
+        match self {
+            Part::Register => parts::register,
+            Part::Trigger => parts::trigger,
+            Part::Hook => parts::hook,
+            Part::Execute => parts::execute,
+            Part::TaskComplete => parts::task_complete,
+            Part::Api => parts::api,
+        }
+    }
+
     /// The part that serves `method` on `path`.
     pub fn of(method: &Method, path: &str) -> Part {
         ROUTES
@@ -150,8 +233,9 @@ fn path_matches(pattern: &str, path: &str) -> bool {
 }
 
 /// The routes of one part; other paths are the envelope 404 (and never reach a handler).
+/// For tests and tools: a Lambda function calls its own [`parts`] router instead.
 pub fn router_for(part: Part, state: AppState) -> Router {
-    router(state).layer(middleware::from_fn_with_state(part, only_part))
+    (part.router())(state)
 }
 
 async fn only_part(State(part): State<Part>, req: Request, next: Next) -> Response {

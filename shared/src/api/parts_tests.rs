@@ -109,3 +109,22 @@ async fn parts_reach_their_handlers() {
     let (status, _) = call(&router_for(Part::Api, s), &Method::PUT, "/api/v1/auth/register").await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
 }
+
+#[test]
+fn only_the_execute_part_plugs_in_the_block_executors() {
+    let bare = || {
+        App::without_block_executors(
+            Arc::new(MemStore::new()),
+            Arc::new(MemQueue::new()),
+            None,
+            Arc::new(crate::secrets::SecretBox::ephemeral()),
+            AppConfig::default(),
+        )
+    };
+    for part in Part::ALL {
+        let s = bare();
+        let _ = router_for(part, s.clone());
+        assert_eq!(s.engine.executor("agent").is_some(), part == Part::Execute, "{}", part.name());
+    }
+    assert!(state().engine.executor("agent").is_some(), "App::new runs steps, so it has them");
+}

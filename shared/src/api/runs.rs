@@ -15,18 +15,34 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-pub fn routes() -> Router<AppState> {
+/// Run starts with an API key (the trigger function).
+pub fn start_routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/workflows/{id}/run", post(start))
+        .route("/api/v1/trigger", post(trigger))
+        .route("/api/v1/runs", post(planned_run))
+}
+
+/// Sync execution (the execute function, the only HTTP function that runs blocks).
+pub fn execute_routes() -> Router<AppState> {
+    Router::new()
         .route("/api/v1/workflows/{id}/execute", post(execute))
         .route("/api/workflows/{id}/execute", post(execute))
-        .route("/api/v1/trigger", post(trigger))
-        .route("/api/v1/runs", get(list).post(planned_run))
+}
+
+/// A person's answer (the task-complete function).
+pub fn task_routes() -> Router<AppState> {
+    Router::new().route("/api/v1/runs/{id}/tasks/{task_id}/complete", post(complete_task))
+}
+
+/// Reading and steering runs (the api function).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/runs", get(list))
         .route("/api/v1/runs/{id}", get(detail).delete(cancel))
         .route("/api/v1/runs/{id}/events", get(events))
         .route("/api/v1/runs/{id}/tasks", get(tasks))
         .route("/api/v1/runs/{id}/redrive", post(redrive))
-        .route("/api/v1/runs/{id}/tasks/{task_id}/complete", post(complete_task))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -51,7 +51,7 @@ fn function(part: Part, dir: &tempfile::TempDir, public_url: Option<&str>) -> Ht
         })
         .unwrap(),
     };
-    HttpFunction::new(part, config, ports(dir))
+    HttpFunction::new(part.router(), config, ports(dir))
 }
 
 const HTTP_FIXTURES: [(&str, Part); 6] = [
