@@ -120,15 +120,16 @@ impl App {
         Arc::new(App { store, queue, engine, secrets, config })
     }
 
-    /// Plugs in the executors that need more than the template data (the `agent` block).
-    /// Idempotent.
+    /// Plugs in the executors that need more than the template data (the `agent` and
+    /// `plan` blocks). Idempotent.
     pub fn plug_block_executors(&self) {
-        let agent = crate::blocks::agent::AgentExecutor {
+        let agent = || crate::blocks::agent::AgentExecutor {
             store: self.store.clone(),
             secrets: self.secrets.clone(),
             http: self.engine.services.http.clone(),
             ai: self.config.ai.clone(),
         };
-        self.engine.register_executor("agent", Arc::new(agent));
+        self.engine.register_executor("agent", Arc::new(agent()));
+        self.engine.register_executor("plan", Arc::new(crate::blocks::plan::PlanExecutor(agent())));
     }
 }

@@ -29,6 +29,8 @@ pub const BLOCK_TYPES: &[&str] = &[
     // Seed 003's step types.
     "action",
     "email",
+    // A planned run's first step (`POST /runs`), written by Baton.
+    "plan",
 ];
 
 /// Block types accepted in a graph whose execution is not built yet.
@@ -229,7 +231,7 @@ fn check_id(id: &str) -> std::result::Result<(), String> {
 /// An HTTP block's `config.retry` (`3`, or `{"max_attempts", "backoff_ms", …}`) is its
 /// retry policy when the block has none of its own: the engine retries from `block.retry`.
 fn lift_retry(b: &mut Block) -> std::result::Result<(), String> {
-    if b.kind == "agent" {
+    if b.kind == "agent" || b.kind == "plan" {
         lift_agent(b);
     }
     if !matches!(b.kind.as_str(), "general_api" | "platform_api" | "action" | "email" | "agent") || b.retry.is_some() {
@@ -270,7 +272,12 @@ fn check_action(b: &Block) -> std::result::Result<(), (&'static str, String)> {
 fn lift_agent(b: &mut Block) {
     if b.timeout_ms.is_none() {
         let t = b.config.get("timeout_ms").and_then(Value::as_u64);
-        b.timeout_ms = Some(t.unwrap_or(crate::blocks::agent::DEFAULT_TIMEOUT_MS));
+        let default = if b.kind == "plan" {
+            crate::blocks::plan::DEFAULT_TIMEOUT_MS
+        } else {
+            crate::blocks::agent::DEFAULT_TIMEOUT_MS
+        };
+        b.timeout_ms = Some(t.unwrap_or(default));
     }
     if b.retry.is_none() && b.config.get("retry").is_none_or(Value::is_null) {
         b.retry = Some(RetryPolicy {
@@ -285,6 +292,7 @@ fn check_config(b: &Block) -> std::result::Result<(), String> {
     let c = &b.config;
     match b.kind.as_str() {
         "agent" => crate::blocks::agent::check(c),
+        "plan" => crate::blocks::plan::check(c),
         "code" => crate::blocks::code::config(c).map(|_| ()),
         "general_api" => crate::blocks::http_call::check(c),
         "platform_api" => crate::blocks::platform_api::check(c),

@@ -87,5 +87,5 @@ async fn a_planned_run_completes_on_dynamodb_and_sqs_with_its_answers_journaled(
     let q = Query::prefix(baton::keys::run_pk(&run_id), baton::keys::AI_PREFIX);
     let journaled = store.query(q).await.unwrap().items;
     let steps: Vec<&str> = journaled.iter().filter_map(|i| i.str("step_key")).collect();
-    assert_eq!(steps, ["T2", "T3", "planner"]);
+    assert_eq!(steps, ["T2", "T3", "plan"], "the plan step journals the planner's answer like an agent step");
 }

@@ -179,15 +179,19 @@ async fn a_structured_answer_off_the_schema_is_repaired_once_and_otherwise_fails
     assert_eq!(fake.requests().len(), 4, "no retries after a mismatch");
 }
 
-/// A store whose first commit of a completed step fails: the worker "dies" after the
-/// provider answered and before the step committed.
+/// A store whose first commit of a completed step (of `only`, when set) fails: the worker
+/// "dies" after the provider answered and before the step committed.
 struct CommitFailsOnce {
     inner: Arc<dyn Store>,
     armed: AtomicBool,
+    only: Option<&'static str>,
 }
 
-fn completes_step(key: &Key, u: &Update) -> bool {
-    key.sk.starts_with("STEP#") && u.set.get("status") == Some(&json!("completed"))
+impl CommitFailsOnce {
+    fn completes_step(&self, key: &Key, u: &Update) -> bool {
+        let step = self.only.map_or(key.sk.starts_with("STEP#"), |s| key.sk == format!("STEP#{s}"));
+        step && u.set.get("status") == Some(&json!("completed"))
+    }
 }
 
 #[async_trait::async_trait]
@@ -202,7 +206,7 @@ impl Store for CommitFailsOnce {
         self.inner.put(item, cond).await
     }
     async fn update(&self, key: &Key, update: Update, cond: Option<Cond>) -> crate::Result<Item> {
-        if completes_step(key, &update) && self.armed.swap(false, Ordering::SeqCst) {
+        if self.completes_step(key, &update) && self.armed.swap(false, Ordering::SeqCst) {
             return Err(crate::Error::Internal("the worker died before the commit".into()));
         }
         self.inner.update(key, update, cond).await
@@ -211,7 +215,8 @@ impl Store for CommitFailsOnce {
         self.inner.delete(key, cond).await
     }
     async fn transact(&self, writes: Vec<Write>) -> crate::Result<()> {
-        let hit = writes.iter().any(|w| matches!(w, Write::Update { key, update, .. } if completes_step(key, update)));
+        let hit =
+            writes.iter().any(|w| matches!(w, Write::Update { key, update, .. } if self.completes_step(key, update)));
         if hit && self.armed.swap(false, Ordering::SeqCst) {
             return Err(crate::Error::Internal("the worker died before the commit".into()));
         }
@@ -222,17 +227,23 @@ impl Store for CommitFailsOnce {
     }
 }
 
-#[tokio::test]
-async fn a_redelivery_after_the_answer_never_calls_the_provider_again() {
-    let fake = Fake::start(script(|_, n| ok(openai_answer(&format!("answer #{n}"), 3, 2)))).await;
+/// An app whose store's [`CommitFailsOnce`] is armed by the test.
+async fn setup_failing(only: Option<&'static str>) -> (T, Arc<std::sync::Mutex<Option<Arc<CommitFailsOnce>>>>) {
     let failing = Arc::new(std::sync::Mutex::new(None::<Arc<CommitFailsOnce>>));
     let slot = failing.clone();
     let t = setup_with(AiSettings::default(), move |inner| {
-        let s = Arc::new(CommitFailsOnce { inner, armed: AtomicBool::new(false) });
+        let s = Arc::new(CommitFailsOnce { inner, armed: AtomicBool::new(false), only });
         *slot.lock().unwrap() = Some(s.clone());
         s
     })
     .await;
+    (t, failing)
+}
+
+#[tokio::test]
+async fn a_redelivery_after_the_answer_never_calls_the_provider_again() {
+    let fake = Fake::start(script(|_, n| ok(openai_answer(&format!("answer #{n}"), 3, 2)))).await;
+    let (t, failing) = setup_failing(None).await;
     let prov = t.provider(json!({"provider": "openai", "api_key": "k", "base_url": format!("{}/v1", fake.url)})).await;
     failing.lock().unwrap().as_ref().unwrap().armed.store(true, Ordering::SeqCst);
     let run = t.agent_run("dur", json!({"provider_id": prov, "prompt": "hi"}), json!({})).await;
@@ -578,13 +589,81 @@ async fn an_unanswerable_planner_falls_back_to_one_task_per_agent_and_a_budget_s
     let body = json!({"task": "Do it", "agents": [{"name": "research"}, {"name": "writer"}], "provider_id": prov, "max_tokens": 100});
     let (s, run) = t.call(Method::POST, "/api/v1/runs", Some(body)).await;
     assert_eq!(s, StatusCode::CREATED, "{run}");
-    assert!(run["metadata"]["plan"]["planned_by"].as_str().unwrap().starts_with("fallback"));
-    let titles: Vec<&str> = run["tasks"].as_array().unwrap().iter().map(|t| t["agent"].as_str().unwrap()).collect();
-    assert_eq!(titles, ["research", "writer"]);
     t.drain().await;
     let (_, run) = t.call(Method::GET, &format!("/api/v1/runs/{}", run["run_id"].as_str().unwrap()), None).await;
+    assert!(run["metadata"]["plan"]["planned_by"].as_str().unwrap().starts_with("fallback"), "{run}");
+    let titles: Vec<&str> = run["tasks"].as_array().unwrap().iter().map(|t| t["agent"].as_str().unwrap()).collect();
+    assert_eq!(titles, ["research", "writer"]);
     // 2 planner calls (4 tokens) + research (60) leave 36: the writer's prompt needs more.
     assert_eq!(run["status"], "failed", "{run}");
     assert_eq!(run["error"]["code"], "BUDGET_EXCEEDED");
     assert_eq!(run["tasks"][0]["status"], "completed");
+}
+
+#[tokio::test]
+async fn post_runs_answers_before_planning_which_is_the_runs_first_durable_step() {
+    let fake = Fake::start(planning_server()).await;
+    let t = setup().await;
+    let prov = t.provider(json!({"provider": "openai", "api_key": "k", "base_url": format!("{}/v1", fake.url)})).await;
+    let body = json!({"task": "Launch it", "ask_me_about": ["brand voice"], "provider_id": prov});
+    let (s, run) = t.call(Method::POST, "/api/v1/runs", Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{run}");
+    assert!(fake.requests().is_empty(), "the request did not wait for the model");
+    assert_eq!(
+        (run["status"].as_str(), run["metadata"]["plan"]["status"].as_str()),
+        (Some("pending"), Some("planning"))
+    );
+    assert_eq!(run["tasks"], json!([]));
+    let id = run["run_id"].as_str().unwrap().to_string();
+    let (s, b) =
+        t.call(Method::POST, &format!("/api/v1/runs/{id}/tasks/T1/complete"), Some(json!({"output": "x"}))).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    assert!(b["error"]["message"].as_str().unwrap().contains("still planning"), "{b}");
+    let (_, listed) = t.call(Method::GET, &format!("/api/v1/runs/{id}/tasks"), None).await;
+    assert_eq!(listed["data"], json!([]));
+
+    t.drain().await;
+    let (_, run) = t.call(Method::GET, &format!("/api/v1/runs/{id}"), None).await;
+    assert_eq!(run["status"], "waiting_human", "{run}");
+    assert_eq!(
+        (run["metadata"]["plan"]["status"].as_str(), run["metadata"]["plan"]["planned_by"].as_str()),
+        (Some("planned"), Some("model"))
+    );
+    assert_eq!(run["workflow_version"], 2, "the run moved onto the compiled version");
+    assert_eq!(run["tasks"][0]["id"], "T1");
+    let wf = run["metadata"]["plan"]["workflow_id"].as_str().unwrap();
+    let (_, versions) = t.call(Method::GET, &format!("/api/v1/workflows/{wf}/versions"), None).await;
+    assert_eq!(versions["data"].as_array().unwrap().len(), 2, "{versions}");
+}
+
+#[tokio::test]
+async fn a_plan_step_redelivered_after_it_moved_the_run_neither_plans_nor_calls_again() {
+    let fake = Fake::start(planning_server()).await;
+    let (t, failing) = setup_failing(Some("plan")).await;
+    let prov = t.provider(json!({"provider": "openai", "api_key": "k", "base_url": format!("{}/v1", fake.url)})).await;
+    failing.lock().unwrap().as_ref().unwrap().armed.store(true, Ordering::SeqCst);
+    let body = json!({"task": "Launch it", "agents": [{"name": "research"}, {"name": "analyst"}, {"name": "writer"}], "provider_id": prov});
+    let (s, run) = t.call(Method::POST, "/api/v1/runs", Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{run}");
+    let id = run["run_id"].as_str().unwrap().to_string();
+    t.drain().await;
+    assert!(!failing.lock().unwrap().as_ref().unwrap().armed.load(Ordering::SeqCst), "the plan's first commit failed");
+    let (_, run) = t.call(Method::GET, &format!("/api/v1/runs/{id}"), None).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["output"], "output of T3");
+    let planner_calls = fake.requests().iter().filter(|s| s.body.get("response_format").is_some()).count();
+    assert_eq!(planner_calls, 1, "the redelivered plan step did not ask the planner again");
+    let wf = run["metadata"]["plan"]["workflow_id"].as_str().unwrap().to_string();
+    let (_, versions) = t.call(Method::GET, &format!("/api/v1/workflows/{wf}/versions"), None).await;
+    assert_eq!(versions["data"].as_array().unwrap().len(), 2, "no second compiled version: {versions}");
+
+    // The compiled workflow runs again with another task, on the same plan, without planning.
+    let input = json!({"task": "Launch the other one", "agents": run["input"]["agents"]});
+    let (s, again) = t.call(Method::POST, &format!("/api/v1/workflows/{wf}/run"), Some(json!({"input": input}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{again}");
+    t.drain().await;
+    let (_, again) = t.call(Method::GET, &format!("/api/v1/runs/{}", again["run_id"].as_str().unwrap()), None).await;
+    assert_eq!(again["status"], "completed", "{again}");
+    assert_eq!(fake.requests().iter().filter(|s| s.body.get("response_format").is_some()).count(), 1);
+    assert!(last_user(fake.requests().last().unwrap()).contains("Launch the other one"));
 }

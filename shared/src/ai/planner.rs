@@ -1,10 +1,13 @@
 //! Planned runs (`POST /runs`, seed 002): the planner asks the model for a plan, checks it,
 //! and compiles it, with the human parts Baton adds, into an ordinary workflow.
 //!
-//! The compiled workflow holds no caller text in its templates: the task, the subtasks'
-//! prompts and the agents' system prompts are the run's *input*, which the templates read
-//! (`{{input.tasks.T2.prompt}}`), so no text can inject a template and the workflow can be
-//! run again with another input.
+//! Planning is the run's first durable step (`plan`, see `ai::runs`): the run starts on a
+//! workflow of `start → plan`, and the plan step puts the compiled version in its place.
+//!
+//! The compiled workflow holds no caller text in its templates: the task and the agents'
+//! system prompts are the run's *input* (`{{input.task}}`), the subtasks' titles and prompts
+//! the plan step's *output* (`{{steps.plan.output.tasks.T2.prompt}}`), so no text can inject
+//! a template, and the workflow can be run again with another task.
 
 use super::providers::Resolved;
 use super::templates;
@@ -325,11 +328,41 @@ pub fn fallback_plan(req: &PlanRequest) -> Vec<PlannedTask> {
         .collect()
 }
 
-/// The compiled plan: the workflow body, the run's input, and the task tree's skeleton.
+/// The compiled plan: the workflow body (its `plan` block holds `output`), and the plan
+/// step's output: `{"tasks": {T2: {title, prompt, agent}}, "tree": [...], "planned_by"}`.
 pub struct Compiled {
     pub workflow: Value,
-    pub input: Value,
-    pub tree: Value,
+    pub output: Value,
+}
+
+/// The block id of a planned run's planning step.
+pub const PLAN_BLOCK: &str = "plan";
+
+/// The run input of a planned run: what the templates read besides the plan.
+pub fn run_input(req: &PlanRequest) -> Value {
+    let agents: Map<String, Value> =
+        req.agents.iter().map(|a| (a.name.clone(), json!({"system_prompt": a.system_prompt}))).collect();
+    json!({"task": req.task, "agents": agents,
+        "question": format!("Before the agents start, please tell us about: {}.", req.ask_me_about.join("; ")),
+        "question_items": req.ask_me_about.join(", ")})
+}
+
+/// The workflow a planned run starts on: `start → plan`, the plan block carrying the request
+/// (without its `metadata` and `callback_url`, which are the run's).
+pub fn bootstrap(req: &PlanRequest, body: &Value) -> Value {
+    let mut request = body.clone();
+    if let Value::Object(o) = &mut request {
+        o.remove("metadata");
+        o.remove("callback_url");
+    }
+    json!({"name": plan_name(req), "status": "active", "description": "Planned run (planning)",
+        "blocks": [{"id": "start", "type": "starter"}, {"id": PLAN_BLOCK, "type": "plan", "config": {"request": request}}],
+        "edges": [{"from": "start", "to": PLAN_BLOCK}]})
+}
+
+fn plan_name(req: &PlanRequest) -> String {
+    let name: String = req.task.chars().take(80).collect();
+    format!("Plan: {name}")
 }
 
 /// An edge dependents of a task come from: the block, and the edge's `when`.
@@ -352,13 +385,13 @@ pub fn compile(req: &PlanRequest, plan: &[PlannedTask], provider: Option<&str>, 
     let mut tree: Vec<Value> = Vec::new();
     let mut tasks_input = Map::new();
     let mut n = 0;
-    let mut root_exits: Vec<(String, Option<String>)> = vec![("start".into(), None)];
+    let mut root_exits: Vec<(String, Option<String>)> = vec![(PLAN_BLOCK.into(), None)];
     let ask = !req.ask_me_about.is_empty();
     if ask {
         n += 1;
         blocks.push(json!({"id": "T1", "type": "human", "config": {
             "kind": "question", "title": "Context for the agents", "prompt": "{{input.question}}"}}));
-        edges.push(json!({"from": "start", "to": "T1"}));
+        edges.push(json!({"from": PLAN_BLOCK, "to": "T1"}));
         tree.push(json!({"id": "T1", "title": "Context for the agents", "kind": "question", "depends_on": []}));
         root_exits = vec![("T1".into(), None)];
     }
@@ -377,7 +410,7 @@ pub fn compile(req: &PlanRequest, plan: &[PlannedTask], provider: Option<&str>, 
         let agent = req.agents.iter().find(|a| a.name == t.agent).expect("checked plan");
         tasks_input.insert(id.clone(), json!({"title": t.title, "prompt": t.prompt, "agent": t.agent}));
         let mut prompt = format!(
-            "Overall task:\n{{{{input.task}}}}\n\nYour subtask ({id}: {{{{input.tasks.{id}.title}}}}):\n{{{{input.tasks.{id}.prompt}}}}\n"
+            "Overall task:\n{{{{input.task}}}}\n\nYour subtask ({id}: {{{{steps.plan.output.tasks.{id}.title}}}}):\n{{{{steps.plan.output.tasks.{id}.prompt}}}}\n"
         );
         if ask {
             prompt.push_str("\nThe human's answers (about: {{input.question_items}}):\n{{steps.T1.output}}\n");
@@ -385,7 +418,7 @@ pub fn compile(req: &PlanRequest, plan: &[PlannedTask], provider: Option<&str>, 
         let mut deps_ours = Vec::new();
         for d in &t.depends_on {
             let (did, _, out) = &ours[d];
-            prompt.push_str(&format!("\nOutput of {did} ({{{{input.tasks.{did}.title}}}}):\n{out}\n"));
+            prompt.push_str(&format!("\nOutput of {did} ({{{{steps.plan.output.tasks.{did}.title}}}}):\n{out}\n"));
             deps_ours.push(json!(did));
         }
         if ask {
@@ -416,7 +449,7 @@ pub fn compile(req: &PlanRequest, plan: &[PlannedTask], provider: Option<&str>, 
             let (review, revise, review2) = (format!("{id}-review"), format!("{id}-revise"), format!("{id}-review-2"));
             let approve = |rid: &str, what: &str, on_reject: &str| {
                 json!({"id": rid, "type": "human", "config": {"kind": "approval", "title": format!("Approve {what}"),
-                    "on_reject": on_reject, "prompt": {"task": id, "title": format!("{{{{input.tasks.{id}.title}}}}"), "output": format!("{{{{steps.{what}.output}}}}")}}})
+                    "on_reject": on_reject, "prompt": {"task": id, "title": format!("{{{{steps.plan.output.tasks.{id}.title}}}}"), "output": format!("{{{{steps.{what}.output}}}}")}}})
             };
             blocks.push(approve(&review, &id, "continue"));
             edges.push(json!({"from": id, "to": review}));
@@ -450,7 +483,7 @@ pub fn compile(req: &PlanRequest, plan: &[PlannedTask], provider: Option<&str>, 
         } else if !gates.is_empty() {
             let gate = format!("{id}-gate");
             blocks.push(json!({"id": gate, "type": "human", "config": {"kind": "approval", "title": format!("Gate: {}", gates.join(", ")),
-                "prompt": {"task": id, "gates": gates, "title": format!("{{{{input.tasks.{id}.title}}}}"), "output": format!("{{{{steps.{id}.output}}}}")}}}));
+                "prompt": {"task": id, "gates": gates, "title": format!("{{{{steps.plan.output.tasks.{id}.title}}}}"), "output": format!("{{{{steps.{id}.output}}}}")}}}));
             edges.push(json!({"from": id, "to": gate}));
             tree.push(json!({"id": gate, "title": format!("Gate: {}", gates.join(", ")), "kind": "approval", "depends_on": [id]}));
             exits = vec![(gate, None)];
@@ -473,16 +506,13 @@ pub fn compile(req: &PlanRequest, plan: &[PlannedTask], provider: Option<&str>, 
             o.remove("when");
         }
     }
-    let agents: Map<String, Value> =
-        req.agents.iter().map(|a| (a.name.clone(), json!({"system_prompt": a.system_prompt}))).collect();
-    let name: String = req.task.chars().take(80).collect();
+    let output = json!({"tasks": tasks_input, "tree": tree, "planned_by": planned_by});
+    blocks.insert(1, json!({"id": PLAN_BLOCK, "type": "plan", "config": {"planned": output}}));
+    edges.insert(0, json!({"from": "start", "to": PLAN_BLOCK}));
     Compiled {
-        workflow: json!({"name": format!("Plan: {name}"), "status": "active", "description": format!("Planned run ({planned_by})"),
+        workflow: json!({"name": plan_name(req), "status": "active", "description": format!("Planned run ({planned_by})"),
             "blocks": blocks, "edges": edges}),
-        input: json!({"task": req.task, "tasks": tasks_input, "agents": agents,
-            "question": format!("Before the agents start, please tell us about: {}.", req.ask_me_about.join("; ")),
-            "question_items": req.ask_me_about.join(", ")}),
-        tree: Value::Array(tree),
+        output,
     }
 }
 
@@ -569,7 +599,7 @@ mod tests {
             task("c", "writer", &["b"])]))
         .unwrap();
         let c = compile(&r, &plan, Some("prov_1"), "model");
-        let ids: Vec<&str> = c.tree.as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+        let ids: Vec<&str> = c.output["tree"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
         assert_eq!(ids, ["T1", "T2", "T3", "T3-gate", "T4"]);
         let graph = crate::model::build_graph(c.workflow.get("blocks"), c.workflow.get("edges"), None).unwrap();
         let t4 = graph.block("T4").unwrap();
@@ -578,7 +608,11 @@ mod tests {
         assert_eq!(t4.config["provider_id"], "prov_1");
         assert!(graph.outgoing("T3-gate").any(|e| e.to == "T4"));
         assert!(graph.outgoing("T4").any(|e| e.to == "result"));
-        assert_eq!(c.input["tasks"]["T3"]["title"], "Compare pricing");
+        assert_eq!(c.output["tasks"]["T3"]["title"], "Compare pricing");
+        // The plan block comes first and carries the plan, so a re-run does not plan again.
+        assert!(graph.outgoing("start").any(|e| e.to == PLAN_BLOCK));
+        assert!(graph.outgoing(PLAN_BLOCK).any(|e| e.to == "T1"));
+        assert_eq!(graph.block(PLAN_BLOCK).unwrap().config["planned"], c.output);
     }
 
     #[test]

@@ -1,24 +1,21 @@
-//! Planned runs end to end: `POST /runs` (provider or managed trial, planner, compile,
-//! start), and the planned run's view (`tasks` as the subtask tree, usage per step and in
+//! Planned runs end to end: `POST /runs` (provider or managed trial, start), the plan step
+//! (planner, compile, the run moved onto the compiled version), and the planned run's view (`tasks` as the subtask tree, usage per step and in
 //! total) that `GET /runs/{id}` and `GET /runs/{id}/tasks` show.
 
-use super::journal::{self, Entry};
+use super::journal;
 use super::planner::{self, PlanRequest, PlannedTask};
 use super::providers::{self, Resolved};
-use super::{call, wire};
+use super::wire;
 use crate::app::App;
-use crate::blocks::agent::PLANNED_SOURCE;
+use crate::blocks::agent::{AgentExecutor, PLANNED_SOURCE};
+use crate::blocks::{BlockContext, Outcome, StepError};
 use crate::engine::StartRequest;
 use crate::error::{Error, Result};
+use crate::graph::Block;
 use crate::keys;
 use crate::net_guard::Targets;
 use crate::store::{Cond, Store, Update};
 use serde_json::{Value, json};
-use std::time::Duration;
-
-/// How long `POST /runs` waits for the planner before using the fallback plan (under
-/// API Gateway's 30 s).
-pub const PLANNER_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Takes one managed trial run of the account, or says why there is none.
 async fn take_trial(store: &dyn Store, acct: &str, allowance: u64) -> Result<()> {
@@ -41,48 +38,9 @@ async fn give_back_trial(store: &dyn Store, acct: &str) {
     }
 }
 
-/// The planner's answer: the model's plan (one repair), else the fallback plan. Also the
-/// answers to journal on the run, and who planned.
-async fn plan(app: &App, p: &Resolved, req: &PlanRequest) -> (Vec<PlannedTask>, Vec<Entry>, String) {
-    let mut creq = planner::plan_request(p, req);
-    let mut answers = Vec::new();
-    let mut why = String::new();
-    for attempt in 0..2 {
-        let called = match call::chat(&app.engine.services.http, p, &creq, PLANNER_TIMEOUT).await {
-            Ok(c) => c,
-            Err(f) => {
-                why = format!("{}: {}", f.code, f.message);
-                break;
-            }
-        };
-        let entry = Entry { answer: called.answer, provider: p.kind.name().into(), latency_ms: called.latency_ms };
-        let value = entry.answer.structured.clone().map(Ok).unwrap_or_else(|| {
-            serde_json::from_str::<Value>(
-                entry.answer.text.trim().trim_start_matches("```json").trim_matches('`').trim(),
-            )
-            .map_err(|e| format!("not JSON: {e}"))
-        });
-        let text = entry.answer.text.clone();
-        answers.push(entry);
-        match value.and_then(|v| planner::check_plan(&v, &req.agents)) {
-            Ok(tasks) => return (tasks, answers, "model".into()),
-            Err(e) if attempt == 0 => {
-                creq.messages.push(wire::Message { role: "assistant".into(), content: text });
-                creq.messages.push(wire::Message {
-                    role: "user".into(),
-                    content: format!("That plan is invalid: {e}. Answer again with only the corrected JSON plan."),
-                });
-                why = e;
-            }
-            Err(e) => why = e,
-        }
-    }
-    tracing::info!(reason = %why, "planner gave no valid plan; using one task per agent");
-    (planner::fallback_plan(req), answers, format!("fallback ({why})"))
-}
-
-/// `POST /runs`: checks the body and the provider (or takes a managed trial run), plans,
-/// compiles the plan into a workflow, starts its run; the run as `GET /runs/{id}` shows it.
+/// `POST /runs`: checks the body and the providers (or takes a managed trial run), then
+/// starts the run on a workflow of `start → plan` and answers at once; planning is the
+/// run's first durable step ([`plan_step`]).
 pub async fn start(app: &App, acct: &str, body: &Value) -> Result<Value> {
     let req = planner::parse_request(body)?;
     let store = &*app.store;
@@ -90,38 +48,29 @@ pub async fn start(app: &App, acct: &str, body: &Value) -> Result<Value> {
     if let Some(u) = &req.callback_url {
         crate::net_guard::check_url("callback_url", u, targets).await?;
     }
-    for a in &req.agents {
-        if let Some(id) = &a.provider_id {
-            providers::resolve(store, &app.secrets, acct, id).await?;
-        }
+    for id in req.agents.iter().filter_map(|a| a.provider_id.as_ref()).chain(&req.provider_id) {
+        providers::resolve(store, &app.secrets, acct, id).await?;
     }
-    let (provider, managed) = match &req.provider_id {
-        Some(id) => (providers::resolve(store, &app.secrets, acct, id).await?, false),
-        None => match &app.config.ai.managed {
-            None => {
-                return Err(Error::PaymentRequired(
-                    "This deployment has no managed provider: bring your own key (POST /api/v1/providers) and pass provider_id".into(),
-                ));
-            }
-            Some(m) => {
-                take_trial(store, acct, app.config.ai.trial_runs).await?;
-                (m.clone(), true)
-            }
-        },
-    };
+    let managed = req.provider_id.is_none();
+    if managed {
+        if app.config.ai.managed.is_none() {
+            return Err(Error::PaymentRequired(
+                "This deployment has no managed provider: bring your own key (POST /api/v1/providers) and pass provider_id".into(),
+            ));
+        }
+        take_trial(store, acct, app.config.ai.trial_runs).await?;
+    }
     let started = async {
-        let (tasks, answers, planned_by) = plan(app, &provider, &req).await;
-        let compiled = planner::compile(&req, &tasks, req.provider_id.as_deref(), &planned_by);
-        let wf = crate::workflows::create_with(store, acct, compiled.workflow, targets).await?;
+        let wf = crate::workflows::create_with(store, acct, planner::bootstrap(&req, body), targets).await?;
         let wf_id = wf["id"].as_str().unwrap_or_default().to_string();
         let mut metadata = req.metadata.clone();
-        metadata["plan"] = json!({"tasks": compiled.tree, "planned_by": planned_by, "workflow_id": wf_id});
+        metadata["plan"] = json!({"workflow_id": wf_id});
         metadata["managed_trial"] = json!(managed);
         if let Some(m) = req.max_tokens {
             metadata["max_tokens"] = json!(m);
         }
         let sr = StartRequest {
-            input: compiled.input,
+            input: planner::run_input(&req),
             idempotency_key: None,
             metadata,
             callback_url: req.callback_url.clone(),
@@ -129,11 +78,7 @@ pub async fn start(app: &App, acct: &str, body: &Value) -> Result<Value> {
             ..StartRequest::default()
         };
         let s = app.engine.start_run(acct, &wf_id, sr).await?;
-        let run_id = s.run["run_id"].as_str().unwrap_or_default().to_string();
-        for (i, a) in answers.into_iter().enumerate() {
-            journal::record(store, &run_id, "planner", i as u32 + 1, a).await?;
-        }
-        Ok::<_, Error>(run_id)
+        Ok::<_, Error>(s.run["run_id"].as_str().unwrap_or_default().to_string())
     }
     .await;
     match started {
@@ -147,15 +92,142 @@ pub async fn start(app: &App, acct: &str, body: &Value) -> Result<Value> {
     }
 }
 
+/// The plan step (block `plan`): asks the planner (journaled answers, one repair), else
+/// takes the fallback plan; compiles the plan into the workflow's next version, moves the
+/// run onto it and ends with the plan, so the engine goes on with the planned tasks. On the
+/// compiled version the block holds its plan (`planned`) and only repeats it: a redelivery
+/// after the move, and a re-run of the workflow, do not plan again.
+pub async fn plan_step(agent: &AgentExecutor, block: &Block, cx: &BlockContext<'_>) -> Outcome {
+    if let Some(planned) = block.config.get("planned") {
+        return Outcome::Output(planned.clone());
+    }
+    match plan_and_move(agent, block, cx).await {
+        Ok(plan) => Outcome::Replanned(plan),
+        Err(e) => Outcome::Fail(e),
+    }
+}
+
+fn internal(e: Error) -> StepError {
+    tracing::error!(error = %e, "plan step failed on the store");
+    StepError::retryable("INTERNAL", "the plan could not be stored; retried")
+}
+
+async fn plan_and_move(
+    agent: &AgentExecutor,
+    block: &Block,
+    cx: &BlockContext<'_>,
+) -> std::result::Result<Value, StepError> {
+    let store = &*agent.store;
+    let req = planner::parse_request(&block.config["request"])
+        .map_err(|e| StepError::fatal("INVALID_CONFIG", format!("the plan block's request: {e}")))?;
+    let run = store
+        .get(&keys::run(cx.run_id))
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| StepError::fatal("NOT_FOUND", "the run is gone"))?;
+    let acct = run.str("account_id").unwrap_or_default().to_string();
+    let wf = run.str("workflow_id").unwrap_or_default().to_string();
+    let pinned = run.i64("version").unwrap_or(1);
+    let selector = match &req.provider_id {
+        Some(id) => json!({"provider_id": id}),
+        None => json!({"managed": true}),
+    };
+    let p = agent.provider(&acct, &run, &selector).await?;
+    let budget = run.get("metadata").and_then(|m| m.get("max_tokens")).and_then(Value::as_u64);
+    let last_attempt = cx.attempt >= block.retry.as_ref().map_or(1, |r| r.max_attempts);
+    let (tasks, planned_by) = plan(agent, cx, &p, &req, budget, last_attempt).await?;
+    let compiled = planner::compile(&req, &tasks, req.provider_id.as_deref(), &planned_by);
+    // An earlier delivery may have saved the version already: the journal gave it the same
+    // answers, so it is this plan.
+    let head = crate::workflows::load_head(store, &acct, &wf).await.map_err(internal)?;
+    let version = match head["version"].as_i64().unwrap_or(pinned) {
+        v if v > pinned => v,
+        _ => {
+            let saved = crate::workflows::patch_with(store, &acct, &wf, compiled.workflow, Targets::PublicOnly)
+                .await
+                .map_err(|e| match e {
+                Error::Validation { .. } => {
+                    StepError::fatal("INVALID_PLAN", format!("the compiled plan was refused: {e}"))
+                }
+                e => internal(e),
+            })?;
+            saved["version"].as_i64().unwrap_or(pinned + 1)
+        }
+    };
+    let cond = Cond::And(vec![
+        Cond::eq("status", crate::engine::RunStatus::Running),
+        Cond::Or(vec![Cond::eq("version", pinned), Cond::eq("version", version)]),
+    ]);
+    match store.update(&keys::run(cx.run_id), Update::default().set("version", version), Some(cond)).await {
+        // Cancelled meanwhile: the engine cancels the step when it commits.
+        Ok(_) | Err(Error::Conflict(_)) => Ok(compiled.output),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// The planner's answer: the model's plan (one repair), else the fallback plan, and who
+/// planned. A retryable provider failure retries the step while attempts are left.
+async fn plan(
+    agent: &AgentExecutor,
+    cx: &BlockContext<'_>,
+    p: &Resolved,
+    req: &PlanRequest,
+    budget: Option<u64>,
+    last_attempt: bool,
+) -> std::result::Result<(Vec<PlannedTask>, String), StepError> {
+    let journaled = journal::of_step(&*agent.store, cx.run_id, cx.step_key).await.map_err(internal)?;
+    let mut creq = planner::plan_request(p, req);
+    let mut why = String::new();
+    for n in 1..=2 {
+        let entry = match agent.answer(cx, p, &creq, n, &journaled, budget).await {
+            Ok(e) => e,
+            Err(e) if e.retryable && !last_attempt => return Err(e),
+            Err(e) => {
+                why = format!("{}: {}", e.code, e.message);
+                break;
+            }
+        };
+        let value = entry.answer.structured.clone().map(Ok).unwrap_or_else(|| {
+            serde_json::from_str::<Value>(
+                entry.answer.text.trim().trim_start_matches("```json").trim_matches('`').trim(),
+            )
+            .map_err(|e| format!("not JSON: {e}"))
+        });
+        match value.and_then(|v| planner::check_plan(&v, &req.agents)) {
+            Ok(tasks) => return Ok((tasks, "model".into())),
+            Err(e) if n == 1 => {
+                creq.messages.push(wire::Message { role: "assistant".into(), content: entry.answer.text.clone() });
+                creq.messages.push(wire::Message {
+                    role: "user".into(),
+                    content: format!("That plan is invalid: {e}. Answer again with only the corrected JSON plan."),
+                });
+                why = e;
+            }
+            Err(e) => why = e,
+        }
+    }
+    tracing::info!(reason = %why, "planner gave no valid plan; using one task per agent");
+    Ok((planner::fallback_plan(req), format!("fallback ({why})")))
+}
+
 fn is_planned(view: &Value) -> bool {
-    view.pointer("/metadata/plan/tasks").is_some_and(Value::is_array)
+    view.pointer("/metadata/plan/workflow_id").is_some_and(Value::is_string)
+}
+
+/// The plan step's output once it has planned: `{"tasks", "tree", "planned_by"}`.
+fn plan_of(view: &Value) -> Option<&Value> {
+    view["steps"]
+        .as_array()?
+        .iter()
+        .find(|s| s["block_id"] == planner::PLAN_BLOCK && s["status"] == "completed")
+        .map(|s| &s["output"])
 }
 
 /// The subtask tree of a planned run: the plan's tasks with their steps' state, output,
 /// usage and, while one waits for a person, its `task_id`.
 fn tree(view: &Value, usage: &serde_json::Map<String, Value>) -> Value {
     let steps = view["steps"].as_array().cloned().unwrap_or_default();
-    let nodes = view.pointer("/metadata/plan/tasks").and_then(Value::as_array).cloned().unwrap_or_default();
+    let nodes = plan_of(view).and_then(|p| p["tree"].as_array()).cloned().unwrap_or_default();
     let open: Vec<&Value> = view["tasks"].as_array().into_iter().flatten().collect();
     Value::Array(
         nodes
@@ -194,6 +266,12 @@ pub async fn decorate(store: &dyn Store, mut view: Value) -> Result<Value> {
     view["usage"] = total;
     if is_planned(&view) {
         let t = tree(&view, &usage);
+        let (status, by) = match plan_of(&view) {
+            Some(p) => ("planned", p["planned_by"].clone()),
+            None => ("planning", Value::Null),
+        };
+        view["metadata"]["plan"]["status"] = json!(status);
+        view["metadata"]["plan"]["planned_by"] = by;
         view["human_tasks"] = view["tasks"].take();
         view["tasks"] = t;
     }
@@ -210,6 +288,11 @@ pub fn tasks_page(view: &Value) -> Option<Value> {
 pub fn wait_id(view: &Value, id: &str) -> Result<String> {
     if id.starts_with("task_") || !is_planned(view) {
         return Ok(id.to_string());
+    }
+    if plan_of(view).is_none() && matches!(view["status"].as_str(), Some("pending" | "running")) {
+        return Err(Error::Conflict(format!(
+            "The run is still planning: task {id} does not exist yet; read GET /runs/{{id}} until its status is waiting_human"
+        )));
     }
     let node = view["tasks"]
         .as_array()

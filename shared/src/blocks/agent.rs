@@ -136,7 +136,14 @@ fn clip(s: &str, max: usize) -> &str {
 }
 
 impl AgentExecutor {
-    async fn provider(&self, acct: &str, run: &crate::store::Item, c: &Value) -> Result<Resolved, StepError> {
+    /// The provider `c` names (`provider_id`), or the managed one for a planned trial run's
+    /// `managed` block.
+    pub(crate) async fn provider(
+        &self,
+        acct: &str,
+        run: &crate::store::Item,
+        c: &Value,
+    ) -> Result<Resolved, StepError> {
         if let Some(id) = c.get("provider_id").and_then(Value::as_str).filter(|s| !s.is_empty()) {
             return providers::resolve(&*self.store, &self.secrets, acct, id).await.map_err(|e| match e {
                 Error::NotFound(m) => StepError::fatal("PROVIDER_NOT_FOUND", m),
@@ -237,7 +244,7 @@ impl AgentExecutor {
     }
 
     /// The journaled answer of call `n`, or a new call journaled before it is used.
-    async fn answer(
+    pub(crate) async fn answer(
         &self,
         cx: &BlockContext<'_>,
         p: &Resolved,

@@ -13,6 +13,7 @@ mod entry;
 pub mod http_call;
 mod human;
 pub mod orchestration;
+pub mod plan;
 pub mod platform_api;
 mod response;
 mod split;
@@ -79,6 +80,10 @@ pub enum Outcome {
         status: Option<u16>,
         headers: Option<Value>,
     },
+    /// Output of a step that moved its run onto another version of its workflow (a planned
+    /// run's `plan` step, which saved the compiled plan as that version; the version holds
+    /// this block, with the same id): the engine goes on with that version's successors.
+    Replanned(Value),
     Wait(WaitSpec),
     Sleep(Duration),
     Fail(StepError),

@@ -470,6 +470,12 @@ impl Engine {
                 let f = Finish::Completed { output: body, status, headers };
                 self.finish_step(run_id, key, guard, f, Vec::new(), Some(snap)).await?
             }
+            BlockOutcome::Replanned(output) => {
+                // The snapshot still shows the version the step started on: the commit reads
+                // the run afresh and plans the successors on the new one.
+                let f = Finish::Completed { output, status: None, headers: None };
+                self.finish_step(run_id, key, guard, f, Vec::new(), None).await?
+            }
             BlockOutcome::Wait(spec) => {
                 self.wait_step(run_id, key, guard, spec).await?;
                 None
