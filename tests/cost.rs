@@ -16,7 +16,7 @@ use baton::app::{App, AppConfig};
 use baton::engine::StartRequest;
 use baton::metrics::{self, Op};
 use baton::queue::{MAX_RECEIVE, Outcome, Queue};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -230,6 +230,11 @@ pub struct MotoApp {
 
 /// A fresh [`MotoApp`] whose resources are named after `tag`, with step leases of `lease`.
 pub async fn moto_app(moto: &Moto, tag: &str, lease: Duration) -> Result<MotoApp, String> {
+    moto_app_with(moto, tag, lease, AppConfig::default()).await
+}
+
+/// [`moto_app`] with `config` otherwise.
+pub async fn moto_app_with(moto: &Moto, tag: &str, lease: Duration, config: AppConfig) -> Result<MotoApp, String> {
     let cfg = moto.sdk_config().await;
     let ddb = aws_sdk_dynamodb::Client::new(&cfg);
     let sqs_client = aws_sdk_sqs::Client::new(&cfg);
@@ -242,7 +247,7 @@ pub async fn moto_app(moto: &Moto, tag: &str, lease: Duration) -> Result<MotoApp
     let payloads = baton::adapters::s3::Payloads::new(s3_client, bucket);
     let store = Arc::new(DynamoStore::new(ddb, table).with_payloads(payloads));
     let queue = Arc::new(SqsQueue::new(sqs_client, url, Some(dlq)));
-    let config = AppConfig { lease, ..AppConfig::default() };
+    let config = AppConfig { lease, ..config };
     let app = App::new(store.clone(), queue.clone(), Arc::new(baton::secrets::SecretBox::ephemeral()), config);
     let (account, issued) = baton::accounts::register(store.as_ref(), tag, None).await.map_err(|e| e.to_string())?;
     let acct = account["id"].as_str().ok_or("account without id")?.to_string();
@@ -254,11 +259,61 @@ pub async fn moto_app(moto: &Moto, tag: &str, lease: Duration) -> Result<MotoApp
 /// version cached), as in steady state on Lambda. Counters are process-wide: nothing else in
 /// the process may use the AWS adapters meanwhile.
 pub async fn measure(moto: &Moto, runs: usize, blocks: usize) -> Result<Measured, String> {
-    let MotoApp { app, store, queue, acct, secret } = moto_app(moto, "cost", Duration::from_secs(30)).await?;
-    baton::workflows::create(store.as_ref(), &acct, crate::transform_chain("chain", blocks))
+    let m = moto_app(moto, "cost", Duration::from_secs(30)).await?;
+    baton::workflows::create(m.store.as_ref(), &m.acct, crate::transform_chain("chain", blocks))
         .await
         .map_err(|e| e.to_string())?;
+    measure_runs(&m, "chain", runs, blocks).await
+}
 
+/// Billed Lambda dollars per million steps for each second a step waits on a model: the
+/// worker's invocation lasts as long as the provider takes to answer.
+pub fn lambda_per_model_second() -> f64 {
+    LAMBDA_MEMORY_MB / 1024.0 * LAMBDA_ARM_GB_SECOND * 1e6
+}
+
+/// Agent steps per run in [`measure_agent`].
+pub const AGENT_BLOCKS: usize = 5;
+
+/// Like [`measure`] for runs of [`AGENT_BLOCKS`] `agent` steps whose provider is a scripted
+/// OpenAI-compatible server on loopback (answering at once): the store and queue requests of
+/// an agent step (provider record, run item, journal) besides the model's own price and
+/// latency, which [`lambda_per_model_second`] prices.
+pub async fn measure_agent(moto: &Moto, runs: usize) -> Result<Measured, String> {
+    let fake = baton::ai::fake::Fake::start(Arc::new(|_, _| {
+        (200, Vec::new(), baton::ai::fake::openai_answer("a short summary", 120, 30))
+    }))
+    .await;
+    let config = AppConfig { allow_private_targets: true, ..AppConfig::default() };
+    let m = moto_app_with(moto, "agentcost", Duration::from_secs(30), config).await?;
+    let targets = baton::net_guard::Targets::from_allow_private(true);
+    let body = json!({"provider": "openai", "api_key": "sk-test", "base_url": format!("{}/v1", fake.url), "label": "fake", "model": "gpt-4o-mini"});
+    let provider = baton::ai::providers::create(m.store.as_ref(), &m.app.secrets, targets, &m.acct, &body)
+        .await
+        .map_err(|e| e.to_string())?;
+    // As long as the transform chain, each step reading the one before, so the two compare.
+    let steps: Vec<Value> = (0..AGENT_BLOCKS)
+        .map(|i| {
+            let prompt = match i {
+                0 => "Summarize order {{input.n}}".to_string(),
+                _ => format!("Shorten: {{{{steps.a{}.output}}}}", i - 1),
+            };
+            json!({"id": format!("a{i}"), "type": "agent", "config": {"provider_id": provider["provider_id"], "prompt": prompt}})
+        })
+        .collect();
+    let wf = json!({"id": "agents", "name": "agents", "status": "active", "steps": steps});
+    baton::workflows::create(m.store.as_ref(), &m.acct, wf).await.map_err(|e| e.to_string())?;
+    let measured = measure_runs(&m, "agents", runs, AGENT_BLOCKS).await?;
+    let calls = fake.requests().len();
+    if calls != (runs + 1) * AGENT_BLOCKS {
+        return Err(format!("{calls} model calls for {} agent steps", (runs + 1) * AGENT_BLOCKS));
+    }
+    Ok(measured)
+}
+
+/// Starts one warm-up run of `wf` and drives it to its end, then `runs` counted ones.
+async fn measure_runs(m: &MotoApp, wf: &str, runs: usize, blocks: usize) -> Result<Measured, String> {
+    let MotoApp { app, queue, acct, secret, .. } = m;
     let start_runs = |n: usize| {
         let (app, acct, secret) = (app.clone(), acct.clone(), secret.clone());
         async move {
@@ -268,7 +323,7 @@ pub async fn measure(moto: &Moto, runs: usize, blocks: usize) -> Result<Measured
                 let principal = baton::accounts::authenticate(app.store.as_ref(), &secret).await?;
                 baton::accounts::check_run_starts(app.store.as_ref(), &principal.account_id, u64::MAX).await?;
                 let req = StartRequest { input: json!({"n": i}), source: "api".into(), ..Default::default() };
-                let started = app.engine.start_run(&acct, "chain", req).await?;
+                let started = app.engine.start_run(&acct, wf, req).await?;
                 ids.push(started.run["run_id"].as_str().unwrap_or_default().to_string());
             }
             Ok::<_, baton::Error>(ids)
@@ -277,7 +332,7 @@ pub async fn measure(moto: &Moto, runs: usize, blocks: usize) -> Result<Measured
 
     // Warm-up: one run start to finish.
     start_runs(1).await.map_err(|e| e.to_string())?;
-    drive(&app, queue.as_ref(), blocks, Duration::from_secs(60)).await?;
+    drive(app, queue.as_ref(), blocks, Duration::from_secs(60)).await?;
 
     let t0 = Instant::now();
     let before = metrics::snapshot();
@@ -286,12 +341,12 @@ pub async fn measure(moto: &Moto, runs: usize, blocks: usize) -> Result<Measured
     let before = metrics::snapshot();
     // moto answers a few hundred requests per second at best: a second per step is ample.
     let bound = Duration::from_secs(120 + (runs * blocks) as u64);
-    let invocations = drive(&app, queue.as_ref(), runs * blocks, bound).await?;
+    let invocations = drive(app, queue.as_ref(), runs * blocks, bound).await?;
     let steps = delta(&before);
     let elapsed = t0.elapsed();
 
     for id in &ids {
-        let run = app.engine.get_run(&acct, id).await.map_err(|e| e.to_string())?;
+        let run = app.engine.get_run(acct, id).await.map_err(|e| e.to_string())?;
         if run["status"] != "completed" {
             return Err(format!("run {id} did not complete: {run}"));
         }

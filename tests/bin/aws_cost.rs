@@ -1,5 +1,5 @@
 //! Prints the AWS requests per step and the $/million steps of DESIGN.md §8, measured on
-//! moto (see `baton_tests::cost`). Usage: `aws-cost [RUNS]` (default 200); or
+//! moto (see `baton_tests::cost`), for the 5-block transform chain and for an agent step. Usage: `aws-cost [RUNS]` (default 200); or
 //! `bash infra/aws-cost.sh`.
 
 use baton_tests::cost;
@@ -25,11 +25,23 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = cost::measure(&moto, runs, BLOCKS).await;
+    let chain = cost::measure(&moto, runs, BLOCKS).await;
+    let agent = match chain {
+        Ok(_) => Some(cost::measure_agent(&moto, runs.div_ceil(BLOCKS)).await),
+        Err(_) => None,
+    };
     moto.stop();
-    match result {
-        Ok(m) => {
-            print!("{}", m.report());
+    match chain.and_then(|c| agent.transpose().map(|a| (c, a))) {
+        Ok((c, a)) => {
+            print!("{}", c.report());
+            if let Some(a) = a {
+                println!("\nOne agent step per run (a scripted OpenAI-compatible provider on loopback):\n");
+                print!("{}", a.report());
+                println!(
+                    "plus the model's own price, and ${:.3} per million steps for each second the worker waits on the model",
+                    cost::lambda_per_model_second()
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -8,6 +8,10 @@ use baton_tests::cost::{self, STEP_FUNCTIONS_PER_MILLION};
 use baton_tests::moto::moto;
 
 const RUNS: usize = 10;
+
+/// The request counters are process-wide: one measure at a time (`cargo test` runs tests on
+/// threads of one process; nextest, in processes of their own).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const BLOCKS: usize = 5;
 
 /// Per step (worker side), measured: claim and commit (one UpdateItem each for a linear
@@ -50,6 +54,7 @@ const START_BOUNDS: &[(Op, f64)] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_per_step_stay_within_the_measured_numbers() {
+    let _serial = SERIAL.lock().await;
     let m = cost::measure(moto(), RUNS, BLOCKS).await.unwrap();
     let report = m.report();
     println!("{report}");
@@ -74,4 +79,39 @@ async fn requests_per_step_stay_within_the_measured_numbers() {
     assert!(writes <= 2.0 + 1e-9, "DynamoDB writes per step: {writes:.3}\n{report}");
     let reads = m.per_step(Op::DdbQuery) + m.per_step(Op::DdbGetItem) + m.per_step(Op::DdbBatchGetItem);
     assert!(reads <= 1.0 + 1e-9, "DynamoDB reads per step: {reads:.3}\n{report}");
+}
+
+/// Per agent step (worker side), measured on a chain of five agent steps: the transform
+/// chain's claim, commit and reads, plus the provider record (one GetItem), the step's
+/// journal (one Query, empty on a first delivery) and the answer journaled before the step
+/// commits (one PutItem), so that a redelivery never calls the model again.
+const AGENT_STEP_BOUNDS: &[(Op, f64)] = &[
+    (Op::DdbGetItem, 1.0),
+    (Op::DdbPutItem, 1.0),
+    (Op::DdbUpdateItem, 1.8),
+    (Op::DdbDeleteItem, 0.0),
+    (Op::DdbTransactWriteItems, 0.2),
+    (Op::DdbQuery, 1.0),
+    (Op::DdbBatchGetItem, 1.0),
+    (Op::DdbWriteUnits, 4.4),
+    (Op::DdbReadUnits, 4.8),
+    (Op::SqsSendMessage, 0.0),
+    (Op::SqsSendMessageBatch, 0.8),
+];
+
+/// Measured: $3.79 per million agent steps of AWS requests, besides the model's price and the
+/// worker's wait on it ([`cost::lambda_per_model_second`]).
+const AGENT_STEP_DOLLARS: f64 = 3.8;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_step_adds_only_the_provider_read_and_the_journal() {
+    let _serial = SERIAL.lock().await;
+    let m = cost::measure_agent(moto(), RUNS).await.unwrap();
+    let report = m.report();
+    println!("{report}");
+    for &(op, bound) in AGENT_STEP_BOUNDS {
+        let got = m.per_step(op);
+        assert!(got <= bound + 1e-9, "{} per agent step: {got:.3} > {bound} (measured bound)\n{report}", op.name());
+    }
+    assert!(m.step_cost().total() <= AGENT_STEP_DOLLARS, "{report}");
 }

@@ -8,8 +8,9 @@
 //! planned runs (`POST /runs`).
 
 pub mod call;
-#[cfg(test)]
-pub(crate) mod fake;
+/// A scripted model provider on loopback, for tests (and the cost measure of an agent step).
+#[cfg(any(test, feature = "test-support"))]
+pub mod fake;
 pub mod journal;
 pub mod planner;
 pub mod providers;

@@ -16,7 +16,6 @@ use crate::ai::providers::{self, Resolved};
 use crate::ai::wire::{ChatRequest, Failure, Message};
 use crate::ai::{AiSettings, call};
 use crate::error::Error;
-use crate::keys;
 use crate::model::Block;
 use crate::secrets::SecretBox;
 use crate::store::Store;
@@ -164,14 +163,8 @@ impl AgentExecutor {
 
     async fn run(&self, block: &Block, cx: &BlockContext<'_>) -> Result<Value, StepError> {
         let c = &block.config;
-        let run = self
-            .store
-            .get(&keys::run(cx.run_id))
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| StepError::fatal("NOT_FOUND", "the run is gone"))?;
-        let acct = run.str("account_id").unwrap_or_default().to_string();
-        let p = self.provider(&acct, &run, c).await?;
+        let run = cx.run;
+        let p = self.provider(cx.account_id, run, c).await?;
         let text = |k: &str| -> Result<Option<String>, StepError> {
             match c.get(k) {
                 None | Some(Value::Null) => Ok(None),

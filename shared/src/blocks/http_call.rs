@@ -368,7 +368,7 @@ async fn execute(block: &Block, cx: &BlockContext<'_>) -> Result<Outcome, StepEr
 mod tests {
     use super::*;
     use crate::adapters::http::GuardedHttp;
-    use crate::blocks::{Services, block};
+    use crate::blocks::{Services, block, run_item};
     use crate::net_guard::Targets;
     use axum::body::Bytes;
     use axum::extract::State;
@@ -444,6 +444,7 @@ mod tests {
         let cx = BlockContext {
             account_id: "acct_a",
             run_id: "run_1",
+            run: &run_item(),
             step_key: "call",
             attempt: 1,
             deadline: Instant::now() + Duration::from_secs(20),

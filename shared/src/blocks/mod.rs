@@ -114,6 +114,9 @@ pub struct BlockContext<'a> {
     /// The run's account: whose connections a block may use.
     pub account_id: &'a str,
     pub run_id: &'a str,
+    /// The run item as the step's claim read it (account, source, metadata): what a block
+    /// needs of its run, without reading it again.
+    pub run: &'a crate::store::Item,
     pub step_key: &'a str,
     /// 1 on the first attempt; a retry after a retryable failure counts up.
     pub attempt: u32,
@@ -208,6 +211,14 @@ fn type_name(v: &Value) -> &'static str {
 #[cfg(test)]
 pub(crate) fn block(kind: &str, config: Value) -> Block {
     Block { id: "b".into(), kind: kind.into(), name: None, config, retry: None, timeout_ms: None, action: None }
+}
+
+/// The run item of `run_1` in account `acct_a`, as a claim would have read it.
+#[cfg(test)]
+pub(crate) fn run_item() -> crate::store::Item {
+    let mut a = crate::store::Attrs::new();
+    a.insert("account_id".into(), Value::from("acct_a"));
+    crate::store::Item::new(crate::keys::run("run_1"), a)
 }
 
 #[cfg(test)]

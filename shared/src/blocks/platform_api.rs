@@ -203,7 +203,7 @@ async fn execute(block: &Block, cx: &BlockContext<'_>) -> Result<Answer, StepErr
 mod tests {
     use super::*;
     use crate::adapters::http::GuardedHttp;
-    use crate::blocks::{Services, block};
+    use crate::blocks::{Services, block, run_item};
     use crate::net_guard::Targets;
     use crate::secrets::SecretBox;
     use crate::testing::MemStore;
@@ -244,6 +244,7 @@ mod tests {
         let cx = BlockContext {
             account_id: "acct_a",
             run_id: "run_1",
+            run: &run_item(),
             step_key: "s",
             attempt: 1,
             deadline: Instant::now() + Duration::from_secs(20),
@@ -322,6 +323,7 @@ mod tests {
         let cx = BlockContext {
             account_id: "acct_a",
             run_id: "run_1",
+            run: &run_item(),
             step_key: "s",
             attempt: 1,
             deadline: Instant::now() + Duration::from_secs(5),

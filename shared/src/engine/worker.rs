@@ -400,6 +400,7 @@ impl Engine {
         let cx = BlockContext {
             account_id: &account,
             run_id,
+            run: &snap.run,
             step_key: key,
             attempt: (attempt + 1) as u32,
             deadline: Instant::now() + timeout,
