@@ -188,6 +188,7 @@ pub enum HooksCmd {
 mod tests {
     use super::*;
     use clap::error::ErrorKind;
+    use std::path::Path;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("baton").chain(args.iter().copied()))
@@ -246,9 +247,7 @@ mod tests {
     #[test]
     fn workflows_apply_requires_a_file() {
         let c = parse(&["workflows", "apply", "-f", "wf.json"]).unwrap();
-        assert!(
-            matches!(c.command, Command::Workflows(WorkflowsCmd::Apply { file }) if file == PathBuf::from("wf.json"))
-        );
+        assert!(matches!(c.command, Command::Workflows(WorkflowsCmd::Apply { file }) if file == Path::new("wf.json")));
         assert_eq!(parse(&["workflows", "apply"]).unwrap_err().kind(), ErrorKind::MissingRequiredArgument);
     }
 

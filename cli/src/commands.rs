@@ -71,7 +71,7 @@ async fn login(ctx: &Ctx) -> Result<()> {
         ctx.config_path.clone().ok_or_else(|| CliError::usage("no config directory: set XDG_CONFIG_HOME or HOME"))?;
     // Checked before saving: a typo in the URL or key shows now, not at the next command.
     let who = match client.get(&["account"], &[]).await {
-        Ok(a) => format!(" as {} ({})", text(&a["name"]), text(&a["account_id"])),
+        Ok(a) => format!(" as {} ({})", text(&a["name"]), text(&a["id"])),
         // A valid key without the scope to read the account is still a valid key.
         Err(CliError::Api { status: 403, .. }) => String::new(),
         Err(e) => return Err(e),
@@ -198,7 +198,7 @@ async fn start(ctx: &Ctx, r: RunArgs) -> Result<()> {
             Ok(())
         }
         "waiting_human" => {
-            ctx.show(&run, |r| waiting_text(r));
+            ctx.show(&run, waiting_text);
             Ok(())
         }
         status => {
@@ -329,7 +329,7 @@ async fn runs(ctx: &Ctx, cmd: RunsCmd) -> Result<()> {
                             text(&r["workflow_id"]),
                             text(&r["status"]),
                             text(&r["created_at"]),
-                            elapsed(&r["created_at"], &r["finished_at"], now),
+                            list_duration(r, now),
                         ]
                     })
                     .collect();
@@ -359,6 +359,17 @@ async fn runs(ctx: &Ctx, cmd: RunsCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A listed run has no `finished_at`: a finished one was last updated when it finished.
+fn list_duration(r: &Value, now: chrono::DateTime<chrono::Utc>) -> String {
+    let end = match r["status"].as_str() {
+        Some("completed" | "failed" | "cancelled") => {
+            r.get("finished_at").filter(|f| !f.is_null()).unwrap_or(&r["updated_at"])
+        }
+        _ => &Value::Null,
+    };
+    elapsed(&r["created_at"], end, now)
 }
 
 /// `runs show`: seed 000's `debug:run` (status, timing), each step with its duration, the
@@ -581,6 +592,16 @@ mod tests {
         assert_eq!((p.done, p.total), (2, Some(4)));
         assert_eq!(p.current, vec!["each".to_string()], "one block named once");
         assert_eq!(progress(&run, None).to_string(), "running: 2 steps done, at each");
+    }
+
+    #[test]
+    fn a_listed_run_lasts_until_its_last_update_once_finished() {
+        let now = output::parse_time(&json!("2026-01-01T00:01:00Z")).unwrap();
+        let done =
+            json!({"status": "completed", "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:02Z"});
+        assert_eq!(list_duration(&done, now), "2.00s");
+        let open = json!({"status": "waiting_human", "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:02Z"});
+        assert_eq!(list_duration(&open, now), "1m00s so far");
     }
 
     #[test]
