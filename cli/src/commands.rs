@@ -39,29 +39,32 @@ impl Ctx {
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
-    // Signing needs neither a server nor a config file.
-    if let Command::Hooks(HooksCmd::Sign { secret, body }) = &cli.command {
-        println!("{}", crate::sign::header_line(secret.as_bytes(), &read_source("--body", body)?));
-        return Ok(());
-    }
-    let env = |k: &str| std::env::var(k).ok();
-    let config_path = config::path(&env);
-    let file = match (&config_path, &cli.command) {
-        // `login` rewrites the file, so a broken one must not stop it.
-        (Some(p), Command::Login) => config::load(p).unwrap_or(None),
-        (Some(p), _) => config::load(p)?,
-        (None, _) => None,
+    let Cli { url, api_key, json, command } = cli;
+    let is_login = matches!(command, Command::Login);
+    // Only commands that talk to a server read the config file.
+    let ctx = || -> Result<Ctx> {
+        let env = |k: &str| std::env::var(k).ok();
+        let config_path = config::path(&env);
+        let file = match &config_path {
+            // `login` rewrites the file, so a broken one must not stop it.
+            Some(p) if is_login => config::load(p).unwrap_or(None),
+            Some(p) => config::load(p)?,
+            None => None,
+        };
+        let settings = config::resolve(url.as_deref(), api_key.as_deref(), &env, file.as_ref());
+        Ok(Ctx { settings, json, config_path })
     };
-    let settings = config::resolve(cli.url.as_deref(), cli.api_key.as_deref(), &env, file.as_ref());
-    let ctx = Ctx { settings, json: cli.json, config_path };
-    match cli.command {
-        Command::Login => login(&ctx).await,
-        Command::Workflows(c) => workflows(&ctx, c).await,
-        Command::Run(r) => start(&ctx, r).await,
-        Command::Runs(c) => runs(&ctx, c).await,
-        Command::Tasks(c) => tasks(&ctx, c).await,
-        Command::Triggers(c) => triggers(&ctx, c).await,
-        Command::Hooks(HooksCmd::Sign { .. }) => unreachable!("handled above"),
+    match command {
+        Command::Hooks(HooksCmd::Sign { secret, body }) => {
+            println!("{}", crate::sign::header_line(secret.as_bytes(), &read_source("--body", &body)?));
+            Ok(())
+        }
+        Command::Login => login(&ctx()?).await,
+        Command::Workflows(c) => workflows(&ctx()?, c).await,
+        Command::Run(r) => start(&ctx()?, r).await,
+        Command::Runs(c) => runs(&ctx()?, c).await,
+        Command::Tasks(c) => tasks(&ctx()?, c).await,
+        Command::Triggers(c) => triggers(&ctx()?, c).await,
     }
 }
 
