@@ -208,6 +208,16 @@ fn a_session_logs_in_applies_runs_waits_for_a_person_and_approves() {
     assert_eq!(applied.stdout.trim(), "created orders version 1 (active)");
     let again = sh.baton(&["workflows", "apply", "-f", &wf, "--json"]).ok().json();
     assert_eq!((again["id"].as_str(), again["version"].as_u64()), (Some("orders"), Some(2)), "{again}");
+    let shown = sh.baton(&["workflows", "show", "orders"]).ok().stdout;
+    assert!(
+        shown.contains("version   2") && shown.lines().any(|l| l.starts_with("review") && l.ends_with("human")),
+        "{shown}"
+    );
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("check") && l.contains("review") && l.ends_with("when input.amount > 1000"))
+    );
     let list = sh.baton(&["workflows", "list"]).ok();
     assert!(list.stdout.lines().any(|l| l.starts_with("orders") && l.contains("active")), "{}", list.stdout);
 
@@ -319,6 +329,22 @@ fn a_failed_run_under_wait_prints_its_error_and_exits_1() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("failed: step c: CODE_ERROR: Error: nope"), "{}", r.stderr);
     assert!(r.stdout.is_empty(), "{}", r.stdout);
+
+    // A redrive runs the failed step again (and here it fails again).
+    let run = r.stderr.lines().find_map(|l| l.strip_prefix("started ")).unwrap().to_string();
+    let redriven = sh.baton(&["runs", "redrive", &run]).ok();
+    assert!(redriven.stdout.starts_with(&format!("run {run} redriven: ")), "{}", redriven.stdout);
+    let t0 = Instant::now();
+    loop {
+        let events = sh.baton(&["runs", "events", &run, "--json"]).ok().json();
+        let types: Vec<&str> = events["data"].as_array().unwrap().iter().filter_map(|e| e["type"].as_str()).collect();
+        let failures = types.iter().filter(|t| **t == "run.failed").count();
+        if types.contains(&"run.redriven") && failures == 2 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(15), "the redriven run never failed again: {types:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
