@@ -246,7 +246,11 @@ fn a_session_logs_in_applies_runs_waits_for_a_person_and_approves() {
     assert!(show.lines().any(|l| l.starts_with("duration  ") && !l.contains("so far")), "{show}");
     for step in ["start", "price", "check", "review", "done"] {
         assert!(
-            show.lines().any(|l| l.starts_with(&format!("{step} ")) && l.contains("completed") && l.contains("ms")),
+            show.lines().any(|l| {
+                // STEP BLOCK STATUS ATTEMPT DURATION: a measured duration such as `3ms` or `1.20s`.
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.len() == 5 && cols[0] == step && cols[2] == "completed" && cols[4].ends_with('s')
+            }),
             "no line for step {step}:\n{show}"
         );
     }
