@@ -72,6 +72,15 @@ bash infra/quickstart-test.sh "$local_bin"
 step "README \"Triggering from outside\", as written"
 BLOCK=triggering bash infra/quickstart-test.sh "$local_bin"
 
+step "README \"CLI\" session, as written (the baton binary the tests built)"
+# nextest built target/debug/baton for cli/tests/e2e.rs; the session's `baton login` writes
+# into a throwaway config directory, not the CI user's.
+[ -x target/debug/baton ] || cargo build --locked -p baton-cli
+cli_config=$(mktemp -d)
+XDG_CONFIG_HOME="$cli_config" PATH="$PWD/target/debug:$PATH" BLOCK=cli EXPECT='status    completed' \
+  bash infra/quickstart-test.sh "$local_bin"
+rm -rf "$cli_config"
+
 step "seed 002's curl quickstart and Python examples, as written (fake OpenAI-compatible provider)"
 python infra/seed002_test.py "$local_bin"
 
