@@ -52,8 +52,8 @@ pub const HTTP_API_PER_MILLION: f64 = 1.00;
 /// <https://aws.amazon.com/step-functions/pricing/>): the reference of DESIGN.md §8.
 pub const STEP_FUNCTIONS_PER_MILLION: f64 = 25.0;
 
-/// Memory of the worker function (template.yaml).
-pub const LAMBDA_MEMORY_MB: f64 = 128.0;
+/// Memory of the worker function (template.yaml's `Globals`; no function overrides it).
+pub const LAMBDA_MEMORY_MB: f64 = 256.0;
 /// Billed duration assumed per worker invocation. Not measured here (moto is not DynamoDB):
 /// a transform step is about four requests of single-digit milliseconds in-region.
 pub const LAMBDA_MS_PER_INVOCATION: f64 = 50.0;
@@ -489,4 +489,24 @@ async fn futures_settle(app: &Arc<App>, msgs: &[baton::queue::Received]) -> Resu
         out[i] = ack;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_priced_lambda_memory_is_the_templates() {
+        let template = std::fs::read_to_string(crate::workspace_root().join("template.yaml")).unwrap();
+        let sizes: Vec<f64> = template
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("MemorySize:"))
+            .map(|v| v.trim().parse().unwrap())
+            .collect();
+        assert!(!sizes.is_empty(), "template.yaml sets no MemorySize");
+        assert!(
+            sizes.iter().all(|&m| m == LAMBDA_MEMORY_MB),
+            "template MemorySize {sizes:?}, priced {LAMBDA_MEMORY_MB}"
+        );
+    }
 }
