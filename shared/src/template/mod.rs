@@ -93,6 +93,9 @@ pub const MAX_SOURCE_LEN: usize = 64 * 1024;
 pub const MAX_NESTING: usize = 64;
 /// Operations one `render`/`eval` call may perform.
 pub const MAX_OPERATIONS: u64 = 100_000;
+/// Walking (comparing, searching, converting, parsing) or producing this many bytes of a string
+/// or collection costs one operation, so no operation does unbounded work.
+pub const BYTES_PER_OPERATION: usize = 256;
 /// Longest string a template may produce, in bytes.
 pub const MAX_OUTPUT_LEN: usize = 1024 * 1024;
 /// Data one `render`/`eval` call may copy out of the context or produce, measured as about
