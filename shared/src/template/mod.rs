@@ -78,6 +78,8 @@ mod parser;
 mod value;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 use serde_json::Value;
