@@ -31,7 +31,9 @@
 //!   `!`; then `.`/`[]`. `not a == b` is `not (a == b)`, while `!a == b` is `(!a) == b`.
 //!   The ternary nests to the right and its branches stop at `|` (`c ? a : b | f` filters the
 //!   result; write `c ? (a | f) : b` to filter a branch). `a ?? b` is `b` when `a` is null (a
-//!   missing path included), else `a`; `b` is evaluated only then. `x in y` is `y contains x`.
+//!   missing path included), else `a`; `b` is evaluated only then. `x in y` is `y contains x`
+//!   (`in`, like `and`, `or`, `not`, `contains`, is a keyword: reach a field named `in` as
+//!   `this.in` or `x['in']`).
 //!   `and`/`or` short-circuit and give booleans. `+` concatenates text when either side is a
 //!   string; otherwise arithmetic needs numbers. Integer arithmetic stays integral while exact
 //!   (`2 + 3` → `5`, `6 / 3` → `2`, `7 / 2` → `3.5`); dividing by zero is an error. `==` is deep
