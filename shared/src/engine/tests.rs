@@ -859,3 +859,4 @@ mod http;
 mod orchestration;
 mod paths;
 mod reads;
+mod templates;

@@ -10,11 +10,13 @@ use serde_json::Value;
 
 use super::filters::{self, Filter};
 use super::parser::{self, BinOp, FilterCall, Kind, Link, Node, Step, SubExpr, wrap_sub};
+use chrono::{DateTime, SecondsFormat, Utc};
+
 use super::value::{
-    self, Arith, as_num, check_len, cmp_total, compare, contains, is_blank, loose_eq, num_value, to_text, truthy,
+    self, Arith, as_num, check_len, cmp_total, compare, is_blank, loose_eq, num_value, string_bytes, to_text, truthy,
     type_name,
 };
-use super::{Fail, MAX_COPY_BYTES, MAX_EVAL_DEPTH, MAX_OPERATIONS, R};
+use super::{BYTES_PER_OPERATION, Fail, MAX_COPY_BYTES, MAX_EVAL_DEPTH, MAX_OPERATIONS, R};
 
 pub(crate) static NULL: Value = Value::Null;
 
@@ -31,18 +33,19 @@ pub(crate) enum Scope<'a> {
 }
 
 impl<'a> Scope<'a> {
-    fn lookup(&self, name: &str) -> &'a Value {
+    /// The value of a root name, `None` when no scope has it.
+    fn lookup(&self, name: &str) -> Option<&'a Value> {
         match *self {
-            Scope::Root(ctx) => ctx.get(name).unwrap_or(&NULL),
+            Scope::Root(ctx) => ctx.get(name),
             Scope::Elem { el, parent } => {
                 if name == "this" {
-                    return el;
+                    return Some(el);
                 }
                 if let Some(v) = el.as_object().and_then(|o| o.get(name)) {
-                    return v;
+                    return Some(v);
                 }
                 if name == "item" {
-                    return el;
+                    return Some(el);
                 }
                 parent.lookup(name)
             }
@@ -55,10 +58,27 @@ pub(crate) struct Evaluator {
     ops: u64,
     depth: usize,
     copied: usize,
+    /// Bytes of strings and collections walked (compared, searched, parsed, converted).
+    scanned: usize,
     cache: HashMap<String, Rc<SubExpr>>,
+    /// `now`, read once per call so every use in one render agrees.
+    now: Option<DateTime<Utc>>,
 }
 
 impl Evaluator {
+    /// The time of this render/eval call.
+    pub(crate) fn now(&mut self) -> DateTime<Utc> {
+        *self.now.get_or_insert_with(Utc::now)
+    }
+
+    /// Charges walking `n` bytes: one operation per [`BYTES_PER_OPERATION`], counted over the
+    /// whole call so that many short walks add up.
+    pub(crate) fn scan(&mut self, n: usize, pos: usize) -> R<()> {
+        let before = self.scanned / BYTES_PER_OPERATION;
+        self.scanned = self.scanned.saturating_add(n);
+        self.tick((self.scanned / BYTES_PER_OPERATION - before) as u64, pos)
+    }
+
     /// Charges `n` operations against the budget.
     pub(crate) fn tick(&mut self, n: u64, pos: usize) -> R<()> {
         self.ops = self.ops.saturating_add(n);
@@ -69,17 +89,100 @@ impl Evaluator {
     }
 
     /// Charges `n` bytes of produced data.
+    /// Copying costs operations too (one per [`BYTES_PER_OPERATION`]), so the operation budget
+    /// bounds all the work of a call.
     pub(crate) fn charge_bytes(&mut self, n: usize, pos: usize) -> R<()> {
+        let before = self.copied / BYTES_PER_OPERATION;
         self.copied = self.copied.saturating_add(n);
         if self.copied > MAX_COPY_BYTES {
             return Err(Fail::new(pos, format!("evaluation produced more than {MAX_COPY_BYTES} bytes of data")));
         }
-        Ok(())
+        self.tick((self.copied / BYTES_PER_OPERATION - before) as u64, pos)
+    }
+
+    /// `==`: deep equality ([`loose_eq`]) that pays one operation per pair of values compared
+    /// and the bytes of equal-length strings it compares.
+    pub(crate) fn eq(&mut self, a: &Value, b: &Value, pos: usize) -> R<bool> {
+        self.tick(1, pos)?;
+        match (a, b) {
+            (Value::Array(x), Value::Array(y)) => {
+                if x.len() != y.len() {
+                    return Ok(false);
+                }
+                for (p, q) in x.iter().zip(y) {
+                    if !self.eq(p, q, pos)? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+            (Value::Object(x), Value::Object(y)) => {
+                if x.len() != y.len() {
+                    return Ok(false);
+                }
+                for (k, v) in x {
+                    self.scan(k.len(), pos)?;
+                    match y.get(k) {
+                        Some(w) if self.eq(v, w, pos)? => {}
+                        _ => return Ok(false),
+                    }
+                }
+                Ok(true)
+            }
+            (Value::String(x), Value::String(y)) => {
+                if x.len() == y.len() {
+                    self.scan(x.len(), pos)?;
+                }
+                Ok(x == y)
+            }
+            _ => Ok(loose_eq(a, b)),
+        }
+    }
+
+    /// `hay contains needle` (and `needle in hay`): a substring, an array element (by `==`) or
+    /// an object key; false for anything else.
+    pub(crate) fn contains(&mut self, hay: &Value, needle: &Value, pos: usize) -> R<bool> {
+        match hay {
+            Value::String(s) => {
+                let n = match needle {
+                    Value::String(n) => Cow::Borrowed(n.as_str()),
+                    Value::Number(_) | Value::Bool(_) => Cow::Owned(needle.to_string()),
+                    _ => return Ok(false),
+                };
+                self.scan(s.len() + n.len(), pos)?;
+                Ok(s.contains(n.as_ref()))
+            }
+            Value::Array(a) => {
+                for x in a {
+                    if self.eq(x, needle, pos)? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+            Value::Object(o) => match needle.as_str() {
+                Some(k) => {
+                    self.scan(k.len(), pos)?;
+                    Ok(o.contains_key(k))
+                }
+                None => Ok(false),
+            },
+            _ => Ok(false),
+        }
+    }
+
+    /// Charges sorting `n` values whose strings hold `bytes` bytes: about n·log2(n)
+    /// comparisons, each string taking part in about log2(n) of them. Charged before sorting,
+    /// so an over-budget sort never starts.
+    pub(crate) fn charge_sort(&mut self, n: usize, bytes: usize, pos: usize) -> R<()> {
+        let log = u64::from(usize::BITS - n.leading_zeros());
+        self.tick((n as u64).saturating_mul(log), pos)?;
+        self.scan(bytes.saturating_mul(log as usize), pos)
     }
 
     /// Charges about the compact-JSON size of `v`; stops walking as soon as the allowance is
     /// spent, so the walk costs no more than the copy it guards.
-    fn charge_value(&mut self, v: &Value, pos: usize) -> R<()> {
+    pub(crate) fn charge_value(&mut self, v: &Value, pos: usize) -> R<()> {
         let scalar = |v: &Value| match v {
             Value::String(s) => 3 + s.len(),
             _ => 8,
@@ -142,11 +245,17 @@ impl Evaluator {
     fn eval_kind<'a>(&mut self, node: &Node, sc: &Scope<'a>) -> R<Cow<'a, Value>> {
         match &node.kind {
             Kind::Lit(v) => self.copy(v, node.pos).map(Cow::Owned),
-            Kind::Root(name) => Ok(Cow::Borrowed(sc.lookup(name))),
+            Kind::Root(name) => Ok(match sc.lookup(name) {
+                Some(v) => Cow::Borrowed(v),
+                // `now` is the current time unless the context has a `now` of its own.
+                None if name == "now" => Cow::Owned(self.now_value()),
+                None => Cow::Borrowed(&NULL),
+            }),
             Kind::Array(items) => self.eval_array(items, sc),
             Kind::Path(base, steps) => self.eval_path(base, steps, sc),
             Kind::Neg(inner) | Kind::Not(inner) => self.eval_unary(node, inner, sc),
             Kind::Chain(first, links) => self.eval_chain(first, links, sc),
+            Kind::Cond(cond, then, otherwise) => self.eval_cond(cond, then, otherwise, sc),
             Kind::Filters(base, calls) => self.eval_filters(base, calls, sc),
         }
     }
@@ -168,13 +277,33 @@ impl Evaluator {
     }
 
     #[inline(never)]
+    fn now_value(&mut self) -> Value {
+        Value::String(self.now().to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+
+    #[inline(never)]
+    fn eval_cond<'a>(&mut self, cond: &Node, then: &Node, otherwise: &Node, sc: &Scope<'a>) -> R<Cow<'a, Value>> {
+        let c = self.eval(cond, sc)?;
+        if truthy(&c) { self.eval(then, sc) } else { self.eval(otherwise, sc) }
+    }
+
+    #[inline(never)]
     fn eval_path<'a>(&mut self, base: &Node, steps: &[Step], sc: &Scope<'a>) -> R<Cow<'a, Value>> {
         let mut cur = self.eval(base, sc)?;
         for step in steps {
             cur = match step {
-                Step::Name(name) => get(cur, Key::Name(name)),
+                Step::Name(name) => {
+                    // `.size` of a string counts its characters.
+                    if let (Value::String(s), "size") = (cur.as_ref(), name.as_str()) {
+                        self.scan(s.len(), base.pos)?;
+                    }
+                    get(cur, Key::Name(name))
+                }
                 Step::Index(idx) => {
                     let k = self.eval(idx, sc)?;
+                    if let Value::String(s) = k.as_ref() {
+                        self.scan(s.len(), idx.pos)?;
+                    }
                     get(cur, Key::Val(&k))
                 }
             };
@@ -185,6 +314,16 @@ impl Evaluator {
     #[inline(never)]
     fn eval_chain<'a>(&mut self, first: &Node, links: &[Link], sc: &Scope<'a>) -> R<Cow<'a, Value>> {
         let mut acc = self.eval(first, sc)?;
+        if links.first().is_some_and(|l| l.op == BinOp::Coalesce) {
+            // The first operand that is not null (or the last one); later ones are not evaluated.
+            for l in links {
+                if !acc.is_null() {
+                    break;
+                }
+                acc = self.eval(&l.rhs, sc)?;
+            }
+            return Ok(acc);
+        }
         let logical = match links.first().map(|l| l.op) {
             Some(BinOp::And) => Some(false),
             Some(BinOp::Or) => Some(true),
@@ -224,17 +363,26 @@ impl Evaluator {
     #[inline(never)]
     fn binary(&mut self, op: BinOp, a: &Value, b: &Value, pos: usize) -> R<Value> {
         use std::cmp::Ordering::{Equal, Greater, Less};
+        if let (Value::String(x), Value::String(y)) = (a, b)
+            && matches!(op, BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge)
+        {
+            self.scan(x.len().min(y.len()), pos)?;
+        }
         let cmp = |want: &[std::cmp::Ordering]| Value::Bool(compare(a, b).is_some_and(|o| want.contains(&o)));
         let arith = match op {
-            BinOp::Eq => return Ok(Value::Bool(loose_eq(a, b))),
-            BinOp::Ne => return Ok(Value::Bool(!loose_eq(a, b))),
+            BinOp::Eq => return Ok(Value::Bool(self.eq(a, b, pos)?)),
+            BinOp::Ne => return Ok(Value::Bool(!self.eq(a, b, pos)?)),
             BinOp::Lt => return Ok(cmp(&[Less])),
             BinOp::Le => return Ok(cmp(&[Less, Equal])),
             BinOp::Gt => return Ok(cmp(&[Greater])),
             BinOp::Ge => return Ok(cmp(&[Greater, Equal])),
-            BinOp::Contains => return Ok(Value::Bool(contains(a, b))),
+            BinOp::Contains => return Ok(Value::Bool(self.contains(a, b, pos)?)),
+            BinOp::In => return Ok(Value::Bool(self.contains(b, a, pos)?)),
+            BinOp::NotIn => return Ok(Value::Bool(!self.contains(b, a, pos)?)),
             BinOp::And => return Ok(Value::Bool(truthy(a) && truthy(b))),
             BinOp::Or => return Ok(Value::Bool(truthy(a) || truthy(b))),
+            // Evaluated by `eval_chain` (it short-circuits); kept here for completeness.
+            BinOp::Coalesce => return self.copy(if a.is_null() { b } else { a }, pos),
             BinOp::Add if a.is_string() || b.is_string() => {
                 let fail = |m| Fail::new(pos, m);
                 let (x, y) = (to_text(a).map_err(fail)?, to_text(b).map_err(fail)?);
@@ -318,7 +466,7 @@ impl Evaluator {
             self.tick(1, call.pos)?;
             let v = self.eval_in(sub, el, sc, call.args[0].pos)?;
             let keep = match &want {
-                Some(w) => loose_eq(&v, w),
+                Some(w) => self.eq(&v, w, call.pos)?,
                 None => truthy(&v),
             };
             if keep {
@@ -335,7 +483,8 @@ impl Evaluator {
             self.tick(1, call.pos)?;
             keyed.push((self.eval_in(sub, el, sc, call.args[0].pos)?, i));
         }
-        self.tick(filters::sort_cost(items.len()), call.pos)?;
+        let bytes = keyed.iter().map(|k| string_bytes(&k.0)).sum();
+        self.charge_sort(keyed.len(), bytes, call.pos)?;
         keyed.sort_by(|a, b| cmp_total(&a.0, &b.0));
         let mut out = Vec::with_capacity(keyed.len());
         for (_, i) in &keyed {

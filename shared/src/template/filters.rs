@@ -2,15 +2,20 @@
 //! (they need the scope or keep the input borrowed); everything else is here.
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
 
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use chrono::format::{Item, StrftimeItems};
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat};
 use serde_json::Value;
 
 use super::eval::Evaluator;
 use super::value::{
     Arith, Num, arith, check_len, cmp_total, coerce_num, describe, integral, json_limited, num_value, parse_num,
-    to_text, type_name,
+    string_bytes, to_text, type_name,
 };
-use super::{Fail, R};
+use super::{Fail, MAX_NESTING, MAX_SOURCE_LEN, R};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Filter {
@@ -50,6 +55,11 @@ pub(crate) enum Filter {
     Prepend,
     Min,
     Max,
+    Date,
+    UrlEncode,
+    Base64Encode,
+    Base64Decode,
+    ParseJson,
 }
 
 /// Name, filter, minimum and maximum number of arguments.
@@ -90,6 +100,11 @@ const TABLE: &[(&str, Filter, usize, usize)] = &[
     ("prepend", Filter::Prepend, 1, 1),
     ("min", Filter::Min, 0, 1),
     ("max", Filter::Max, 0, 1),
+    ("date", Filter::Date, 0, 1),
+    ("url_encode", Filter::UrlEncode, 0, 0),
+    ("base64_encode", Filter::Base64Encode, 0, 0),
+    ("base64_decode", Filter::Base64Decode, 0, 0),
+    ("parse_json", Filter::ParseJson, 0, 0),
 ];
 
 impl Filter {
@@ -116,11 +131,26 @@ impl Filter {
     }
 }
 
-/// Budget for sorting `n` elements: about n·log2(n) comparisons.
-pub(crate) fn sort_cost(n: usize) -> u64 {
-    let n = n as u64;
-    n * u64::from(64 - n.leading_zeros())
+/// A `date` format, parsed; refused when it has an unknown `%` directive. Used at save time for
+/// a literal format, and at run time.
+fn date_format(fmt: &str) -> Result<Vec<Item<'_>>, String> {
+    if fmt.len() > MAX_SOURCE_LEN {
+        return Err(format!("format longer than {MAX_SOURCE_LEN} bytes"));
+    }
+    StrftimeItems::new(fmt)
+        .parse()
+        .map_err(|_| format!("invalid format {fmt:?} (strftime directives such as %Y-%m-%d)"))
 }
+
+pub(crate) fn check_date_format(fmt: &str) -> Result<(), String> {
+    date_format(fmt).map(drop)
+}
+
+/// Decodes the standard and the URL-safe alphabet, with or without padding.
+const BASE64_CONFIG: GeneralPurposeConfig =
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+const BASE64_STANDARD: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, BASE64_CONFIG);
+const BASE64_URL_SAFE: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::URL_SAFE, BASE64_CONFIG);
 
 /// Applies a filter whose arguments are already evaluated.
 pub(crate) fn apply(ev: &mut Evaluator, f: Filter, input: &Value, args: &[Value], pos: usize) -> R<Value> {
@@ -146,7 +176,10 @@ pub(crate) fn apply(ev: &mut Evaluator, f: Filter, input: &Value, args: &[Value]
         }
         Filter::Size => match input {
             Value::Array(a) => Ok(Value::from(a.len())),
-            Value::String(s) => Ok(Value::from(s.chars().count())),
+            Value::String(s) => {
+                cx.ev.scan(s.len(), pos)?;
+                Ok(Value::from(s.chars().count()))
+            }
             Value::Object(o) => Ok(Value::from(o.len())),
             Value::Null => Ok(Value::from(0)),
             other => Err(cx.expected("an array, string or object", other)),
@@ -170,7 +203,7 @@ pub(crate) fn apply(ev: &mut Evaluator, f: Filter, input: &Value, args: &[Value]
         }
         Filter::ToNumber => match input {
             Value::Number(_) => cx.ev.copy(input, pos),
-            Value::String(s) => match parse_num(s.trim()) {
+            Value::String(s) => match cx.ev.scan(s.len(), pos).map(|()| parse_num(s.trim()))? {
                 Some(n) => cx.value(n),
                 None => Err(cx.fail(format!("cannot convert {} to a number", describe(input)))),
             },
@@ -198,7 +231,7 @@ pub(crate) fn apply(ev: &mut Evaluator, f: Filter, input: &Value, args: &[Value]
         },
         Filter::Sort => {
             let items = cx.array(input)?;
-            cx.ev.tick(sort_cost(items.len()), pos)?;
+            cx.ev.charge_sort(items.len(), items.iter().map(string_bytes).sum(), pos)?;
             let mut out = Vec::with_capacity(items.len());
             for v in items {
                 out.push(cx.ev.copy(v, pos)?);
@@ -217,6 +250,32 @@ pub(crate) fn apply(ev: &mut Evaluator, f: Filter, input: &Value, args: &[Value]
             cx.string(out)
         }
         Filter::Min | Filter::Max => cx.min_max(input, arg(0)),
+        Filter::Date => cx.date(input, arg(0)),
+        Filter::UrlEncode => {
+            let s = cx.scalar_text(input)?;
+            cx.ev.scan(s.len(), pos)?;
+            let mut out = String::new();
+            for piece in url::form_urlencoded::byte_serialize(s.as_bytes()) {
+                check_len(out.len() + piece.len()).map_err(|m| cx.fail(m))?;
+                out.push_str(piece);
+            }
+            cx.string(out)
+        }
+        Filter::Base64Encode => {
+            let s = cx.scalar_text(input)?;
+            check_len(s.len().div_ceil(3) * 4).map_err(|m| cx.fail(m))?;
+            let out = BASE64_STANDARD.encode(s.as_bytes());
+            cx.string(out)
+        }
+        Filter::Base64Decode => {
+            let s = cx.scalar_text(input)?;
+            cx.ev.scan(s.len(), pos)?;
+            let engine = if s.contains(['-', '_']) { &BASE64_URL_SAFE } else { &BASE64_STANDARD };
+            let bytes = engine.decode(s.as_bytes()).map_err(|e| cx.fail(format!("invalid base64: {e}")))?;
+            let text = String::from_utf8(bytes).map_err(|_| cx.fail("the decoded bytes are not UTF-8 text"))?;
+            cx.string(text)
+        }
+        Filter::ParseJson => cx.parse_json(input),
         // Handled by the evaluator.
         Filter::Map | Filter::Where | Filter::Default => Err(cx.fail("internal: misrouted filter")),
     }
@@ -238,11 +297,12 @@ impl Cx<'_> {
         self.fail(format!("expected {what}, got {}", type_name(got)))
     }
 
-    fn num(&self, v: &Value, which: &str) -> R<Num> {
+    fn num(&mut self, v: &Value, which: &str) -> R<Num> {
+        self.ev.scan(string_bytes(v), self.pos)?;
         coerce_num(v).ok_or_else(|| self.fail(format!("{which} must be a number, got {}", describe(v))))
     }
 
-    fn int(&self, v: &Value, which: &str) -> R<i64> {
+    fn int(&mut self, v: &Value, which: &str) -> R<i64> {
         match self.num(v, which)? {
             Num::I(i) => Ok(i),
             Num::F(f) => match integral(f) {
@@ -283,21 +343,21 @@ impl Cx<'_> {
         }
     }
 
-    fn math(&self, input: &Value, args: &[Value], op: Arith) -> R<Value> {
+    fn math(&mut self, input: &Value, args: &[Value], op: Arith) -> R<Value> {
         let a = self.num(input, "input")?;
         let b = self.num(&args[0], "argument")?;
         let r = arith(op, a, b).map_err(|m| self.fail(m))?;
         self.value(r)
     }
 
-    fn unary_num(&self, input: &Value, f: impl Fn(f64) -> Num) -> R<Value> {
+    fn unary_num(&mut self, input: &Value, f: impl Fn(f64) -> Num) -> R<Value> {
         match self.num(input, "input")? {
             Num::I(i) => Ok(Value::from(i)),
             Num::F(x) => self.value(f(x)),
         }
     }
 
-    fn round(&self, input: &Value, digits: Option<&Value>) -> R<Value> {
+    fn round(&mut self, input: &Value, digits: Option<&Value>) -> R<Value> {
         let n = self.num(input, "input")?;
         let d = match digits {
             Some(d) => self.int(d, "digits")?,
@@ -324,6 +384,7 @@ impl Cx<'_> {
             if v.is_null() {
                 continue;
             }
+            self.ev.scan(string_bytes(v), self.pos)?;
             let n = coerce_num(v).ok_or_else(|| self.fail(format!("cannot add {}", describe(v))))?;
             acc = arith(Arith::Add, acc, n).map_err(|m| self.fail(m))?;
         }
@@ -380,6 +441,7 @@ impl Cx<'_> {
         let s = self.scalar_text(input)?;
         // Case mapping can grow a string a few times; refuse inputs that could exceed the cap.
         check_len(s.len()).map_err(|m| self.fail(m))?;
+        self.ev.scan(s.len(), self.pos)?;
         let out = f(&s);
         self.string(out)
     }
@@ -393,6 +455,7 @@ impl Cx<'_> {
             Some(v) => self.scalar_text(v)?.into_owned(),
             None => String::new(),
         };
+        self.ev.scan(s.len(), self.pos)?;
         let mut out = Vec::new();
         let mut push = |cx: &mut Self, piece: &str| -> R<()> {
             cx.ev.tick(1, cx.pos)?;
@@ -450,6 +513,7 @@ impl Cx<'_> {
                 },
                 other => serde_json::to_string(other).unwrap_or_default(),
             };
+            self.ev.scan(key.len(), self.pos)?;
             if seen.insert(key) {
                 out.push(self.ev.copy(v, self.pos)?);
             }
@@ -483,6 +547,7 @@ impl Cx<'_> {
                 Ok(Value::Array(out))
             }
             Value::String(st) => {
+                self.ev.scan(st.len(), self.pos)?;
                 let (s, e) = range(st.chars().count());
                 self.string(st.chars().skip(s).take(e - s).collect())
             }
@@ -496,6 +561,7 @@ impl Cx<'_> {
         let from = self.scalar_text(&args[0])?;
         let to = self.scalar_text(&args[1])?;
         // Size the result before building it: `replace: 'a', <long text>` must not blow up.
+        self.ev.scan(s.len().saturating_mul(2), self.pos)?;
         let count = s.matches(from.as_ref()).count();
         let len = (s.len() - count * from.len()).saturating_add(count.saturating_mul(to.len()));
         check_len(len).map_err(|m| self.fail(m))?;
@@ -516,6 +582,7 @@ impl Cx<'_> {
         }
         let items = self.array(input)?;
         self.ev.tick(items.len() as u64, self.pos)?;
+        self.ev.scan(items.iter().map(string_bytes).sum(), self.pos)?;
         let mut best: Option<&Value> = None;
         for v in items.iter().filter(|v| !v.is_null()) {
             if best.is_none_or(|b| cmp_total(v, b) == want) {
@@ -527,4 +594,96 @@ impl Cx<'_> {
             None => Ok(Value::Null),
         }
     }
+
+    /// `date`: an RFC 3339 time (a date alone is midnight UTC, a time without offset is UTC), a
+    /// Unix timestamp in seconds (a number or a numeric string) or `"now"`, formatted with a
+    /// strftime format; without one, as RFC 3339. The input's offset is kept.
+    fn date(&mut self, input: &Value, fmt: Option<&Value>) -> R<Value> {
+        let at: DateTime<FixedOffset> = match input {
+            Value::Null => return Ok(Value::Null),
+            Value::Number(_) => self.timestamp(input)?,
+            Value::String(s) => {
+                self.ev.scan(s.len(), self.pos)?;
+                let t = s.trim();
+                if t == "now" {
+                    self.ev.now().fixed_offset()
+                } else if parse_num(t).is_some() {
+                    self.timestamp(input)?
+                } else if let Ok(d) = DateTime::parse_from_rfc3339(t) {
+                    d
+                } else if let Ok(d) = NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f") {
+                    d.and_utc().fixed_offset()
+                } else if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+                    d.and_time(NaiveTime::MIN).and_utc().fixed_offset()
+                } else {
+                    return Err(self.fail(format!(
+                        "cannot read {} as a time (RFC 3339 like 2024-05-01T12:00:00Z, a Unix timestamp or 'now')",
+                        describe(input)
+                    )));
+                }
+            }
+            other => return Err(self.expected("a time string, a Unix timestamp or 'now'", other)),
+        };
+        let Some(fmt) = fmt else {
+            return self.string(at.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+        };
+        let fmt = match fmt {
+            Value::String(f) => f,
+            other => return Err(self.expected("a format string", other)),
+        };
+        let items = date_format(fmt).map_err(|m| self.fail(m))?;
+        self.ev.tick(items.len() as u64, self.pos)?;
+        let mut out = String::new();
+        write!(out, "{}", at.format_with_items(items.iter()))
+            .map_err(|_| self.fail(format!("cannot format with {fmt:?}")))?;
+        self.string(out)
+    }
+
+    fn timestamp(&mut self, v: &Value) -> R<DateTime<FixedOffset>> {
+        let at = match self.num(v, "timestamp")? {
+            Num::I(secs) => DateTime::from_timestamp(secs, 0),
+            Num::F(f) => {
+                let secs = f.floor();
+                // Whole seconds within ±2^62 fit an i64; chrono's range is far smaller anyway.
+                let nanos = ((f - secs) * 1e9).round().min(999_999_999.0) as u32;
+                (secs.abs() < 4.6e18).then(|| DateTime::from_timestamp(secs as i64, nanos)).flatten()
+            }
+        };
+        at.map(|d| d.fixed_offset()).ok_or_else(|| self.fail(format!("timestamp {} is out of range", describe(v))))
+    }
+
+    /// `parse_json`: JSON text to a value; invalid JSON is an error, null stays null.
+    fn parse_json(&mut self, input: &Value) -> R<Value> {
+        let s = match input {
+            Value::Null => return Ok(Value::Null),
+            Value::String(s) => s,
+            other => return Err(self.expected("a string", other)),
+        };
+        self.ev.scan(s.len(), self.pos)?;
+        let v: Value = serde_json::from_str(s).map_err(|e| self.fail(format!("invalid JSON: {e}")))?;
+        // Values nest at most as deep as a parsed expression can build, which keeps stored step
+        // outputs well inside what JSON readers accept.
+        if nested_deeper_than(&v, MAX_NESTING) {
+            return Err(self.fail(format!("JSON nested deeper than {MAX_NESTING} levels")));
+        }
+        self.ev.charge_value(&v, self.pos)?;
+        Ok(v)
+    }
+}
+
+/// Whether arrays and objects in `v` nest more than `max` levels (a scalar is level 0).
+fn nested_deeper_than(v: &Value, max: usize) -> bool {
+    let mut stack = vec![(v, 0)];
+    while let Some((v, d)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(a) => Box::new(a.iter()),
+            Value::Object(o) => Box::new(o.values()),
+            _ => continue,
+        };
+        if d + 1 > max {
+            return true;
+        }
+        stack.extend(children.map(|c| (c, d + 1)));
+    }
+    false
 }

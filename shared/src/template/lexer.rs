@@ -37,6 +37,9 @@ pub(crate) enum Tok {
     AndAnd,
     OrOr,
     Bang,
+    Question,
+    /// `??`
+    Coalesce,
     /// `}}` in a template, end of input in a bare expression.
     End,
 }
@@ -71,6 +74,8 @@ impl Tok {
             Tok::AndAnd => "&&",
             Tok::OrOr => "||",
             Tok::Bang => "!",
+            Tok::Question => "?",
+            Tok::Coalesce => "??",
         };
         format!("'{sym}'")
     }
@@ -175,6 +180,8 @@ pub(crate) fn lex(src: &str, start: usize, mode: Mode) -> R<(Vec<Token>, usize)>
             b'>' => (Tok::Gt, 1),
             b'<' if next_is(b'=') => (Tok::Le, 2),
             b'<' => (Tok::Lt, 1),
+            b'?' if next_is(b'?') => (Tok::Coalesce, 2),
+            b'?' => (Tok::Question, 1),
             _ => {
                 let ch = src.get(i..).and_then(|s| s.chars().next()).unwrap_or('?');
                 return Err(Fail::new(i, format!("unexpected character '{ch}'")));

@@ -21,12 +21,19 @@
 //!   a `.` may start with a digit and contain hyphens (`steps.create-invoice.output`), so
 //!   subtraction needs spaces: `a.b - 1`, not `a.b-1`. A missing key, an out-of-range index or
 //!   a step into a scalar gives `null`, never an error. `.size`, `.first`, `.last` work on
-//!   arrays (and `.size` on strings and on objects without a `size` key).
+//!   arrays (and `.size` on strings and on objects without a `size` key). `now` is the current
+//!   UTC time as RFC 3339 with milliseconds, one instant per [`render`]/[`eval`] call, unless
+//!   the context has a `now` key.
 //! - Literals: numbers (`2`, `1.5`, `1e3`), `'single'` or `"double"` quoted strings (escapes
 //!   `\\ \' \" \n \t \r \/`), `true`, `false`, `null`, arrays `[1, 'a', x]`.
-//! - Operators, loosest first: `|` filters; `or` `||`; `and` `&&`; `not`; `==` `!=` `<` `<=`
-//!   `>` `>=` `contains`; `+` `-`; `*` `/` `%`; unary `-` and `!`; then `.`/`[]`.
-//!   `not a == b` is `not (a == b)`, while `!a == b` is `(!a) == b`.
+//! - Operators, loosest first: `|` filters; `c ? a : b`; `??`; `or` `||`; `and` `&&`; `not`;
+//!   `==` `!=` `<` `<=` `>` `>=` `contains` `in` `not in`; `+` `-`; `*` `/` `%`; unary `-` and
+//!   `!`; then `.`/`[]`. `not a == b` is `not (a == b)`, while `!a == b` is `(!a) == b`.
+//!   The ternary nests to the right and its branches stop at `|` (`c ? a : b | f` filters the
+//!   result; write `c ? (a | f) : b` to filter a branch). `a ?? b` is `b` when `a` is null (a
+//!   missing path included), else `a`; `b` is evaluated only then. `x in y` is `y contains x`
+//!   (`in`, like `and`, `or`, `not`, `contains`, is a keyword: reach a field named `in` as
+//!   `this.in` or `x['in']`).
 //!   `and`/`or` short-circuit and give booleans. `+` concatenates text when either side is a
 //!   string; otherwise arithmetic needs numbers. Integer arithmetic stays integral while exact
 //!   (`2 + 3` → `5`, `6 / 3` → `2`, `7 / 2` → `3.5`); dividing by zero is an error. `==` is deep
@@ -53,6 +60,13 @@
 //!   - A missing (null) input gives an empty result where that makes sense (`map`, `size`,
 //!     `sum`, `join`, `keys`, …); other type mismatches are errors naming the filter.
 //!   - `default: x`: `x` when the input is null, `false` or `""`.
+//!   - `date` / `date: 'strftime format'`: the input is an RFC 3339 time (its offset is kept;
+//!     `2024-05-01` or a time without offset is UTC), a Unix timestamp in seconds (a number or
+//!     numeric string) or `"now"`; without a format, RFC 3339. A literal format is checked when
+//!     parsing, so a bad one fails at save time. Null stays null.
+//!   - `url_encode` (form encoding: space → `+`), `base64_encode`, `base64_decode` (standard or
+//!     URL-safe alphabet, padding optional; the bytes must be UTF-8 text), `parse_json` (at
+//!     most [`MAX_NESTING`] levels deep; null stays null). Bad input is an error.
 //!
 //! No loops, no I/O, no calls other than filters.
 //!
@@ -65,8 +79,12 @@
 //! expression, is at most [`MAX_SOURCE_LEN`] bytes (longer plain strings pass through
 //! untouched); expressions nest at most
 //! [`MAX_NESTING`] levels; one [`render`]/[`eval`] call performs at most [`MAX_OPERATIONS`]
-//! operations (every node evaluated and every array element a filter touches counts) and
-//! copies or produces at most [`MAX_COPY_BYTES`] of data; no produced string (rendered text,
+//! operations and copies or produces at most [`MAX_COPY_BYTES`] of data. Every node evaluated
+//! is an operation, and so is every element an operator or filter walks (`==` on arrays and
+//! objects, `contains`/`in`, `where`, `join`, `uniq`, `min`, …; `sort` about n·log2 n) and
+//! every [`BYTES_PER_OPERATION`] bytes of string scanned (`size`, `slice`, `split`,
+//! `replace`, comparisons, parsing) or of data copied or produced: no single operation does
+//! unbounded work; no produced string (rendered text,
 //! `+`, `join`, `replace`, …) exceeds [`MAX_OUTPUT_LEN`] bytes (a single `{{ expr }}` passing a
 //! context value through is limited only by [`MAX_COPY_BYTES`]). There is no repetition
 //! operator, so nothing allocates in proportion to a number in the template.
@@ -77,6 +95,8 @@ mod lexer;
 mod parser;
 mod value;
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;
 
@@ -93,6 +113,9 @@ pub const MAX_SOURCE_LEN: usize = 64 * 1024;
 pub const MAX_NESTING: usize = 64;
 /// Operations one `render`/`eval` call may perform.
 pub const MAX_OPERATIONS: u64 = 100_000;
+/// Walking (comparing, searching, converting, parsing) or producing this many bytes of a string
+/// or collection costs one operation, so no operation does unbounded work.
+pub const BYTES_PER_OPERATION: usize = 256;
 /// Longest string a template may produce, in bytes.
 pub const MAX_OUTPUT_LEN: usize = 1024 * 1024;
 /// Data one `render`/`eval` call may copy out of the context or produce, measured as about

@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 use serde_json::Value;
 
-use super::filters::Filter;
+use super::filters::{self, Filter};
 use super::lexer::{Mode, Tok, Token, lex};
 use super::{Fail, MAX_NESTING, MAX_SOURCE_LEN, R, char_pos, quote};
 
@@ -33,6 +33,8 @@ pub(crate) enum Kind {
     Not(Box<Node>),
     /// `first op rhs op rhs …`, all operators of the same precedence, folded left.
     Chain(Box<Node>, Vec<Link>),
+    /// `cond ? then : otherwise`.
+    Cond(Box<Node>, Box<Node>, Box<Node>),
     Filters(Box<Node>, Vec<FilterCall>),
 }
 
@@ -53,6 +55,8 @@ pub(crate) enum Step {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum BinOp {
+    /// `??`: the right side when the left is null.
+    Coalesce,
     Or,
     And,
     Eq,
@@ -62,6 +66,10 @@ pub(crate) enum BinOp {
     Gt,
     Ge,
     Contains,
+    /// `x in y`: `y contains x`.
+    In,
+    /// `x not in y`.
+    NotIn,
     Add,
     Sub,
     Mul,
@@ -73,16 +81,26 @@ impl BinOp {
     /// Binding power; higher binds tighter.
     fn bp(self) -> u8 {
         match self {
-            BinOp::Or => 2,
-            BinOp::And => 3,
-            BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Contains => 5,
-            BinOp::Add | BinOp::Sub => 6,
-            BinOp::Mul | BinOp::Div | BinOp::Rem => 7,
+            BinOp::Coalesce => 3,
+            BinOp::Or => 4,
+            BinOp::And => 5,
+            BinOp::Eq
+            | BinOp::Ne
+            | BinOp::Lt
+            | BinOp::Le
+            | BinOp::Gt
+            | BinOp::Ge
+            | BinOp::Contains
+            | BinOp::In
+            | BinOp::NotIn => 7,
+            BinOp::Add | BinOp::Sub => 8,
+            BinOp::Mul | BinOp::Div | BinOp::Rem => 9,
         }
     }
 
     fn from_tok(t: &Tok) -> Option<BinOp> {
         Some(match t {
+            Tok::Coalesce => BinOp::Coalesce,
             Tok::OrOr => BinOp::Or,
             Tok::AndAnd => BinOp::And,
             Tok::EqEq => BinOp::Eq,
@@ -100,6 +118,7 @@ impl BinOp {
                 "or" => BinOp::Or,
                 "and" => BinOp::And,
                 "contains" => BinOp::Contains,
+                "in" => BinOp::In,
                 _ => return None,
             },
             _ => return None,
@@ -109,10 +128,13 @@ impl BinOp {
 
 /// `|` binds loosest: `a + b | f` is `(a + b) | f`; filter arguments stop at `|` and `,`.
 const PIPE_BP: u8 = 1;
+/// `c ? a : b` binds looser than everything but `|`, as in JavaScript; it nests to the right
+/// (`a ? b : c ? d : e`), and its branches stop at `|` (`c ? a : b | f` filters the result).
+const TERNARY_BP: u8 = 2;
 /// `not x == y` is `not (x == y)`; `not a and b` is `(not a) and b`.
-const NOT_BP: u8 = 4;
+const NOT_BP: u8 = 6;
 /// Operand of unary `-` and `!`: only a primary with its path steps.
-const UNARY_BP: u8 = 7;
+const UNARY_BP: u8 = 9;
 
 #[derive(Debug)]
 pub(crate) struct FilterCall {
@@ -193,6 +215,11 @@ impl Parser {
         &self.toks[self.i]
     }
 
+    /// The token after the current one (the final `End` if there is none).
+    fn peek_second(&self) -> &Tok {
+        &self.toks[(self.i + 1).min(self.toks.len() - 1)].tok
+    }
+
     /// Takes the current token; the final `End` is never consumed.
     fn advance(&mut self) -> Token {
         let t = self.toks[self.i].clone();
@@ -252,6 +279,27 @@ impl Parser {
                     let call = self.parse_filter()?;
                     lhs = push_filter(lhs, call);
                 }
+                Tok::Question => {
+                    if TERNARY_BP <= min {
+                        break;
+                    }
+                    self.advance();
+                    let then = self.parse_bp(PIPE_BP)?;
+                    self.expect(Tok::Colon, "':' (a ternary is 'cond ? a : b')")?;
+                    let otherwise = self.parse_bp(PIPE_BP)?;
+                    let pos = lhs.pos;
+                    lhs = Node { kind: Kind::Cond(Box::new(lhs), Box::new(then), Box::new(otherwise)), pos };
+                }
+                Tok::Ident(w) if w == "not" && matches!(self.peek_second(), Tok::Ident(n) if n == "in") => {
+                    let op = BinOp::NotIn;
+                    if op.bp() <= min {
+                        break;
+                    }
+                    self.advance();
+                    self.advance();
+                    let rhs = self.parse_bp(op.bp())?;
+                    lhs = push_link(lhs, Link { op, pos, rhs });
+                }
                 t => {
                     let Some(op) = BinOp::from_tok(t) else { break };
                     if op.bp() <= min {
@@ -278,7 +326,7 @@ impl Parser {
                 "false" => Kind::Lit(Value::Bool(false)),
                 "null" => Kind::Lit(Value::Null),
                 "not" => Kind::Not(Box::new(self.parse_bp(NOT_BP)?)),
-                "and" | "or" | "contains" => {
+                "and" | "or" | "contains" | "in" => {
                     return Err(Fail::new(pos, format!("unexpected '{name}'")));
                 }
                 _ => Kind::Root(name),
@@ -349,6 +397,11 @@ impl Parser {
             };
             return Err(Fail::new(t.pos, format!("filter '{name}' takes {wanted}, got {}", args.len())));
         }
+        if filter == Filter::Date
+            && let Some(Node { kind: Kind::Lit(Value::String(fmt)), pos }) = args.first()
+        {
+            filters::check_date_format(fmt).map_err(|m| Fail::new(*pos, format!("filter 'date': {m}")))?;
+        }
         let mut sub = None;
         if filter.takes_expression()
             && let Some(Node { kind: Kind::Lit(Value::String(src)), pos }) = args.first()
@@ -378,6 +431,7 @@ fn check_height(node: &Node, depth: usize) -> R<()> {
             })
         }
         Kind::Neg(inner) | Kind::Not(inner) => check_height(inner, d),
+        Kind::Cond(c, a, b) => [c, a, b].into_iter().try_for_each(|n| check_height(n, d)),
         Kind::Chain(first, links) => {
             check_height(first, d)?;
             links.iter().try_for_each(|l| check_height(&l.rhs, d))

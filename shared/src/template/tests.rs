@@ -664,3 +664,240 @@ fn value_nesting_is_bounded() {
     assert!(render(&v, &ctx()).unwrap_err().to_string().contains("nested deeper than 128"));
     assert!(check(&v).is_err());
 }
+
+// --- ternary, ??, in ----------------------------------------------------------------------
+
+#[test]
+fn ternary_picks_a_branch_and_evaluates_only_that_one() {
+    assert_eq!(e("input.amount > 1000 ? 'big' : 'small'"), json!("big"));
+    assert_eq!(e("input.zero ? 'yes' : 'no'"), json!("no"));
+    assert_eq!(e("true ? 1 : 1 / 0"), json!(1));
+    assert_eq!(e("false ? 1 / 0 : 2"), json!(2));
+    // Nests to the right, and a ternary may sit in either branch.
+    assert_eq!(e("input.amount < 10 ? 'small' : input.amount < 2000 ? 'medium' : 'large'"), json!("medium"));
+    assert_eq!(e("true ? false ? 1 : 2 : 3"), json!(2));
+    assert_eq!(r("Size: {{ input.items.size > 1 ? 'many' : 'one' }}"), json!("Size: many"));
+}
+
+#[test]
+fn ternary_binds_looser_than_operators_and_tighter_than_filters() {
+    assert_eq!(e("1 + 1 == 2 and input.flag ? 'a' : 'b'"), json!("a"));
+    assert_eq!(e("not input.flag ? 'a' : 'b'"), json!("b"));
+    // `|` applies to the whole ternary; a filter inside a branch needs parentheses.
+    assert_eq!(e("input.flag ? 'a' : 'b' | upcase"), json!("A"));
+    assert_eq!(e("input.flag ? (input.customer.tier | upcase) : 'none'"), json!("GOLD"));
+    // A ternary is a filter argument like any expression.
+    assert_eq!(e("input.nothing | default: input.flag ? 'on' : 'off'"), json!("on"));
+    assert_eq!(e("input.tags | slice: input.flag ? 1 : 0, 2"), json!(["a", "b"]));
+    let m = check_expr("input.flag ? 'a'").unwrap_err().to_string();
+    assert!(m.contains("expected ':' (a ternary is 'cond ? a : b'), found end of expression"), "{m}");
+    assert!(check_expr("input.flag ? 'a' | upcase : 'b'").is_err());
+}
+
+#[test]
+fn coalesce_replaces_null_only() {
+    assert_eq!(e("input.nothing ?? 'n/a'"), json!("n/a"));
+    assert_eq!(e("input.missing.deeper ?? 'n/a'"), json!("n/a"));
+    assert_eq!(e("input.zero ?? 5"), json!(0));
+    assert_eq!(e("input.empty ?? 'x'"), json!(""));
+    assert_eq!(e("false ?? true"), json!(false));
+    assert_eq!(e("input.missing ?? input.nothing ?? 3"), json!(3));
+    assert_eq!(e("input.amount ?? 1 / 0"), json!(1500));
+    // Looser than `or` and arithmetic, tighter than the ternary and `|`.
+    assert_eq!(e("input.nothing ?? 1 + 1"), json!(2));
+    assert_eq!(e("input.nothing ?? input.zero or input.flag"), json!(true));
+    assert_eq!(e("input.nothing ?? 'a' | upcase"), json!("A"));
+    assert_eq!(e("input.nothing ?? false ? 'y' : 'n'"), json!("n"));
+    // The value keeps its type (and is not copied through text).
+    assert_eq!(r("{{ input.missing ?? input.nums }}"), json!([3, 1, 2]));
+}
+
+#[test]
+fn in_tests_membership_substrings_and_keys() {
+    assert_eq!(e("'a' in input.tags"), json!(true));
+    assert_eq!(e("'z' in input.tags"), json!(false));
+    assert_eq!(e("2.0 in input.nums"), json!(true));
+    assert_eq!(e("'@example' in input.customer.email"), json!(true));
+    assert_eq!(e("'some key' in input.obj"), json!(true));
+    assert_eq!(e("'x' in input.nothing"), json!(false));
+    assert_eq!(e("'z' not in input.tags"), json!(true));
+    assert_eq!(e("'a' not in input.tags"), json!(false));
+    assert_eq!(e("not 'a' in input.tags"), json!(false));
+    assert_eq!(e("input.customer.tier in ['gold', 'platinum'] and input.amount > 1000"), json!(true));
+    assert!(check_expr("in input.tags").unwrap_err().to_string().contains("unexpected 'in'"));
+    assert!(check_expr("'a' not input.tags").is_err());
+    // A field named `in` is still reachable.
+    assert_eq!(eval("this.in", &json!({"this": {"in": 1}})).unwrap(), json!(1));
+}
+
+// --- dates --------------------------------------------------------------------------------
+
+#[test]
+fn date_formats_rfc3339_timestamps_and_plain_dates() {
+    assert_eq!(e("'2024-05-01T12:34:56Z' | date: '%Y-%m-%d'"), json!("2024-05-01"));
+    assert_eq!(e("'2024-05-01T12:34:56Z' | date: '%d/%m/%Y %H:%M'"), json!("01/05/2024 12:34"));
+    // The input's offset is kept.
+    assert_eq!(e("'2024-05-01T23:30:00-02:00' | date: '%Y-%m-%d %H:%M %z'"), json!("2024-05-01 23:30 -0200"));
+    assert_eq!(e("0 | date: '%Y-%m-%d %H:%M:%S'"), json!("1970-01-01 00:00:00"));
+    assert_eq!(e("1714566896 | date: '%Y-%m-%d'"), json!("2024-05-01"));
+    assert_eq!(e("'1714566896' | date: '%s'"), json!("1714566896"));
+    assert_eq!(e("1.5 | date: '%S%.3f'"), json!("01.500"));
+    assert_eq!(e("'2024-05-01' | date: '%A %e %B'"), json!("Wednesday  1 May"));
+    assert_eq!(e("'2024-05-01T08:00:00' | date: '%H:%M %Z'"), json!("08:00 +00:00"));
+    // Without a format: RFC 3339.
+    assert_eq!(e("1714566896 | date"), json!("2024-05-01T12:34:56Z"));
+    assert_eq!(e("input.nothing | date: '%Y'"), Value::Null);
+}
+
+#[test]
+fn date_errors_name_the_problem() {
+    assert!(eval_err("'yesterday' | date: '%Y'").contains("cannot read string \"yesterday\" as a time"));
+    assert!(eval_err("input.nums | date: '%Y'").contains("expected a time string, a Unix timestamp or 'now'"));
+    let m = eval_err("1e300 | date");
+    assert!(m.contains("filter 'date': timestamp number 1e+300 is out of range"), "{m}");
+    assert!(eval_err("0 | date: 5").contains("expected a format string, got number"));
+    // A literal format is checked when the template is saved; a computed one when it runs.
+    let m = check_expr("input.at | date: '%Y-%Q'").unwrap_err().to_string();
+    assert!(m.contains("filter 'date': invalid format \"%Y-%Q\""), "{m}");
+    assert!(check(&json!({"a": "{{ x | date: '%Y-%m-%d' }}"})).is_ok());
+    assert!(check(&json!({"a": "{{ x | date: '%' }}"})).is_err());
+    assert!(eval("0 | date: f", &json!({"f": "%Q"})).unwrap_err().to_string().contains("invalid format"));
+}
+
+#[test]
+fn now_is_the_current_time_once_per_call() {
+    let before = chrono::Utc::now();
+    let v = e("now");
+    let after = chrono::Utc::now();
+    let at = chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    assert!(before - chrono::Duration::milliseconds(1) <= at && at <= after, "{at} not in {before}..{after}");
+    assert!(v.as_str().unwrap().ends_with('Z'));
+    assert_eq!(e("now | date: '%Y'"), json!(before.format("%Y").to_string()));
+    assert_eq!(e("'now' | date: '%Y'"), json!(before.format("%Y").to_string()));
+    // One instant per call.
+    assert_eq!(e("now == ('now' | date: '%Y-%m-%dT%H:%M:%S%.3fZ')"), json!(true));
+    let out = render(&json!(["{{ now }}", "{{ now }}", "at {{ now }}"]), &ctx()).unwrap();
+    assert_eq!(out[0], out[1]);
+    assert_eq!(out[2], json!(format!("at {}", out[0].as_str().unwrap())));
+    // A context value named `now` wins.
+    assert_eq!(eval("now", &json!({"now": 5})).unwrap(), json!(5));
+}
+
+// --- encodings and JSON ---------------------------------------------------------------------
+
+#[test]
+fn url_encode_escapes_for_query_strings() {
+    assert_eq!(e("'a b&c=d/é?' | url_encode"), json!("a+b%26c%3Dd%2F%C3%A9%3F"));
+    assert_eq!(e("'safe-._*Az09' | url_encode"), json!("safe-._*Az09"));
+    assert_eq!(r("https://x.test/?q={{ input.customer.name | url_encode }}"), json!("https://x.test/?q=ada+lovelace"));
+    assert_eq!(e("42 | url_encode"), json!("42"));
+    assert!(eval_err("input.tags | url_encode").contains("expected text, got array"));
+}
+
+#[test]
+fn base64_round_trips_and_refuses_bad_input() {
+    assert_eq!(e("'hello' | base64_encode"), json!("aGVsbG8="));
+    assert_eq!(e("'' | base64_encode"), json!(""));
+    assert_eq!(e("'aGVsbG8=' | base64_decode"), json!("hello"));
+    assert_eq!(e("'aGVsbG8' | base64_decode"), json!("hello"));
+    assert_eq!(e("'héllo ✓' | base64_encode | base64_decode"), json!("héllo ✓"));
+    // The URL-safe alphabet decodes too.
+    assert_eq!(e("'???' | base64_encode"), json!("Pz8/"));
+    assert_eq!(e("'Pz8_' | base64_decode"), json!("???"));
+    assert!(eval_err("'not base64!' | base64_decode").contains("filter 'base64_decode': invalid base64"));
+    assert!(eval_err("'/w==' | base64_decode").contains("not UTF-8 text"));
+}
+
+#[test]
+fn parse_json_reads_text_into_values() {
+    assert_eq!(e(r#"'{"a": [1, 2.5, "x"], "b": null}' | parse_json"#), json!({"a": [1, 2.5, "x"], "b": null}));
+    assert_eq!(e(r#"('{"a": {"b": 7}}' | parse_json).a.b"#), json!(7));
+    assert_eq!(e("' 42 ' | parse_json"), json!(42));
+    assert_eq!(e("input.obj | json | parse_json"), e("input.obj"));
+    assert_eq!(e("input.nothing | parse_json"), Value::Null);
+    assert!(eval_err("'{\"a\": ' | parse_json").contains("filter 'parse_json': invalid JSON: EOF while parsing"));
+    assert!(eval_err("input.nums | parse_json").contains("expected a string, got array"));
+    let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+    let m = eval("s | parse_json", &json!({"s": deep})).unwrap_err().to_string();
+    assert!(m.contains("JSON nested deeper than 64 levels"), "{m}");
+    let ok = format!("{}{}", "[".repeat(64), "]".repeat(64));
+    assert!(eval("s | parse_json", &json!({"s": ok})).is_ok());
+}
+
+// --- budget: scans pay per element -------------------------------------------------------
+
+fn budget_err(expr: &str, c: &Value) -> std::time::Duration {
+    let t = std::time::Instant::now();
+    let res = eval(expr, c);
+    let took = t.elapsed();
+    match res {
+        Err(Error::Validation { message, .. }) => {
+            assert!(message.contains("evaluation budget of 100000 operations exceeded"), "{expr}: {message}")
+        }
+        other => panic!("{expr}: expected the budget error, got {other:?}"),
+    }
+    took
+}
+
+/// `n` copies of `item`, joined with `sep`: one expression that repeats a scan.
+fn repeat(item: &str, sep: &str, n: usize) -> String {
+    vec![item; n].join(sep)
+}
+
+#[test]
+fn scanning_a_large_value_many_times_runs_out_of_budget_quickly() {
+    let big: Vec<Value> = (0..50_000).map(|i| json!({"i": i})).collect();
+    let text = "x".repeat(1 << 20);
+    let keys: Vec<String> = (0..50_000).map(|i| i.to_string()).collect();
+    let c = json!({"a": big, "b": big, "s": text, "t": text, "h": "x".repeat(1 << 19), "keys": keys});
+    // Each of these would walk ~50k elements or 1 MiB per use, a thousand times, without a
+    // per-element charge (seconds to minutes of work); with it, a few uses spend the budget.
+    for expr in [
+        repeat("a == b", " and ", 1_000),
+        repeat("a != b", " or ", 1_000),
+        repeat("a contains -1", " or ", 1_000),
+        repeat("-1 in a", " or ", 1_000),
+        repeat("s == t", " and ", 1_000),
+        repeat("s contains 'y'", " or ", 1_000),
+        repeat("(s | size)", " + ", 1_000),
+        repeat("s.size", " + ", 1_000),
+        repeat("(a | size) + (s | slice: 5, 1 | size)", " + ", 1_000),
+        repeat("s < t", " or ", 1_000),
+        repeat("(s | split: ',' | size)", " + ", 1_000),
+        repeat("(s | replace: 'y', 'z' | size)", " + ", 1_000),
+        repeat("(s | upcase | size)", " + ", 1_000),
+        repeat("(s | url_encode | size)", " + ", 1_000),
+        repeat("(keys | join: ',' | size)", " + ", 1_000),
+        repeat("(keys | sort | size)", " + ", 1_000),
+        repeat("(keys | uniq | size)", " + ", 1_000),
+        repeat("(keys | max | size)", " + ", 1_000),
+        repeat("(a | where: 'i', -1 | size)", " + ", 1_000),
+        repeat("(h + h | size)", " + ", 1_000),
+    ] {
+        let took = budget_err(&expr, &c);
+        assert!(took < std::time::Duration::from_secs(3), "{}…: took {took:?}", &expr[..40]);
+    }
+}
+
+#[test]
+fn scans_within_the_budget_still_work() {
+    let big: Vec<Value> = (0..5_000).map(|i| json!(i)).collect();
+    let c = json!({"a": big, "b": big, "s": "x".repeat(1 << 20)});
+    assert_eq!(eval("a == b and 4999 in a and (s | size) == 1048576", &c).unwrap(), json!(true));
+    assert_eq!(eval("a | sort | last", &c).unwrap(), json!(4_999));
+    // Passing a large value through copies it, which is bounded by bytes, not elements.
+    let items: Vec<Value> = (0..200_000).map(|i| json!(i)).collect();
+    let c = json!({"items": items});
+    assert_eq!(render_str("{{ items }}", &c).unwrap().as_array().unwrap().len(), 200_000);
+}
+
+#[test]
+fn sorting_long_strings_is_charged_for_their_length() {
+    // 2 000 strings of 8 KiB with a common prefix: each comparison walks most of both.
+    let prefix = "p".repeat(8 * 1024);
+    let keys: Vec<Value> = (0..2_000).map(|i| json!(format!("{prefix}{i:05}"))).collect();
+    let c = json!({"keys": keys});
+    budget_err("keys | sort | size", &c);
+    let short: Vec<Value> = (0..2_000).map(|i| json!(format!("{i:05}"))).collect();
+    assert_eq!(eval("short | sort | size", &json!({"short": short})).unwrap(), json!(2_000));
+}

@@ -139,18 +139,9 @@ pub(crate) fn loose_eq(a: &Value, b: &Value) -> bool {
     }
 }
 
-/// `contains`: substring, array element, or object key.
-pub(crate) fn contains(hay: &Value, needle: &Value) -> bool {
-    match hay {
-        Value::String(s) => match needle {
-            Value::String(n) => s.contains(n.as_str()),
-            Value::Number(_) | Value::Bool(_) => s.contains(&needle.to_string()),
-            _ => false,
-        },
-        Value::Array(a) => a.iter().any(|x| loose_eq(x, needle)),
-        Value::Object(o) => needle.as_str().is_some_and(|k| o.contains_key(k)),
-        _ => false,
-    }
+/// The bytes of a string value (0 for anything else): what comparing it may walk.
+pub(crate) fn string_bytes(v: &Value) -> usize {
+    v.as_str().map_or(0, str::len)
 }
 
 pub(crate) fn truthy(v: &Value) -> bool {
