@@ -83,7 +83,7 @@
   }
 
   function show(...nodes) {
-    main.replaceChildren(...nodes.flat());
+    main.replaceChildren(...nodes.flat(4).filter((n) => n != null && n !== false));
   }
 
   // ---- Sign in ---------------------------------------------------------------------------
@@ -195,29 +195,43 @@
   }
 
   function graph(blocks, edges, statusOf) {
-    const W = 150, H = 46, GX = 60, GY = 22, PAD = 16;
+    const W = 150, H = 46, GX = 110, GY = 26, PAD = 16;
     const level = levels(blocks, edges);
     const cols = [];
     for (const b of blocks) (cols[level.get(b.id)] = cols[level.get(b.id)] || []).push(b);
     const pos = new Map();
     let rowsMax = 1;
     cols.forEach((col, x) => { rowsMax = Math.max(rowsMax, col.length); col.forEach((b, y) => pos.set(b.id, { x: PAD + x * (W + GX), y: PAD + y * (H + GY) })); });
-    const width = PAD * 2 + cols.length * (W + GX) - GX, height = PAD * 2 + rowsMax * (H + GY) - GY;
+    // Edges between neighbouring levels are S-curves; the others (skipping levels, or going
+    // back on a loop) arc under the blocks, each a little deeper, so none runs through a block.
+    const arcs = edges.filter((e) => pos.has(e.from) && pos.has(e.to) && level.get(e.to) - level.get(e.from) !== 1);
+    const rowsBottom = PAD + rowsMax * (H + GY) - GY;
+    const width = PAD * 2 + cols.length * (W + GX) - GX, height = rowsBottom + PAD + (arcs.length ? 30 + 16 * arcs.length : 0);
     const svg = s('svg', { class: 'graph', width, height, viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': 'workflow graph' },
       s('defs', {}, s('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto' },
         s('path', { d: 'M0,0L10,5L0,10z', fill: '#7a8394' }))));
     for (const e of edges) {
       const a = pos.get(e.from), b = pos.get(e.to);
       if (!a || !b) continue;
-      const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2, mx = (x1 + x2) / 2;
-      const back = x2 <= x1;
-      const d = back ? `M${a.x + W / 2},${a.y + H} C${a.x + W / 2},${a.y + H + 40} ${b.x + W / 2},${b.y + H + 40} ${b.x + W / 2},${b.y + H}`
-        : `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`;
+      const k = arcs.indexOf(e);
+      let d, lx, ly;
+      if (k < 0) {
+        const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2, mx = (x1 + x2) / 2;
+        d = `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`;
+        [lx, ly] = [mx, (y1 + y2) / 2 - 6];
+      } else {
+        const x1 = a.x + W / 2 + 12, x2 = b.x + W / 2 - 12, y1 = a.y + H, y2 = b.y + H;
+        const low = rowsBottom + 24 + 16 * k;
+        d = `M${x1},${y1} C${x1},${low} ${x2},${low} ${x2},${y2}`;
+        [lx, ly] = [(x1 + x2) / 2, 0.25 * (y1 + y2) + 0.75 * low - 3];
+      }
       svg.append(s('path', { d, fill: 'none', stroke: e.on === 'error' ? '#c0392b' : '#7a8394', 'stroke-width': 1.4,
         'stroke-dasharray': e.on === 'error' ? '4 3' : null, 'marker-end': 'url(#arrow)' }));
-      const label = e.on === 'error' ? 'on error' : e.when;
-      if (label) svg.append(s('text', { x: mx, y: (y1 + y2) / 2 - 4, 'text-anchor': 'middle', fill: '#5b6473', 'font-size': 10 },
-        String(label).length > 24 ? String(label).slice(0, 23) + '…' : String(label)));
+      const label = e.on === 'error' ? 'on error' : e.when == null ? '' : String(e.when);
+      if (label) {
+        svg.append(s('text', { x: lx, y: ly, 'text-anchor': 'middle', fill: '#5b6473', 'font-size': 10 },
+          s('title', {}, label), label.length > 18 ? label.slice(0, 17) + '…' : label));
+      }
     }
     for (const b of blocks) {
       const p = pos.get(b.id), st = statusOf(b.id);
@@ -230,7 +244,7 @@
     }
     const legend = h('div', { class: 'legend' }, ['pending', 'running', 'waiting_human', 'completed', 'failed', 'skipped', 'cancelled']
       .map((k) => h('span', { class: 'lg-' + k }, k)), h('span', { class: 'muted' }, 'dashed: not reached'));
-    return h('div', {}, svg, legend);
+    return h('div', { class: 'gwrap' }, svg, legend);
   }
 
   // ---- Tasks (run page and inbox) --------------------------------------------------------
