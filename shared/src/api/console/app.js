@@ -230,7 +230,7 @@
       const label = e.on === 'error' ? 'on error' : e.when == null ? '' : String(e.when);
       if (label) {
         svg.append(s('text', { x: lx, y: ly, 'text-anchor': 'middle', fill: '#5b6473', 'font-size': 10 },
-          s('title', {}, label), label.length > 18 ? label.slice(0, 17) + '…' : label));
+          s('title', {}, label), label.length > 16 ? label.slice(0, 15) + '…' : label));
       }
     }
     for (const b of blocks) {
