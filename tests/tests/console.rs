@@ -176,9 +176,10 @@ async fn drive(driver: &WebDriver, base: &str, key: &str, run_id: &str, shots: &
     find(driver, "#signin-form button[type=submit]").await.click().await.map_err(|e| e.to_string())?;
 
     // The runs list shows the run waiting for a person.
-    let row = find(driver, &format!("tr[data-run='{run_id}'][data-status='waiting_human']")).await;
+    let row = format!("tr[data-run='{run_id}'][data-status='waiting_human']");
+    find(driver, &row).await;
     shot(driver, shots, "02-runs").await;
-    row.find(By::Css("a")).await.map_err(|e| e.to_string())?.click().await.map_err(|e| e.to_string())?;
+    click(driver, &format!("{row} a")).await?;
 
     // The run's page: status, the graph with the approval block waiting, the open task.
     find(driver, "#run-status[data-status='waiting_human']").await;
@@ -217,6 +218,19 @@ async fn drive(driver: &WebDriver, base: &str, key: &str, run_id: &str, shots: &
     driver.goto(format!("{base}/console#/runs")).await.map_err(|e| e.to_string())?;
     find(driver, "#signin-form").await;
     Ok(())
+}
+
+/// Clicks the element `css` names, looking it up again when the page redrew it in between
+/// (the runs list refreshes itself every few seconds).
+async fn click(driver: &WebDriver, css: &str) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        match find(driver, css).await.click().await {
+            Ok(()) => return Ok(()),
+            Err(e) if start.elapsed() > WAIT => return Err(format!("click `{css}`: {e}")),
+            Err(_) => tokio::time::sleep(POLL).await,
+        }
+    }
 }
 
 async fn wait_text(el: &WebElement, want: &str) -> Result<(), String> {

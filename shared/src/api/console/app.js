@@ -195,7 +195,7 @@
   }
 
   function graph(blocks, edges, statusOf) {
-    const W = 150, H = 46, GX = 110, GY = 26, PAD = 16;
+    const W = 136, H = 46, GX = 96, GY = 26, PAD = 16;
     const level = levels(blocks, edges);
     const cols = [];
     for (const b of blocks) (cols[level.get(b.id)] = cols[level.get(b.id)] || []).push(b);
@@ -229,8 +229,8 @@
         'stroke-dasharray': e.on === 'error' ? '4 3' : null, 'marker-end': 'url(#arrow)' }));
       const label = e.on === 'error' ? 'on error' : e.when == null ? '' : String(e.when);
       if (label) {
-        svg.append(s('text', { x: lx, y: ly, 'text-anchor': 'middle', fill: '#5b6473', 'font-size': 10 },
-          s('title', {}, label), label.length > 16 ? label.slice(0, 15) + '…' : label));
+        svg.append(s('text', { x: lx, y: ly, 'text-anchor': 'middle', fill: '#5b6473', 'font-size': 9 },
+          s('title', {}, label), label.length > 14 ? label.slice(0, 13) + '…' : label));
       }
     }
     for (const b of blocks) {
@@ -239,7 +239,7 @@
         s('title', {}, `${b.id} (${b.type})${st ? ': ' + st : ''}`),
         s('rect', { width: W, height: H, rx: 6, fill: (st && FILL[st]) || '#f7f8fa', stroke: st === 'failed' ? '#a11a0f' : '#8a93a3',
           'stroke-width': st ? 1.6 : 1, 'stroke-dasharray': st ? null : '3 3' }),
-        s('text', { x: 10, y: 19 }, b.id.length > 20 ? b.id.slice(0, 19) + '…' : b.id),
+        s('text', { x: 10, y: 19 }, b.id.length > 18 ? b.id.slice(0, 17) + '…' : b.id),
         s('text', { x: 10, y: 35, class: 't' }, b.type + (st ? ' · ' + st : ''))));
     }
     const legend = h('div', { class: 'legend' }, ['pending', 'running', 'waiting_human', 'completed', 'failed', 'skipped', 'cancelled']
