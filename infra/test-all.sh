@@ -15,6 +15,10 @@ if ! command -v openssl >/dev/null 2>&1; then
   # The webhook tests and the README's signing example use `openssl dgst -hmac`.
   (apt-get update -qq && apt-get install -y -qq openssl) >/dev/null 2>&1 || { echo "openssl is required (apt-get install openssl)"; exit 1; }
 fi
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  # The console's browser test (tests/tests/console.rs) drives a headless Chromium.
+  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) >/dev/null 2>&1 || { echo "chromium and chromium-driver are required (apt-get install chromium chromium-driver)"; exit 1; }
+fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod callbacks;
 pub mod client;
 pub mod connections;
+pub mod console;
 pub mod deadline;
 pub mod error;
 pub mod extract;
@@ -86,6 +87,7 @@ fn api_routes() -> Router<AppState> {
         .merge(triggers::routes())
         .merge(connections::routes())
         .merge(callbacks::routes())
+        .merge(console::routes())
 }
 
 /// One router per Lambda function, each naming only its own handlers, so that a function's

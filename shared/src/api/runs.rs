@@ -1,4 +1,5 @@
-//! Run endpoints: start, sync execute, read, list, events, tasks, cancel, redrive.
+//! Run endpoints: start, sync execute, read, list, events, tasks, cancel, redrive, and the
+//! open tasks across runs.
 
 use super::extract::{Json, OptionalJson, Path, Query};
 use super::{ListParams, MAX_PAGE_LIMIT};
@@ -43,6 +44,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/runs/{id}/events", get(events))
         .route("/api/v1/runs/{id}/tasks", get(tasks))
         .route("/api/v1/runs/{id}/redrive", post(redrive))
+        .route("/api/v1/tasks", get(open_tasks))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -296,6 +298,29 @@ async fn tasks(
         return Ok(axum::Json(page));
     }
     Ok(axum::Json(state.engine.run_tasks(&p.account_id, &id, limit, q.cursor()).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskListParams {
+    status: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /tasks?status=open`: the people's inbox across runs. Only open tasks are listed
+/// (answered ones stay on their run); `status` may be left out.
+async fn open_tasks(
+    State(state): State<AppState>,
+    p: Principal,
+    Query(q): Query<TaskListParams>,
+) -> Result<axum::Json<Value>> {
+    p.require("runs:read")?;
+    if q.status.as_deref().is_some_and(|s| s != "open") {
+        return Err(Error::validation_at(vec![json!("status")], "only `status=open` is supported"));
+    }
+    let page = ListParams { limit: q.limit, cursor: q.cursor };
+    Ok(axum::Json(state.engine.open_tasks(&p.account_id, page.limit()?, page.cursor()).await?))
 }
 
 async fn cancel(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<axum::Json<Value>> {

@@ -484,3 +484,76 @@ async fn every_list_takes_limit_1_to_100_and_honours_its_cursor() {
         assert_eq!(seen, all["data"].as_array().unwrap().clone(), "{list}");
     }
 }
+
+#[tokio::test]
+async fn open_tasks_lists_every_waiting_persons_task_across_runs_of_the_account_only() {
+    let t = setup(1000).await;
+    t.workflow(approval("orders", "active")).await;
+    let mut runs = Vec::new();
+    for amount in [5000, 7000, 10] {
+        let (_, r) =
+            t.call(Method::POST, "/api/v1/workflows/orders/run", Some(json!({"input": {"amount": amount}}))).await;
+        runs.push(r["run_id"].as_str().unwrap().to_string());
+    }
+    t.drain().await;
+    let (s, page) = t.call(Method::GET, "/api/v1/tasks?status=open", None).await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    let tasks = page["data"].as_array().unwrap();
+    // The run of 10 skips the review: only the two waiting runs have a task.
+    let mut got: Vec<&str> = tasks.iter().map(|t| t["run_id"].as_str().unwrap()).collect();
+    got.sort();
+    let mut want = vec![runs[0].as_str(), runs[1].as_str()];
+    want.sort();
+    assert_eq!(got, want, "{page}");
+    for task in tasks {
+        assert_eq!(task["status"], "open");
+        assert_eq!(task["kind"], "approval");
+        assert_eq!(task["workflow_id"], "orders");
+        assert!(task["task_id"].as_str().unwrap().starts_with("task_"), "{task}");
+    }
+    let prompts: Vec<&str> = tasks.iter().map(|t| t["prompt"].as_str().unwrap()).collect();
+    assert!(prompts.contains(&"Approve 5000?") && prompts.contains(&"Approve 7000?"), "{prompts:?}");
+
+    // One page per waiting run with limit=1, following the cursor, reads each task once.
+    let (_, first) = t.call(Method::GET, "/api/v1/tasks?limit=1", None).await;
+    assert_eq!(first["data"].as_array().unwrap().len(), 1, "{first}");
+    let cursor = first["next_cursor"].as_str().expect("a second page").to_string();
+    let (_, second) = t.call(Method::GET, &format!("/api/v1/tasks?limit=1&cursor={cursor}"), None).await;
+    assert_eq!(second["data"].as_array().unwrap().len(), 1, "{second}");
+    assert_ne!(first["data"][0]["task_id"], second["data"][0]["task_id"]);
+
+    // An answered task leaves the inbox.
+    let done = &tasks[0];
+    let uri = format!(
+        "/api/v1/runs/{}/tasks/{}/complete",
+        done["run_id"].as_str().unwrap(),
+        done["task_id"].as_str().unwrap()
+    );
+    let (s, b) = t.call(Method::POST, &uri, Some(json!({"approved": true}))).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    t.drain().await;
+    let (_, after) = t.call(Method::GET, "/api/v1/tasks", None).await;
+    assert_eq!(after["data"].as_array().unwrap().len(), 1, "{after}");
+    assert_ne!(after["data"][0]["task_id"], done["task_id"]);
+
+    // Another account sees none of them.
+    let mut other = setup(1000).await;
+    other.app = t.app.clone();
+    other.state = t.state.clone();
+    let (_, b) = other.call(Method::POST, "/api/v1/auth/register", Some(json!({"name": "other"}))).await;
+    other.key = b["api_key"].as_str().unwrap().to_string();
+    let (s, mine) = other.call(Method::GET, "/api/v1/tasks?status=open", None).await;
+    assert_eq!((s, mine["data"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)), "{mine}");
+}
+
+#[tokio::test]
+async fn open_tasks_refuses_other_statuses_unknown_parameters_and_missing_keys() {
+    let mut t = setup(1000).await;
+    for uri in ["/api/v1/tasks?status=completed", "/api/v1/tasks?state=open", "/api/v1/tasks?limit=0"] {
+        let (s, b) = t.call(Method::GET, uri, None).await;
+        assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("VALIDATION_ERROR")), "{uri}: {b}");
+    }
+    t.key.clear();
+    let (s, _) = t.call(Method::GET, "/api/v1/tasks", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}

@@ -203,6 +203,8 @@ async fn openapi_document_is_openapi_3_1_and_lists_the_routes() {
         "/api/v1/connections",
         "/api/v1/connections/{id}",
         "/api/v1/runs",
+        "/api/v1/tasks",
+        "/console",
         "/api/v1/providers",
         "/api/v1/providers/{id}",
         "/api/v1/agents/templates",

@@ -370,6 +370,38 @@ impl Engine {
         Ok(json!({"data": data, "next_cursor": cursor}))
     }
 
+    /// Every open task of a person across the account's runs (`GET /tasks?status=open`, the
+    /// console's inbox). Built from existing reads, no store query of its own: the runs index
+    /// filtered to `waiting_human`, then each such run's tasks. A page holds the open tasks of
+    /// up to `limit` waiting runs (so possibly more than `limit` tasks); the cursor is the
+    /// index's. A run deleted in between (retention) is left out.
+    pub async fn open_tasks(&self, acct: &str, limit: usize, cursor: Option<String>) -> Result<Value> {
+        let filter = RunFilter { status: Some("waiting_human".into()), workflow_id: None, limit, cursor };
+        let runs = self.list_runs(acct, filter).await?;
+        let mut data = Vec::new();
+        for r in runs["data"].as_array().into_iter().flatten() {
+            let Some(run_id) = r["run_id"].as_str() else { continue };
+            let snap = match self.owned(acct, run_id).await {
+                Ok(s) => s,
+                Err(Error::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let mut tasks: Vec<Value> = snap
+                .tasks
+                .values()
+                .filter(|t| t.str("status") == Some("open") && super::wait::is_human(t.str("kind").unwrap_or("")))
+                .map(|t| {
+                    let mut v = task_view(run_id, t);
+                    v["workflow_id"] = r["workflow_id"].clone();
+                    v
+                })
+                .collect();
+            tasks.sort_by(|a, b| a["task_id"].as_str().cmp(&b["task_id"].as_str()));
+            data.extend(tasks);
+        }
+        Ok(json!({"data": data, "next_cursor": runs["next_cursor"]}))
+    }
+
     /// The run's timeline: stored events, and a `step.completed` for every completed step,
     /// read from the step itself (a chain commit writes no event item). Ordered as the
     /// events' sort keys order them; the cursor is the last sort key of the page.
