@@ -75,5 +75,8 @@ BLOCK=triggering bash infra/quickstart-test.sh "$local_bin"
 step "seed 002's curl quickstart and Python examples, as written (fake OpenAI-compatible provider)"
 python infra/seed002_test.py "$local_bin"
 
+step "schemathesis against the served openapi.json (every check, stateful links)"
+bash infra/schemathesis.sh "$local_bin"
+
 # The benchmark binaries were built in the release step above (not run: figures come from
 # infra/bench.sh and infra/aws-cost.sh).

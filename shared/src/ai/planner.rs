@@ -185,7 +185,7 @@ pub fn parse_request(body: &Value) -> Result<PlanRequest> {
     let callback_url = opt_str("callback_url", &mut d);
     let max_tokens = match o.get("max_tokens") {
         None | Some(Value::Null) => None,
-        Some(v) => match v.as_u64().filter(|n| *n > 0) {
+        Some(v) => match crate::error::whole_number(v).filter(|n| *n > 0) {
             Some(n) => Some(n),
             None => {
                 d.push(at(
@@ -541,6 +541,15 @@ mod tests {
         );
         assert_eq!(r.agents.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["research", "analyst", "writer"]);
         assert_eq!(r.human_gates, ["pricing", "launch strategy"]);
+    }
+
+    #[test]
+    fn max_tokens_is_a_positive_whole_number_also_when_written_with_a_fraction() {
+        assert_eq!(req(json!({"task": "t", "max_tokens": 500.0})).max_tokens, Some(500));
+        assert_eq!(req(json!({"task": "t", "max_tokens": 500})).max_tokens, Some(500));
+        for bad in [json!(0), json!(2.5), json!(-3), json!("9")] {
+            assert!(parse_request(&json!({"task": "t", "max_tokens": bad})).is_err(), "{bad}");
+        }
     }
 
     #[test]

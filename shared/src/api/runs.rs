@@ -61,8 +61,18 @@ struct StartBody {
     #[serde(default, alias = "callbackUrl")]
     callback_url: Option<String>,
     /// Sync execute only: how long to drive the run inline before answering 202.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     timeout_ms: Option<u64>,
+}
+
+/// A whole number that may be written `500.0` ([`crate::error::whole_number`]).
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => crate::error::whole_number(&v)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("expected a whole number, not {v}"))),
+    }
 }
 
 fn idempotency_key(headers: &HeaderMap, body: Option<String>) -> Result<Option<String>> {

@@ -484,3 +484,16 @@ async fn every_list_takes_limit_1_to_100_and_honours_its_cursor() {
         assert_eq!(seen, all["data"].as_array().unwrap().clone(), "{list}");
     }
 }
+
+#[test]
+fn timeout_ms_takes_a_whole_number_written_with_a_fraction_and_refuses_a_fractional_one() {
+    let b: super::StartBody = serde_json::from_value(json!({"timeout_ms": 560.0})).unwrap();
+    assert_eq!(b.timeout_ms, Some(560));
+    let b: super::StartBody = serde_json::from_value(json!({"timeout_ms": 7})).unwrap();
+    assert_eq!(b.timeout_ms, Some(7));
+    let b: super::StartBody = serde_json::from_value(json!({"timeout_ms": null})).unwrap();
+    assert_eq!(b.timeout_ms, None);
+    for bad in [json!(1.5), json!(-1), json!("5")] {
+        assert!(serde_json::from_value::<super::StartBody>(json!({"timeout_ms": bad})).is_err(), "{bad}");
+    }
+}
