@@ -65,7 +65,7 @@ fn strings(o: &Map<String, Value>, field: &str, details: &mut Vec<Detail>) -> Ve
             let mut out = Vec::new();
             for (i, v) in a.iter().enumerate() {
                 match v.as_str().map(str::trim) {
-                    Some(s) if !s.is_empty() && s.len() <= 500 => out.push(s.to_string()),
+                    Some(s) if !s.is_empty() && s.chars().count() <= 500 => out.push(s.to_string()),
                     _ => details
                         .push(at(&[json!(field), json!(i)], "must be a non-empty string of at most 500 characters")),
                 }
@@ -84,7 +84,7 @@ pub fn parse_request(body: &Value) -> Result<PlanRequest> {
     let o = object_body(body, FIELDS)?;
     let mut d = Vec::new();
     let task = match o.get("task") {
-        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_TASK_CHARS => s.trim().to_string(),
+        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= MAX_TASK_CHARS => s.trim().to_string(),
         Some(Value::String(s)) if !s.trim().is_empty() => {
             d.push(at(&[json!("task")], format!("`task` is longer than {MAX_TASK_CHARS} characters")));
             String::new()
@@ -541,6 +541,14 @@ mod tests {
         );
         assert_eq!(r.agents.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["research", "analyst", "writer"]);
         assert_eq!(r.human_gates, ["pricing", "launch strategy"]);
+    }
+
+    #[test]
+    fn lengths_are_counted_in_characters_as_the_messages_say() {
+        let r = req(json!({"task": "é".repeat(MAX_TASK_CHARS), "human_gates": ["€".repeat(500)]}));
+        assert_eq!(r.human_gates[0].chars().count(), 500);
+        assert!(parse_request(&json!({"task": "é".repeat(MAX_TASK_CHARS + 1)})).is_err());
+        assert!(parse_request(&json!({"task": "t", "human_gates": ["€".repeat(501)]})).is_err());
     }
 
     #[test]

@@ -53,9 +53,13 @@ fn concrete(template: &str) -> String {
 }
 
 fn test_state() -> (AppState, tempfile::TempDir) {
+    limited_state(1000)
+}
+
+fn limited_state(rate_limit_per_minute: u64) -> (AppState, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let db = Sqlite::open(&dir.path().join("t.db")).unwrap();
-    let cfg = AppConfig { rate_limit_per_minute: 1000, max_body_bytes: 64 * 1024, ..AppConfig::default() };
+    let cfg = AppConfig { rate_limit_per_minute, max_body_bytes: 64 * 1024, ..AppConfig::default() };
     let state = App::new(
         Arc::new(SqliteStore::new(db.clone())),
         Arc::new(SqliteQueue::new(db, "steps", 5)),
@@ -254,7 +258,11 @@ impl<'a> Req<'a> {
 
 impl Checker {
     async fn new() -> Checker {
-        let (state, dir) = test_state();
+        Checker::limited(1000).await
+    }
+
+    async fn limited(rate_limit_per_minute: u64) -> Checker {
+        let (state, dir) = limited_state(rate_limit_per_minute);
         let app = router(state.clone());
         let mut c =
             Checker { doc: doc(), app, state, key: String::new(), seen: Mutex::new(BTreeMap::new()), _dir: dir };
@@ -583,4 +591,35 @@ async fn real_answers_have_a_documented_status_and_match_its_schema() {
             assert!(statuses.iter().any(|s| *s < 300), "{m} {p}: no success checked ({statuses:?})");
         }
     }
+}
+
+#[tokio::test]
+async fn over_the_limit_every_rate_limited_route_answers_a_documented_429_with_retry_after() {
+    let c = Checker::limited(1).await;
+    let wf = json!({"id": "w", "name": "w", "status": "active", "steps": [{"id": "start", "type": "starter"}]});
+    assert_eq!(c.check(req("post", "/api/v1/workflows", "/api/v1/workflows").body(wf)).await.0, 201);
+    let (s, tr) = c.check(req("post", "/api/v1/workflows/{id}/triggers", "/api/v1/workflows/w/triggers")).await;
+    assert_eq!(s, 201);
+    let hook = format!("/api/v1/hooks/{}", tr["token"].as_str().unwrap());
+    // One start of the account's one a minute, then every way to start is over it; the
+    // door has its own window, and its first call passes.
+    let starts = [
+        ("/api/v1/workflows/{id}/run", "/api/v1/workflows/w/run".to_string(), None),
+        ("/api/v1/workflows/{id}/run", "/api/v1/workflows/w/run".into(), None),
+        ("/api/v1/trigger", "/api/v1/trigger".into(), Some(json!({"workflow_id": "w"}))),
+        ("/api/v1/workflows/{id}/execute", "/api/v1/workflows/w/execute".into(), None),
+        ("/api/workflows/{id}/execute", "/api/workflows/w/execute".into(), None),
+        ("/api/v1/runs", "/api/v1/runs".into(), Some(json!({"task": "t"}))),
+    ];
+    let mut seen = Vec::new();
+    for (template, uri, body) in starts {
+        let mut r = req("post", template, uri);
+        if let Some(b) = body {
+            r = r.body(b);
+        }
+        seen.push(c.check(r).await.0);
+    }
+    assert_eq!(seen, [201, 429, 429, 429, 429, 429]);
+    assert_eq!(c.check(req("post", "/api/v1/hooks/{token}", &hook).no_key()).await.0, 201);
+    assert_eq!(c.check(req("post", "/api/v1/hooks/{token}", &hook).no_key()).await.0, 429);
 }
