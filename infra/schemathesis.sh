@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs schemathesis (pinned in infra/requirements.txt) against a given baton-local binary,
-# with every check, so the served openapi.json must be true to the server:
+# with every check (schemathesis's default), so the served openapi.json must be true to it:
 #
 #   bash infra/schemathesis.sh target/debug/baton-local
 #
@@ -73,9 +73,11 @@ key=$(curl -fsS -X POST "$base/api/v1/auth/register" -H 'content-type: applicati
 # The document as served, so what is checked is what callers get.
 curl -fsS "$base/api/v1/openapi.json" -o "$work/openapi.json" || fail "no /api/v1/openapi.json"
 
+# Every check runs: that is schemathesis's default, the same set as `--checks all`, which is
+# not passed because it would also switch back on the one check schemathesis.toml turns off
+# for one family of operations (use-after-free under /runs/{id}: a DELETE there cancels).
 status=0
 (cd "$work" && "$st" --config-file "$root/infra/schemathesis.toml" run "$work/openapi.json" --url "$base" \
-  --checks all \
   --phases examples,coverage,fuzzing,stateful \
   --max-examples "${MAX_EXAMPLES:-10}" \
   --workers "${WORKERS:-1}" \

@@ -88,9 +88,23 @@ fn idempotency_key(headers: &HeaderMap, body: Option<String>) -> Result<Option<S
         (Some(h), Some(b)) if h != b => {
             Err(Error::validation("Idempotency-Key header and body idempotencyKey differ; send one"))
         }
-        (h, b) => Ok(h.or(b)),
+        (h, b) => h.or(b).map(bounded_key).transpose(),
     }
 }
+
+/// A key is stored with every run that names it: 1..=200 characters, as the doors take.
+fn bounded_key(k: String) -> Result<String> {
+    if (1..=MAX_IDEMPOTENCY_KEY).contains(&k.chars().count()) {
+        Ok(k)
+    } else {
+        Err(Error::validation_at(
+            vec![json!("idempotencyKey")],
+            format!("an idempotency key must be 1..={MAX_IDEMPOTENCY_KEY} characters"),
+        ))
+    }
+}
+
+const MAX_IDEMPOTENCY_KEY: usize = 200;
 
 fn start_request(headers: &HeaderMap, b: StartBody, source: &str) -> Result<StartRequest> {
     let mut metadata = b.metadata;
