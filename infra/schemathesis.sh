@@ -9,7 +9,7 @@
 # an account for an API key, runs every phase (examples, coverage, fuzzing, and the stateful
 # phase that follows the document's links from each create to what uses its id) with a
 # small --max-examples, and stops the server by its PID. Exit status: schemathesis's.
-# MAX_EXAMPLES (default 10), SEED and WORKERS (default 1: Python 3.11's `ast` is not safe to
+# MAX_EXAMPLES (default 20), SEED and WORKERS (default 1: Python 3.11's `ast` is not safe to
 # use from two threads at once, which schemathesis does with more) override the bounds.
 set -euo pipefail
 
@@ -79,7 +79,7 @@ curl -fsS "$base/api/v1/openapi.json" -o "$work/openapi.json" || fail "no /api/v
 status=0
 (cd "$work" && "$st" --config-file "$root/infra/schemathesis.toml" run "$work/openapi.json" --url "$base" \
   --phases examples,coverage,fuzzing,stateful \
-  --max-examples "${MAX_EXAMPLES:-10}" \
+  --max-examples "${MAX_EXAMPLES:-20}" \
   --workers "${WORKERS:-1}" \
   ${SEED:+--seed "$SEED"} \
   --request-timeout 30 \
