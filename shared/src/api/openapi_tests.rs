@@ -412,6 +412,16 @@ async fn real_answers_have_a_documented_status_and_match_its_schema() {
         c.check(req("post", &t, format!("{v1}/workflows/chain/{a}"))).await;
         c.check(req("post", &t, format!("{v1}/workflows/nope/{a}"))).await;
     }
+    // The unversioned aliases answer as the /api/v1 operations do.
+    for a in ["deploy", "undeploy", "arm", "deactivate", "activate"] {
+        let t = format!("/api/workflows/{{id}}/{a}");
+        c.check(req("post", &t, format!("/api/workflows/chain/{a}"))).await;
+        c.check(req("post", &t, format!("/api/workflows/nope/{a}"))).await;
+    }
+    let graph = "/api/workflows/{id}/graph";
+    let one_step = json!({"steps": [{"id": "start", "type": "starter"}]});
+    assert_eq!(c.check(req("put", graph, "/api/workflows/alias/graph").body(one_step)).await.0, 201);
+    c.check(req("put", graph, "/api/workflows/alias/graph").body(json!({"steps": "no"}))).await;
     c.check(req("post", "/api/v1/workflows/{id}/activate", format!("{v1}/workflows/chain/activate"))).await;
     c.check(req("post", "/api/v1/workflows/{id}/activate", format!("{v1}/workflows/orders/activate"))).await;
 
