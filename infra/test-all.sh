@@ -88,5 +88,8 @@ rm -rf "$cli_config"
 step "seed 002's curl quickstart and Python examples, as written (fake OpenAI-compatible provider)"
 python infra/seed002_test.py "$local_bin"
 
+step "schemathesis against the served openapi.json (every check, stateful links)"
+bash infra/schemathesis.sh "$local_bin"
+
 # The benchmark binaries were built in the release step above (not run: figures come from
 # infra/bench.sh and infra/aws-cost.sh).

@@ -96,3 +96,27 @@ pub(crate) fn object_body<'a>(body: &'a Value, allowed: &[&str]) -> Result<&'a s
         None => Ok(o),
     }
 }
+
+/// `v` as a whole number, also when written with a fraction (`500.0`): JSON Schema (and so
+/// the OpenAPI document) counts that as an integer, and so does every JSON client that has
+/// only doubles.
+pub fn whole_number(v: &Value) -> Option<u64> {
+    v.as_u64()
+        .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && (0.0..u64::MAX as f64).contains(f)).map(|f| f as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_whole_number_may_be_written_with_a_fraction_but_not_have_one() {
+        assert_eq!(whole_number(&json!(7)), Some(7));
+        assert_eq!(whole_number(&json!(560.0)), Some(560));
+        assert_eq!(whole_number(&json!(0)), Some(0));
+        for bad in [json!(1.5), json!(-1), json!(-2.0), json!("5"), json!(null), json!(1e30)] {
+            assert_eq!(whole_number(&bad), None, "{bad}");
+        }
+    }
+}

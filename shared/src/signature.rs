@@ -119,7 +119,9 @@ impl Scheme {
     /// Checks a signing secret for this scheme (Standard Webhooks needs `whsec_<base64>`).
     pub fn check_secret(&self, secret: &str) -> Result<()> {
         let bad = |m: &str| Error::validation_at(vec![json!("signing_secret")], m);
-        if secret.len() < MIN_SECRET_LEN || secret.len() > MAX_SECRET_LEN || secret.chars().any(char::is_control) {
+        // Counted in characters, as the message says (and as the OpenAPI `maxLength` counts).
+        let chars = secret.chars().count();
+        if !(MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&chars) || secret.chars().any(char::is_control) {
             return Err(bad(&format!("`signing_secret` must be {MIN_SECRET_LEN}..={MAX_SECRET_LEN} characters")));
         }
         if matches!(self, Scheme::StandardWebhooks) {
@@ -429,5 +431,10 @@ mod tests {
         let unpadded = B64.encode([7u8; 32]);
         assert!(Scheme::StandardWebhooks.check_secret(&format!("whsec_{}", unpadded.trim_end_matches('='))).is_ok());
         assert!(Scheme::Github.check_secret("short").is_err());
+        // Lengths are characters, as the message says: 512 three-byte characters fit.
+        assert!(Scheme::Github.check_secret(&"é".repeat(8)).is_ok(), "8 characters, 16 bytes");
+        assert!(Scheme::Github.check_secret(&"€".repeat(512)).is_ok());
+        assert!(Scheme::Github.check_secret(&"€".repeat(513)).is_err());
+        assert!(Scheme::Github.check_secret("abc\u{85}defgh").is_err(), "a control character");
     }
 }

@@ -65,7 +65,7 @@ fn strings(o: &Map<String, Value>, field: &str, details: &mut Vec<Detail>) -> Ve
             let mut out = Vec::new();
             for (i, v) in a.iter().enumerate() {
                 match v.as_str().map(str::trim) {
-                    Some(s) if !s.is_empty() && s.len() <= 500 => out.push(s.to_string()),
+                    Some(s) if !s.is_empty() && s.chars().count() <= 500 => out.push(s.to_string()),
                     _ => details
                         .push(at(&[json!(field), json!(i)], "must be a non-empty string of at most 500 characters")),
                 }
@@ -84,7 +84,7 @@ pub fn parse_request(body: &Value) -> Result<PlanRequest> {
     let o = object_body(body, FIELDS)?;
     let mut d = Vec::new();
     let task = match o.get("task") {
-        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_TASK_CHARS => s.trim().to_string(),
+        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= MAX_TASK_CHARS => s.trim().to_string(),
         Some(Value::String(s)) if !s.trim().is_empty() => {
             d.push(at(&[json!("task")], format!("`task` is longer than {MAX_TASK_CHARS} characters")));
             String::new()
@@ -185,7 +185,7 @@ pub fn parse_request(body: &Value) -> Result<PlanRequest> {
     let callback_url = opt_str("callback_url", &mut d);
     let max_tokens = match o.get("max_tokens") {
         None | Some(Value::Null) => None,
-        Some(v) => match v.as_u64().filter(|n| *n > 0) {
+        Some(v) => match crate::error::whole_number(v).filter(|n| *n > 0) {
             Some(n) => Some(n),
             None => {
                 d.push(at(
@@ -541,6 +541,23 @@ mod tests {
         );
         assert_eq!(r.agents.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["research", "analyst", "writer"]);
         assert_eq!(r.human_gates, ["pricing", "launch strategy"]);
+    }
+
+    #[test]
+    fn lengths_are_counted_in_characters_as_the_messages_say() {
+        let r = req(json!({"task": "é".repeat(MAX_TASK_CHARS), "human_gates": ["€".repeat(500)]}));
+        assert_eq!(r.human_gates[0].chars().count(), 500);
+        assert!(parse_request(&json!({"task": "é".repeat(MAX_TASK_CHARS + 1)})).is_err());
+        assert!(parse_request(&json!({"task": "t", "human_gates": ["€".repeat(501)]})).is_err());
+    }
+
+    #[test]
+    fn max_tokens_is_a_positive_whole_number_also_when_written_with_a_fraction() {
+        assert_eq!(req(json!({"task": "t", "max_tokens": 500.0})).max_tokens, Some(500));
+        assert_eq!(req(json!({"task": "t", "max_tokens": 500})).max_tokens, Some(500));
+        for bad in [json!(0), json!(2.5), json!(-3), json!("9")] {
+            assert!(parse_request(&json!({"task": "t", "max_tokens": bad})).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -174,9 +174,7 @@ pub async fn create(
     let responses = match o.get("responses") {
         None | Some(Value::Null) => Value::Null,
         Some(_) if kind != Kind::Mock => return Err(at("responses", "`responses` is for provider `mock` only")),
-        Some(Value::Array(a)) if a.len() <= MAX_RESPONSES && a.iter().all(|r| r.get("output").is_some()) => {
-            Value::Array(a.clone())
-        }
+        Some(Value::Array(a)) if a.len() <= MAX_RESPONSES && a.iter().all(scripted_answer) => Value::Array(a.clone()),
         Some(_) => {
             return Err(at(
                 "responses",
@@ -208,6 +206,12 @@ pub async fn create(
 }
 
 /// What the API shows of a provider: never the key.
+/// One of a mock's `responses`: an `output`, and a `match` that is a substring to look for
+/// (anything else there would never match, and the script would silently skip it).
+fn scripted_answer(r: &Value) -> bool {
+    r.get("output").is_some() && r.get("match").is_none_or(|m| m.is_string() || m.is_null())
+}
+
 pub fn view(item: &Item) -> Value {
     json!({
         "provider_id": item.str("provider_id"),
@@ -314,6 +318,8 @@ mod tests {
             (json!({"provider": "openai", "api_key": "k", "base_url": "http://127.0.0.1:11434/v1"}), "base_url"),
             (json!({"provider": "openai", "api_key": "k", "colour": "red"}), "colour"),
             (json!({"provider": "openai", "api_key": 7}), "api_key"),
+            (json!({"provider": "mock", "responses": [{"output": "x", "match": {}}]}), "responses"),
+            (json!({"provider": "mock", "responses": [{"match": "x"}]}), "responses"),
         ] {
             match made(&store, body.clone()).await {
                 Err(Error::Validation { details, .. }) => assert_eq!(details[0].path, vec![json!(field)], "{body}"),

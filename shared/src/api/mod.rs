@@ -20,6 +20,8 @@ pub mod triggers;
 pub mod workflows;
 
 #[cfg(test)]
+mod openapi_tests;
+#[cfg(test)]
 mod parts_tests;
 #[cfg(test)]
 mod tests;

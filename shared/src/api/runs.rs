@@ -63,8 +63,18 @@ struct StartBody {
     #[serde(default, alias = "callbackUrl")]
     callback_url: Option<String>,
     /// Sync execute only: how long to drive the run inline before answering 202.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     timeout_ms: Option<u64>,
+}
+
+/// A whole number that may be written `500.0` ([`crate::error::whole_number`]).
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => crate::error::whole_number(&v)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("expected a whole number, not {v}"))),
+    }
 }
 
 fn idempotency_key(headers: &HeaderMap, body: Option<String>) -> Result<Option<String>> {
@@ -80,9 +90,23 @@ fn idempotency_key(headers: &HeaderMap, body: Option<String>) -> Result<Option<S
         (Some(h), Some(b)) if h != b => {
             Err(Error::validation("Idempotency-Key header and body idempotencyKey differ; send one"))
         }
-        (h, b) => Ok(h.or(b)),
+        (h, b) => h.or(b).map(bounded_key).transpose(),
     }
 }
+
+/// A key is stored with every run that names it: 1..=200 characters, as the doors take.
+fn bounded_key(k: String) -> Result<String> {
+    if (1..=MAX_IDEMPOTENCY_KEY).contains(&k.chars().count()) {
+        Ok(k)
+    } else {
+        Err(Error::validation_at(
+            vec![json!("idempotencyKey")],
+            format!("an idempotency key must be 1..={MAX_IDEMPOTENCY_KEY} characters"),
+        ))
+    }
+}
+
+const MAX_IDEMPOTENCY_KEY: usize = 200;
 
 fn start_request(headers: &HeaderMap, b: StartBody, source: &str) -> Result<StartRequest> {
     let mut metadata = b.metadata;

@@ -557,3 +557,29 @@ async fn open_tasks_refuses_other_statuses_unknown_parameters_and_missing_keys()
     let (s, _) = t.call(Method::GET, "/api/v1/tasks", None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
+
+#[test]
+fn timeout_ms_takes_a_whole_number_written_with_a_fraction_and_refuses_a_fractional_one() {
+    let b: super::StartBody = serde_json::from_value(json!({"timeout_ms": 560.0})).unwrap();
+    assert_eq!(b.timeout_ms, Some(560));
+    let b: super::StartBody = serde_json::from_value(json!({"timeout_ms": 7})).unwrap();
+    assert_eq!(b.timeout_ms, Some(7));
+    let b: super::StartBody = serde_json::from_value(json!({"timeout_ms": null})).unwrap();
+    assert_eq!(b.timeout_ms, None);
+    for bad in [json!(1.5), json!(-1), json!("5")] {
+        assert!(serde_json::from_value::<super::StartBody>(json!({"timeout_ms": bad})).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn an_idempotency_key_is_one_to_two_hundred_characters_in_the_header_or_the_body() {
+    let mut h = http::HeaderMap::new();
+    assert_eq!(super::idempotency_key(&h, Some("é".repeat(200))).unwrap().map(|k| k.chars().count()), Some(200));
+    assert!(super::idempotency_key(&h, Some("k".repeat(201))).is_err());
+    assert!(super::idempotency_key(&h, Some(String::new())).is_err());
+    assert_eq!(super::idempotency_key(&h, None).unwrap(), None);
+    h.insert("idempotency-key", "k".repeat(201).parse().unwrap());
+    assert!(super::idempotency_key(&h, None).is_err());
+    h.insert("idempotency-key", "key-1".parse().unwrap());
+    assert_eq!(super::idempotency_key(&h, None).unwrap().as_deref(), Some("key-1"));
+}
