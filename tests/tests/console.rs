@@ -210,6 +210,10 @@ async fn drive(driver: &WebDriver, base: &str, key: &str, run_id: &str, shots: &
     find(driver, "#run-status[data-status='completed']").await;
     find(driver, "svg.graph g[data-block='done'][data-status='completed']").await;
     find(driver, "svg.graph g[data-block='review'][data-status='completed']").await;
+    // Each step shows what reached it: the run's input at the entry, the person's answer
+    // (among its predecessors' outputs) at `done`.
+    wait_text(&find(driver, "tr[data-step='start'] td.input").await, "5000").await?;
+    wait_text(&find(driver, "tr[data-step='done'] td.input").await, "Looks right").await?;
     shot(driver, shots, "05-run-completed").await;
 
     // Signing out forgets the key: the next page is the sign-in form again.

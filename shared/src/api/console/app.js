@@ -335,11 +335,19 @@
     parts.push(h('div', { class: 'grid2' },
       h('div', {}, h('h2', {}, 'Input'), json(run.input)),
       h('div', {}, h('h2', {}, run.error ? 'Error' : 'Output'), json(run.error || run.output))));
+    // A block reads the run's context; what reached a step is its predecessors' outputs (the
+    // run's input for an entry block).
+    const outputOf = new Map(steps.map((st) => [st.step_key, st.output]));
+    const inputOf = (st) => {
+      const from = ((wf && wf.edges) || []).filter((e) => e.to === st.block_id && outputOf.has(e.from));
+      return from.length ? Object.fromEntries(from.map((e) => [e.from, outputOf.get(e.from)])) : run.input;
+    };
     parts.push(h('h2', {}, 'Steps'), h('table', { class: 'steps' },
-      h('thead', {}, h('tr', {}, ['Step', 'Status', 'Attempt', 'Started', 'Finished', 'Output / error', 'Usage'].map((x) => h('th', {}, x)))),
+      h('thead', {}, h('tr', {}, ['Step', 'Status', 'Attempt', 'Started', 'Finished', 'Input', 'Output / error', 'Usage'].map((x) => h('th', {}, x)))),
       h('tbody', {}, steps.map((st) => h('tr', { 'data-step': st.step_key },
         h('td', { class: 'mono' }, st.step_key, st.block_id !== st.step_key ? h('div', { class: 'muted' }, st.block_id) : null),
         h('td', {}, badge(st.status)), h('td', {}, String(st.attempt)), h('td', {}, time(st.started_at)), h('td', {}, time(st.finished_at)),
+        h('td', { class: 'input' }, json(inputOf(st))),
         h('td', {}, st.error ? h('div', { class: 'err' }, json(st.error)) : json(st.output), st.items ? h('div', { class: 'muted' }, `items ${st.items.completed}/${st.items.expected}`) : null),
         h('td', {}, st.usage ? usageText(st.usage) : '—'))))));
     parts.push(h('div', { class: 'grid2' },
