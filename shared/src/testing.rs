@@ -317,6 +317,26 @@ impl Store for CountingStore {
     }
 }
 
+/// Plays `app`'s queue until nothing is left to do right now (at most 200 batches): each
+/// message is processed as a worker would, acknowledged, or made visible again at once when
+/// the engine asks for a retry.
+pub async fn drain(app: &crate::app::AppState) {
+    for _ in 0..200 {
+        let msgs = app.queue.receive(10, Duration::from_secs(5), Duration::from_millis(20)).await.unwrap();
+        if msgs.is_empty() {
+            return;
+        }
+        for m in msgs {
+            match app.engine.process(&m.body).await {
+                crate::queue::Outcome::Ack => app.queue.delete(&m.receipt).await.unwrap(),
+                crate::queue::Outcome::RetryAfter(_) => {
+                    app.queue.change_visibility(&m.receipt, Duration::ZERO).await.unwrap()
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     mod store_conformance {

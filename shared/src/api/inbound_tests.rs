@@ -4,7 +4,6 @@
 use crate::adapters::{Sqlite, SqliteQueue, SqliteStore};
 use crate::api::router;
 use crate::app::{App, AppConfig, AppState};
-use crate::queue::Outcome;
 use axum::Router;
 use axum::body::Body;
 use axum::http::HeaderMap;
@@ -12,7 +11,6 @@ use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tower::ServiceExt;
 
 struct T {
@@ -77,20 +75,7 @@ impl T {
     }
 
     async fn drain(&self) {
-        for _ in 0..200 {
-            let msgs = self.state.queue.receive(10, Duration::from_secs(5), Duration::from_millis(20)).await.unwrap();
-            if msgs.is_empty() {
-                return;
-            }
-            for m in msgs {
-                match self.state.engine.process(&m.body).await {
-                    Outcome::Ack => self.state.queue.delete(&m.receipt).await.unwrap(),
-                    Outcome::RetryAfter(_) => {
-                        self.state.queue.change_visibility(&m.receipt, Duration::ZERO).await.unwrap()
-                    }
-                }
-            }
-        }
+        crate::testing::drain(&self.state).await
     }
 
     /// Saves a workflow whose `job` step calls the receiver asynchronously, starts a run,

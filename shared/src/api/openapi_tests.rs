@@ -8,7 +8,6 @@ use super::{OPENAPI_JSON, ROUTES, path_matches, router};
 use crate::adapters::{Sqlite, SqliteQueue, SqliteStore};
 use crate::app::{App, AppConfig, AppState};
 use crate::error::{Detail, Error};
-use crate::queue::Outcome;
 use axum::Router;
 use axum::body::Body;
 use axum::response::IntoResponse;
@@ -334,20 +333,7 @@ impl Checker {
     }
 
     async fn drain(&self) {
-        for _ in 0..200 {
-            let msgs = self.state.queue.receive(10, Duration::from_secs(5), Duration::from_millis(20)).await.unwrap();
-            if msgs.is_empty() {
-                return;
-            }
-            for m in msgs {
-                match self.state.engine.process(&m.body).await {
-                    Outcome::Ack => self.state.queue.delete(&m.receipt).await.unwrap(),
-                    Outcome::RetryAfter(_) => {
-                        self.state.queue.change_visibility(&m.receipt, Duration::ZERO).await.unwrap()
-                    }
-                }
-            }
-        }
+        crate::testing::drain(&self.state).await
     }
 }
 

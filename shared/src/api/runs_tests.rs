@@ -4,7 +4,6 @@
 use crate::adapters::{Sqlite, SqliteQueue, SqliteStore};
 use crate::api::router;
 use crate::app::{App, AppConfig, AppState};
-use crate::queue::Outcome;
 use axum::Router;
 use axum::body::Body;
 use http::{Method, Request, StatusCode};
@@ -73,20 +72,7 @@ impl T {
 
     /// Plays the queue until nothing is left to do right now.
     async fn drain(&self) {
-        for _ in 0..200 {
-            let msgs = self.state.queue.receive(10, Duration::from_secs(5), Duration::from_millis(20)).await.unwrap();
-            if msgs.is_empty() {
-                return;
-            }
-            for m in msgs {
-                match self.state.engine.process(&m.body).await {
-                    Outcome::Ack => self.state.queue.delete(&m.receipt).await.unwrap(),
-                    Outcome::RetryAfter(_) => {
-                        self.state.queue.change_visibility(&m.receipt, Duration::ZERO).await.unwrap()
-                    }
-                }
-            }
-        }
+        crate::testing::drain(&self.state).await
     }
 
     async fn workflow(&self, def: Value) {
